@@ -1,0 +1,61 @@
+"""trainerkit: a config-driven trainer factory.
+
+Declare trainers in YAML, get one by name, call ``train``; the returned future's
+``result()`` is the trained model, loaded. See ``docs/`` for the whole story.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    ConfigError,
+    InvalidTrainingIdError,
+    ModelLoadError,
+    ModelNotSavedError,
+    StoreError,
+    TrainerkitError,
+    TrainingCanceledError,
+    TrainingError,
+    TrainingExistsError,
+    TrainingInterruptedError,
+    TrainingNotFoundError,
+    TrainingStateError,
+    UnknownTrainerError,
+)
+from .future import ModelTrainerFutureBase
+from .info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus
+from .manager import TrainerManager
+from .module import ModuleBase, load
+from .progress import cancel_requested, check_canceled, report_progress
+from .registry import register_trainer_type
+from .trainer import ModelTrainerBase
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "ErrorDetail",
+    "InvalidTrainingIdError",
+    "ModelLoadError",
+    "ModelNotSavedError",
+    "ModelTrainerBase",
+    "ModelTrainerFutureBase",
+    "ModuleBase",
+    "ProgressReport",
+    "StoreError",
+    "TrainerManager",
+    "TrainerkitError",
+    "TrainingCanceledError",
+    "TrainingError",
+    "TrainingExistsError",
+    "TrainingInfo",
+    "TrainingInterruptedError",
+    "TrainingNotFoundError",
+    "TrainingStateError",
+    "TrainingStatus",
+    "UnknownTrainerError",
+    "cancel_requested",
+    "check_canceled",
+    "load",
+    "register_trainer_type",
+    "report_progress",
+]

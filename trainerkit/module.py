@@ -1,0 +1,327 @@
+"""Trainable modules: their shape, their arguments, atomic saves and loading.
+
+A trainable module is any class with a ``train(cls, ...)`` classmethod that
+returns an instance, ``save(self, path)`` and a ``load(cls, path)`` classmethod.
+caikit modules have this shape already; :class:`ModuleBase` is a ready-made one.
+
+Every model trainerkit saves gets a small metadata file,
+``.trainerkit-model.json``, that records the class that saved it, so
+:func:`load` needs nothing but the path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+import os
+import pickle
+import secrets
+import shutil
+from typing import Any, Mapping, Optional, Sequence, TypeVar
+
+from .errors import ModelLoadError
+from .info import utcnow
+
+log = logging.getLogger("trainerkit")
+
+METADATA_FILE = ".trainerkit-model.json"
+_TMP_MARKER = ".trainerkit-tmp-"
+
+M = TypeVar("M", bound="ModuleBase")
+
+
+class ModuleBase:
+    """A ready-made trainable module.
+
+    Subclasses implement :meth:`train`. :meth:`save` and :meth:`load` default to
+    pickling the instance into ``model.pkl`` inside the model directory;
+    override both to write your own format (the Iris example writes JSON).
+    """
+
+    #: The file that the default :meth:`save` writes inside the model directory.
+    PICKLE_FILE = "model.pkl"
+
+    @classmethod
+    def train(cls: type[M], *args: Any, **kwargs: Any) -> M:
+        """Train and return an instance. Subclasses must implement it."""
+        raise NotImplementedError(
+            f"{cls.__qualname__} must implement the classmethod train(cls, ...) that returns "
+            "a trained instance"
+        )
+
+    def save(self, path: str) -> None:
+        """Write the model into directory ``path`` (it exists and is empty)."""
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, self.PICKLE_FILE), "wb") as handle:
+            pickle.dump(self, handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def load(cls: type[M], path: str) -> M:
+        """Read a model written by :meth:`save`."""
+        with open(os.path.join(path, cls.PICKLE_FILE), "rb") as handle:
+            model = pickle.load(handle)
+        if not isinstance(model, cls):
+            raise ModelLoadError(
+                f"{path} holds a {type(model).__qualname__}, not a {cls.__qualname__}"
+            )
+        return model
+
+
+def class_path(cls: type) -> str:
+    """``package.module:QualName`` of ``cls``."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def import_object(path: str) -> Any:
+    """Import ``package.module:Name`` (or ``package.module.Name``).
+
+    Raises:
+        ImportError: with a message that names ``path`` and what was missing.
+    """
+    if not isinstance(path, str) or not path.strip():
+        raise ImportError(f"{path!r} is not an import path like 'package.module:Class'")
+    path = path.strip()
+    if ":" in path:
+        module_name, _, attribute = path.partition(":")
+        candidates = [(module_name, attribute)]
+    else:
+        parts = path.split(".")
+        candidates = [
+            (".".join(parts[:i]), ".".join(parts[i:])) for i in range(len(parts) - 1, 0, -1)
+        ]
+        if not candidates:
+            raise ImportError(
+                f"{path!r} is not an import path: write 'package.module:Class' or "
+                "'package.module.Class'"
+            )
+    last_error: Optional[BaseException] = None
+    for module_name, attribute in candidates:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and (
+                module_name == exc.name or module_name.startswith(exc.name + ".")
+            ):
+                last_error = exc
+                continue
+            raise
+        obj: Any = module
+        try:
+            for part in attribute.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            raise ImportError(
+                f"cannot import {path!r}: module {module_name!r} has no attribute {attribute!r}"
+            ) from None
+        return obj
+    raise ImportError(
+        f"cannot import {path!r}: no module found ({last_error}); is the package installed "
+        "in this Python environment, and is the path spelled right?"
+    )
+
+
+def check_module_class(module_class: Any) -> None:
+    """Raise TypeError unless ``module_class`` has the trainable module shape."""
+    if not inspect.isclass(module_class):
+        raise TypeError(
+            f"train() needs a module class, got {type(module_class).__name__} {module_class!r}"
+        )
+    missing = [
+        name for name in ("train", "save", "load") if not callable(getattr(module_class, name, None))
+    ]
+    if missing:
+        raise TypeError(
+            f"{module_class.__qualname__} is not a trainable module: it lacks "
+            + ", ".join(missing)
+            + " (a module needs classmethods train(cls, ...) and load(cls, path) and a method "
+            "save(self, path); subclass trainerkit.ModuleBase to get save/load)"
+        )
+
+
+def train_signature(module_class: type) -> inspect.Signature:
+    """The signature of ``module_class.train`` as callers see it (without cls)."""
+    return inspect.signature(module_class.train)
+
+
+def bind_train_arguments(
+    module_class: type, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> inspect.BoundArguments:
+    """Check ``args``/``kwargs`` against ``train``'s signature.
+
+    Raises:
+        TypeError: naming the missing or unexpected argument and showing the signature.
+    """
+    signature = train_signature(module_class)
+    try:
+        return signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(
+            f"{module_class.__qualname__}.train{signature}: {exc}"
+        ) from None
+
+
+# -- saving -----------------------------------------------------------------
+
+
+def read_metadata(path: str) -> Optional[dict[str, Any]]:
+    """The metadata trainerkit wrote beside a saved model, or None."""
+    try:
+        with open(os.path.join(path, METADATA_FILE), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {os.path.join(path, METADATA_FILE)}: {exc}") from exc
+    return data if isinstance(data, dict) else None
+
+
+def save_model(model: Any, path: str, *, training_id: Optional[str] = None) -> None:
+    """Save ``model`` to directory ``path`` atomically.
+
+    The model is written into a hidden sibling directory, its metadata file
+    added, and the directory renamed onto ``path`` in one step: a crash leaves
+    either no model or a whole one, never half of one. ``path`` must not exist
+    or be an empty directory.
+    """
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    if os.path.lexists(path) and not _is_empty_dir(path):
+        raise FileExistsError(
+            f"cannot save the model to {path}: it already exists and is not an empty "
+            "directory; choose another save_path or use save_with_id=True"
+        )
+    tmp = os.path.join(parent, f".{os.path.basename(path)}{_TMP_MARKER}{secrets.token_hex(4)}")
+    os.makedirs(tmp)
+    try:
+        model.save(tmp)
+        metadata = {
+            "module": class_path(type(model)),
+            "training_id": training_id,
+            "saved_at": utcnow().isoformat(),
+            "format": 1,
+        }
+        with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as handle:
+            json.dump(metadata, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.rmdir(path)  # empty (checked above); rename cannot replace a directory otherwise
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(parent)
+
+
+def _is_empty_dir(path: str) -> bool:
+    return os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path)
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load(path: "str | os.PathLike[str]") -> Any:
+    """Load any model that trainerkit saved, without naming its class.
+
+    Raises:
+        ModelLoadError: the path does not exist, holds no trainerkit model, or
+            its class cannot be imported or fails to load it.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.isdir(path):
+        raise ModelLoadError(
+            f"no model at {path}: the directory does not exist"
+            if not os.path.exists(path)
+            else f"no model at {path}: it is a file, a saved model is a directory"
+        )
+    metadata = read_metadata(path)
+    if metadata is None or not isinstance(metadata.get("module"), str):
+        raise ModelLoadError(
+            f"{path} was not saved by trainerkit (no {METADATA_FILE}); load it with the "
+            "module class that saved it: MyModule.load(path)"
+        )
+    try:
+        module_class = import_object(metadata["module"])
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"cannot load the model at {path}: its class {metadata['module']} cannot be imported "
+            f"({exc})"
+        ) from exc
+    try:
+        return module_class.load(path)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{metadata['module']}.load({path!r}) failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+# -- save paths ---------------------------------------------------------------
+
+
+def check_model_name(model_name: Any) -> Optional[str]:
+    """Validate ``model_name`` as one safe path segment; return it."""
+    if model_name is None:
+        return None
+    if not isinstance(model_name, str):
+        raise TypeError(f"model_name must be a string, got {type(model_name).__name__}")
+    bad = (
+        not model_name
+        or model_name in (".", "..")
+        or any(sep in model_name for sep in ("/", "\\", "\0"))
+        or model_name != model_name.strip()
+    )
+    if bad:
+        raise ValueError(
+            f"model_name {model_name!r} is not a safe directory name: it must be one path "
+            "segment, without '/', '\\', NUL or surrounding spaces, and not '.' or '..'"
+        )
+    return model_name
+
+
+def resolve_save_path(
+    save_path: Any, *, save_with_id: bool, model_name: Optional[str], training_id: str
+) -> Optional[str]:
+    """The directory a training's model goes to: ``save_path[/id][/model_name]``.
+
+    ``save_path`` is made absolute (``~`` expanded). ``model_name`` is checked to
+    be a single path segment, so nothing escapes ``save_path``.
+    """
+    model_name = check_model_name(model_name)
+    if save_path is None:
+        if save_with_id or model_name:
+            raise ValueError(
+                "save_with_id and model_name shape the save path, so they need save_path too"
+            )
+        return None
+    if not isinstance(save_path, (str, os.PathLike)):
+        raise TypeError(f"save_path must be a path string, got {type(save_path).__name__}")
+    raw = os.fspath(save_path)
+    if not raw or "\0" in raw:
+        raise ValueError(f"save_path {raw!r} is not a usable path")
+    path = os.path.abspath(os.path.expanduser(raw))
+    if save_with_id:
+        path = os.path.join(path, training_id)
+    if model_name:
+        path = os.path.join(path, model_name)
+    if os.path.lexists(path) and not _is_empty_dir(path):
+        what = "a file" if not os.path.isdir(path) else "a directory that is not empty"
+        raise FileExistsError(
+            f"save path {path} is {what}; trainerkit never overwrites a saved model: "
+            "choose another save_path, or pass save_with_id=True to save under the training id"
+        )
+    return path

@@ -1,0 +1,495 @@
+"""The trainer base class: everything every trainer type shares.
+
+Submission checks, ids, save paths, records, status transitions, progress
+plumbing, listing, deletion and retention live here, once. A backend adds only
+what is its own, by implementing:
+
+* :meth:`ModelTrainerBase._submit` — start (or queue) a training;
+* :meth:`ModelTrainerBase._cancel_running` — stop one;
+* optionally :meth:`_check_request`, :meth:`_create_store`,
+  :meth:`_refresh_observed`, :meth:`_training_logs`, :meth:`shutdown`.
+
+Backends report what happens through the ``_mark_*`` methods; those persist the
+change to the :class:`~trainerkit.store.TrainingStore` and then apply it to the
+future, so records and futures never disagree.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime
+import logging
+import os
+import shutil
+import threading
+import weakref
+from typing import Any, ClassVar, Iterator, Mapping, Optional, Sequence
+
+from . import ids
+from .durations import parse_duration
+from .errors import (
+    InvalidTrainingIdError,
+    TrainingNotFoundError,
+    TrainingStateError,
+)
+from .future import NO_MODEL, ModelTrainerFutureBase
+from .info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus, utcnow
+from .module import (
+    METADATA_FILE,
+    bind_train_arguments,
+    check_module_class,
+    class_path,
+    read_metadata,
+    resolve_save_path,
+)
+from .owner import owner_is_alive, process_owner
+from .store import MemoryTrainingStore, TrainingQuery, TrainingStore, normalize_statuses, normalize_tags
+
+log = logging.getLogger("trainerkit")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingRequest:
+    """Everything a backend needs to run one training."""
+
+    training_id: str
+    module_class: type
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    save_path: Optional[str]
+    model_name: Optional[str]
+    tags: tuple[str, ...]
+
+
+class ModelTrainerBase(abc.ABC):
+    """A configured place where trainings run (one instance per config name).
+
+    Subclasses set ``name`` (the config ``type``) and ``ConfigSchema`` (a
+    dataclass declared with :func:`trainerkit.schema.option`) and are built as
+    ``Trainer(config, instance_name)`` with the validated config.
+    """
+
+    #: The type name used in config (``type: LOCAL``).
+    name: ClassVar[str] = ""
+    #: The dataclass that declares this type's config keys (None: no keys).
+    ConfigSchema: ClassVar[Optional[type]] = None
+    #: How often futures of trainings run elsewhere are refreshed, in seconds.
+    observe_interval: ClassVar[float] = 0.2
+
+    def __init__(self, config: Any, instance_name: str) -> None:
+        problem = ids.check_trainer_name(instance_name)
+        if problem:
+            raise InvalidTrainingIdError(problem)
+        self.config = config
+        self.instance_name = instance_name
+        self._owner = process_owner()
+        self._lock = threading.RLock()
+        self._closed = False
+        self._futures: "weakref.WeakValueDictionary[str, ModelTrainerFutureBase]" = (
+            weakref.WeakValueDictionary()
+        )
+        # Futures kept alive on purpose: live ones, and finished ones whose
+        # model exists only in memory (until retention or delete drops them).
+        self._pinned: dict[str, ModelTrainerFutureBase] = {}
+        self._observed: "weakref.WeakSet[ModelTrainerFutureBase]" = weakref.WeakSet()
+        self._observer: Optional[threading.Thread] = None
+        self._store = self._create_store()
+        retention = getattr(config, "retention_duration", None)
+        self._retention: Optional[datetime.timedelta] = (
+            parse_duration(retention) if retention is not None else None
+        )
+        self._stop = threading.Event()
+        self._purger: Optional[threading.Thread] = None
+        if self._retention is not None:
+            self._purger = threading.Thread(
+                target=self._purge_loop, name=f"trainerkit-retention-{instance_name}", daemon=True
+            )
+            self._purger.start()
+
+    # -- class-level helpers ----------------------------------------------------------
+
+    @classmethod
+    def validate_config(cls, raw: Any, key_path: str) -> tuple[Any, list[str]]:
+        """Turn the raw ``config:`` mapping into what ``__init__`` receives.
+
+        Returns ``(config, problems)``; every problem names its full key path.
+        The default validates against ``ConfigSchema``; a type without a schema
+        receives the mapping as an ``aconfig.Config`` and must check it itself.
+        """
+        from .config import validate_with_schema
+
+        return validate_with_schema(cls.ConfigSchema, raw, key_path)
+
+    @classmethod
+    def get_trainer_name(cls, training_id: str) -> str:
+        """The name of the trainer that made ``training_id``, from the id alone."""
+        return ids.trainer_name_from_id(training_id)
+
+    # -- the public API -------------------------------------------------------------
+
+    def train(
+        self,
+        module_class: type,
+        *args: Any,
+        save_path: "str | os.PathLike[str] | None" = None,
+        save_with_id: bool = False,
+        model_name: Optional[str] = None,
+        external_training_id: Optional[str] = None,
+        tags: Optional[Sequence[str]] = None,
+        **kwargs: Any,
+    ) -> ModelTrainerFutureBase:
+        """Submit a training of ``module_class`` with ``*args, **kwargs``.
+
+        Arguments are checked against ``module_class.train``'s signature now
+        (TypeError before anything starts). The model is saved to
+        ``save_path[/<training id> if save_with_id][/<model_name>]``; without
+        ``save_path`` it stays in this process's memory.
+
+        Returns a future whose ``result()`` is the trained model, loaded.
+        """
+        self._check_open()
+        check_module_class(module_class)
+        bind_train_arguments(module_class, args, kwargs)
+        if not isinstance(save_with_id, bool):
+            raise TypeError(f"save_with_id must be True or False, got {save_with_id!r}")
+        tag_tuple = normalize_tags(tags)
+        if external_training_id is not None:
+            training_id = ids.external_training_id(self.instance_name, external_training_id)
+        else:
+            training_id = ids.new_training_id(self.instance_name)
+        path = resolve_save_path(
+            save_path, save_with_id=save_with_id, model_name=model_name, training_id=training_id
+        )
+        request = TrainingRequest(
+            training_id=training_id,
+            module_class=module_class,
+            args=tuple(args),
+            kwargs=dict(kwargs),
+            save_path=path,
+            model_name=model_name,
+            tags=tag_tuple,
+        )
+        self._check_request(request)
+        info = TrainingInfo(
+            id=training_id,
+            trainer_name=self.instance_name,
+            status=TrainingStatus.QUEUED,
+            module=class_path(module_class),
+            submission_time=utcnow(),
+            save_path=path,
+            model_name=model_name,
+            tags=tag_tuple,
+        )
+        self._store.add(info, owner=self._owner, replace_finished=external_training_id is not None)
+        future = self._new_future(info)
+        with self._lock:
+            self._futures[training_id] = future
+            self._pinned[training_id] = future
+        try:
+            self._submit(future, request)
+        except BaseException:
+            with self._lock:
+                self._pinned.pop(training_id, None)
+                self._futures.pop(training_id, None)
+            self._store.delete(training_id)
+            raise
+        log.debug("submitted training %s of %s", training_id, info.module)
+        return future
+
+    def get_model_future(self, training_id: str) -> ModelTrainerFutureBase:
+        """A future for an existing training of this trainer (from any process).
+
+        Raises:
+            InvalidTrainingIdError: not a trainerkit id.
+            TrainingNotFoundError: no record of it (or it belongs to another trainer).
+        """
+        name = ids.trainer_name_from_id(training_id)
+        if name != self.instance_name:
+            raise TrainingNotFoundError(
+                f"training {training_id!r} belongs to trainer {name!r}, not {self.instance_name!r}; "
+                "use TrainerManager.get_model_future(training_id), which routes by the id"
+            )
+        with self._lock:
+            future = self._futures.get(training_id)
+        if future is not None:
+            return future
+        info = self._load_info(training_id)
+        if info is None:
+            raise TrainingNotFoundError(
+                f"no training {training_id!r} in trainer {self.instance_name!r}: it never "
+                "existed here, or it was deleted or purged by retention"
+            )
+        with self._lock:
+            future = self._futures.get(training_id)
+            if future is None:
+                future = self._new_future(info)
+                self._futures[training_id] = future
+        return future
+
+    def list_trainings(
+        self,
+        status: Any = None,
+        since: "datetime.datetime | datetime.timedelta | str | None" = None,
+        tags: "Sequence[str] | str | None" = None,
+        limit: Optional[int] = None,
+    ) -> list[TrainingInfo]:
+        """This trainer's trainings, newest first.
+
+        Args:
+            status: a status (or its name) or several; None for all.
+            since: only trainings submitted at or after this time: an aware
+                datetime (naive ones are taken as local time), or a duration
+                back from now (``timedelta`` or text such as ``"2h"``).
+            tags: only trainings carrying every one of these tags.
+            limit: at most this many (a positive integer).
+        """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+        query = TrainingQuery(
+            trainer_name=self.instance_name,
+            status=normalize_statuses(status),
+            since=_since(since),
+            tags=normalize_tags(tags),
+            limit=limit,
+        )
+        return [self._reconcile(info) for info in self._store.list(query)]
+
+    def delete_training(self, training_id: str, delete_model: bool = False) -> None:
+        """Forget a finished training; with ``delete_model`` remove its saved model too.
+
+        Only the model directory itself is removed, and only when it holds a
+        model trainerkit saved for this very training.
+
+        Raises:
+            TrainingNotFoundError: no such training.
+            TrainingStateError: the training is still QUEUED or RUNNING.
+        """
+        future = self.get_model_future(training_id)
+        info = future.get_info()
+        if not info.status.is_terminal:
+            raise TrainingStateError(
+                f"training {training_id} is {info.status.value}; cancel it first "
+                "(future.cancel()) and delete it once it has stopped"
+            )
+        if delete_model and info.save_path:
+            self._delete_model_dir(info)
+        self._store.delete(training_id)
+        with self._lock:
+            self._pinned.pop(training_id, None)
+            self._futures.pop(training_id, None)
+        future._model = NO_MODEL
+        log.info("deleted training %s%s", training_id, " and its model" if delete_model else "")
+
+    def purge_finished(self, older_than: Optional[datetime.timedelta] = None) -> list[str]:
+        """Remove finished trainings completed more than ``older_than`` ago
+        (default: the configured ``retention_duration``); return their ids."""
+        if older_than is None:
+            older_than = self._retention
+        if older_than is None:
+            return []
+        purged = self._store.purge_finished(utcnow() - older_than, trainer_name=self.instance_name)
+        with self._lock:
+            for info in purged:
+                self._pinned.pop(info.id, None)
+                future = self._futures.pop(info.id, None)
+                if future is not None:
+                    future._model = NO_MODEL
+        if purged:
+            log.debug("retention purged %d trainings of %s", len(purged), self.instance_name)
+        return [info.id for info in purged]
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop background threads; with ``wait``, let running trainings finish."""
+        self._closed = True
+        self._stop.set()
+        if self._purger is not None and wait and self._purger is not threading.current_thread():
+            self._purger.join(timeout=5)
+        self._store.close()
+
+    # -- for backends: hooks ----------------------------------------------------------
+
+    @abc.abstractmethod
+    def _submit(self, future: ModelTrainerFutureBase, request: TrainingRequest) -> None:
+        """Start or queue the training. Raising here undoes the submission."""
+
+    @abc.abstractmethod
+    def _cancel_running(self, future: ModelTrainerFutureBase) -> bool:
+        """Stop a QUEUED or RUNNING training this trainer manages; see ``_cancel``."""
+
+    def _check_request(self, request: TrainingRequest) -> None:
+        """Refuse a request this backend cannot run (raise a clear error)."""
+
+    def _create_store(self) -> TrainingStore:
+        """The record store of this trainer."""
+        return MemoryTrainingStore()
+
+    def _training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
+        """The output of a training, line by line."""
+        raise NotImplementedError(
+            f"trainer type {self.name} keeps no logs of its own: LOCAL trainings print to this "
+            "process's stdout/stderr and logging"
+        )
+
+    def _refresh_observed(self, futures: Sequence[ModelTrainerFutureBase]) -> None:
+        """Bring futures of trainings run elsewhere up to date (default: from the store)."""
+        for future in futures:
+            info = self._load_info(future.id)
+            if info is None:
+                info = dataclasses.replace(
+                    future._info,
+                    status=TrainingStatus.ERRORED,
+                    completion_time=utcnow(),
+                    errors=(ErrorDetail("TrainingNotFoundError", "the training's record was deleted"),),
+                )
+            future._apply(info)
+
+    # -- for backends: reporting -------------------------------------------------------
+
+    def _mark_running(self, future: ModelTrainerFutureBase) -> None:
+        info = self._store.update(future.id, status=TrainingStatus.RUNNING, start_time=utcnow())
+        future._apply(info)
+
+    def _mark_progress(self, future: ModelTrainerFutureBase, report: ProgressReport) -> None:
+        info = self._store.update(future.id, progress=report)
+        future._apply(info)
+
+    def _mark_completed(self, future: ModelTrainerFutureBase, model: Any = NO_MODEL) -> None:
+        info = self._store.update(future.id, status=TrainingStatus.COMPLETED, completion_time=utcnow())
+        future._apply(info, model=model)
+        self._after_terminal(future, info)
+
+    def _mark_errored(
+        self, future: ModelTrainerFutureBase, error: "BaseException | ErrorDetail"
+    ) -> None:
+        detail = error if isinstance(error, ErrorDetail) else ErrorDetail.from_exception(error)
+        info = self._store.update(
+            future.id, status=TrainingStatus.ERRORED, completion_time=utcnow(), errors=(detail,)
+        )
+        future._apply(info, exception=error if isinstance(error, BaseException) else None)
+        self._after_terminal(future, info)
+
+    def _mark_canceled(self, future: ModelTrainerFutureBase, reason: str = "") -> None:
+        errors = (ErrorDetail("TrainingCanceledError", reason),) if reason else ()
+        info = self._store.update(
+            future.id, status=TrainingStatus.CANCELED, completion_time=utcnow(), errors=errors
+        )
+        future._apply(info)
+        self._after_terminal(future, info)
+
+    def _after_terminal(self, future: ModelTrainerFutureBase, info: TrainingInfo) -> None:
+        # Keep the future (and its in-memory model) only when the model lives nowhere else.
+        if info.status is not TrainingStatus.COMPLETED or info.save_path:
+            with self._lock:
+                self._pinned.pop(info.id, None)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _new_future(self, info: TrainingInfo) -> ModelTrainerFutureBase:
+        return ModelTrainerFutureBase(self, info)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TrainingStateError(f"trainer {self.instance_name!r} has been shut down")
+
+    def _load_info(self, training_id: str) -> Optional[TrainingInfo]:
+        info = self._store.get(training_id)
+        return self._reconcile(info) if info is not None else None
+
+    def _reconcile(self, info: TrainingInfo) -> TrainingInfo:
+        """Report a live record whose owning process is gone as interrupted."""
+        if info.status.is_terminal:
+            return info
+        owner = self._store.get_owner(info.id)
+        if not owner or owner == self._owner or owner_is_alive(owner) is not False:
+            return info
+        return self._store.update(
+            info.id,
+            status=TrainingStatus.ERRORED,
+            completion_time=utcnow(),
+            errors=(
+                ErrorDetail(
+                    "trainerkit.errors.TrainingInterruptedError",
+                    f"training was interrupted: the process that ran it ({owner}) exited while "
+                    f"the training was {info.status.value}",
+                ),
+            ),
+        )
+
+    def _is_owned_here(self, future: ModelTrainerFutureBase) -> bool:
+        with self._lock:
+            return self._pinned.get(future.id) is future
+
+    def _fresh_info(self, future: ModelTrainerFutureBase) -> TrainingInfo:
+        if future._info.status.is_terminal or self._is_owned_here(future):
+            return future._info
+        self._refresh_observed([future])
+        return future._info
+
+    def _ensure_observed(self, future: ModelTrainerFutureBase) -> None:
+        """Make sure someone updates ``future`` until it ends."""
+        if future._info.status.is_terminal or self._is_owned_here(future):
+            return
+        with self._lock:
+            self._observed.add(future)
+            if self._observer is None or not self._observer.is_alive():
+                self._observer = threading.Thread(
+                    target=self._observe_loop,
+                    name=f"trainerkit-observer-{self.instance_name}",
+                    daemon=True,
+                )
+                self._observer.start()
+
+    def _observe_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                live = [f for f in self._observed if not f._info.status.is_terminal]
+                if not live:
+                    self._observer = None
+                    return
+            try:
+                self._refresh_observed(live)
+            except Exception:  # keep observing; the next round may succeed
+                log.exception("refreshing trainings of %s failed", self.instance_name)
+            del live
+            self._stop.wait(self.observe_interval)
+
+    def _cancel(self, future: ModelTrainerFutureBase) -> bool:
+        if future._info.status.is_terminal:
+            return False
+        return self._cancel_running(future)
+
+    def _purge_loop(self) -> None:
+        assert self._retention is not None
+        interval = min(max(self._retention.total_seconds() / 4, 0.05), 60.0)
+        while not self._stop.wait(interval):
+            try:
+                self.purge_finished()
+            except Exception:
+                log.exception("retention purge of %s failed", self.instance_name)
+
+    def _delete_model_dir(self, info: TrainingInfo) -> None:
+        path = info.save_path
+        assert path is not None
+        if not os.path.lexists(path):
+            return
+        metadata = read_metadata(path) if os.path.isdir(path) and not os.path.islink(path) else None
+        if metadata is None or metadata.get("training_id") != info.id:
+            raise TrainingStateError(
+                f"refusing to delete {path}: it does not hold the model trainerkit saved for "
+                f"training {info.id} (no matching {METADATA_FILE}); remove it by hand if intended"
+            )
+        shutil.rmtree(path)
+
+
+def _since(since: Any) -> Optional[datetime.datetime]:
+    if since is None:
+        return None
+    if isinstance(since, datetime.datetime):
+        return since if since.tzinfo else since.astimezone()
+    if isinstance(since, (datetime.timedelta, str, int, float)) and not isinstance(since, bool):
+        try:
+            return utcnow() - parse_duration(since)
+        except ValueError as exc:
+            raise ValueError(f"since: {exc}, or a datetime") from None
+    raise TypeError(f"since must be a datetime, a timedelta or a duration text, got {since!r}")

@@ -1,0 +1,1 @@
+"""Built-in trainer types, one module each (imported only when configured)."""

@@ -1,0 +1,198 @@
+"""LOCAL: trainings run on a bounded pool of threads in this process.
+
+``max_workers`` trainings run at once; the rest wait, really ``QUEUED``. A queued
+training that is canceled never starts. A running one is canceled two ways:
+cooperatively (``report_progress`` and ``check_canceled`` raise
+:class:`~trainerkit.TrainingCanceledError`) and, unless ``interrupt_on_cancel``
+is off, by raising that exception asynchronously in the training's thread,
+which stops pure-Python loops between two bytecodes. Code blocked inside a C
+call (a long ``time.sleep``, a BLAS kernel) only sees it when the call returns;
+use SUBPROCESS for trainings that must die at once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import dataclasses
+import datetime
+import logging
+import threading
+from typing import Any, Optional
+
+from ..errors import TrainingCanceledError
+from ..future import NO_MODEL, ModelTrainerFutureBase
+from ..module import save_model
+from ..progress import TrainingContext, training_context
+from ..schema import option
+from ..trainer import ModelTrainerBase, TrainingRequest
+
+log = logging.getLogger("trainerkit")
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalTrainerConfig:
+    """Config keys of ``type: LOCAL``."""
+
+    max_workers: int = option(
+        1,
+        minimum=1,
+        doc="trainings that run at once; the others wait QUEUED. Default 1: a training "
+        "usually saturates the machine (all cores, or the GPU's memory), so running two at "
+        "once makes both slower or runs out of memory; raise it for light trainings",
+    )
+    retention_duration: Optional[datetime.timedelta] = option(
+        None,
+        doc="finished trainings are forgotten this long after they end (caikit syntax: "
+        "'7d12h', '90m'); null keeps them until deleted",
+    )
+    interrupt_on_cancel: bool = option(
+        True,
+        doc="cancel() also raises TrainingCanceledError inside the running training's thread, "
+        "which stops pure-Python loops; false leaves cancel cooperative only",
+    )
+
+
+class _RunState:
+    """One training's cancel handshake between cancel() and its thread."""
+
+    QUEUED, TRAINING, FINISHING = "queued", "training", "finishing"
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.phase = self.QUEUED
+        self.canceled = False
+        self.thread_id: Optional[int] = None
+        self.injected = False
+
+    def disarm(self) -> None:
+        """Leave the interruptible phase; drop an interrupt not yet delivered."""
+        while True:
+            try:
+                with self.lock:
+                    self.phase = self.FINISHING
+                    if self.injected and self.thread_id is not None:
+                        _set_async_exception(self.thread_id, None)
+                        self.injected = False
+                return
+            except TrainingCanceledError:
+                continue  # the interrupt landed here; the flag already says canceled
+
+
+def _set_async_exception(thread_id: int, exc_type: Optional[type]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type) if exc_type else None
+    )
+
+
+class LocalModelTrainer(ModelTrainerBase):
+    """``type: LOCAL`` — threads in this process (see the module docstring)."""
+
+    name = "LOCAL"
+    ConfigSchema = LocalTrainerConfig
+
+    def __init__(self, config: LocalTrainerConfig, instance_name: str) -> None:
+        super().__init__(config, instance_name)
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.max_workers, thread_name_prefix=f"trainerkit-{instance_name}"
+        )
+        self._runs: dict[str, _RunState] = {}
+        self._runs_lock = threading.Lock()
+
+    def _submit(self, future: ModelTrainerFutureBase, request: TrainingRequest) -> None:
+        state = _RunState()
+        with self._runs_lock:
+            self._runs[request.training_id] = state
+        try:
+            self._executor.submit(self._run, future, request, state)
+        except BaseException:
+            with self._runs_lock:
+                self._runs.pop(request.training_id, None)
+            raise
+
+    def _cancel_running(self, future: ModelTrainerFutureBase) -> bool:
+        with self._runs_lock:
+            state = self._runs.get(future.id)
+        if state is None:
+            return self._cancel_foreign(future)
+        with state.lock:
+            if state.phase == _RunState.FINISHING:
+                return False
+            state.canceled = True
+            if state.phase == _RunState.QUEUED:
+                queued = True
+            else:
+                queued = False
+                if self.config.interrupt_on_cancel and state.thread_id is not None and not state.injected:
+                    _set_async_exception(state.thread_id, TrainingCanceledError)
+                    state.injected = True
+        if queued:
+            # It never starts: its thread sees the flag and returns at once.
+            self._mark_canceled(future, "canceled while queued")
+        log.info("cancel requested for training %s", future.id)
+        return True
+
+    def _cancel_foreign(self, future: ModelTrainerFutureBase) -> bool:
+        from ..errors import TrainingStateError
+
+        raise TrainingStateError(
+            f"training {future.id} runs in another process ({self._store.get_owner(future.id)}); "
+            "a LOCAL training can only be canceled by the process that runs it (the SUBPROCESS "
+            "trainer type supports canceling from any process)"
+        )
+
+    def _run(self, future: ModelTrainerFutureBase, request: TrainingRequest, state: _RunState) -> None:
+        try:
+            with state.lock:
+                if state.canceled:
+                    return
+            self._mark_running(future)
+            with state.lock:
+                if state.canceled:  # canceled while being marked running: already recorded
+                    return
+                state.phase = _RunState.TRAINING
+                state.thread_id = threading.get_ident()
+            self._train_and_report(future, request, state)
+        finally:
+            with self._runs_lock:
+                self._runs.pop(request.training_id, None)
+
+    def _train_and_report(
+        self, future: ModelTrainerFutureBase, request: TrainingRequest, state: _RunState
+    ) -> None:
+        model: Any = NO_MODEL
+        error: Optional[BaseException] = None
+        try:
+            try:
+                context = TrainingContext(
+                    request.training_id,
+                    on_progress=lambda report: self._mark_progress(future, report),
+                    is_canceled=lambda: state.canceled,
+                )
+                with training_context(context):
+                    model = request.module_class.train(*request.args, **request.kwargs)
+            finally:
+                state.disarm()
+        except BaseException as exc:  # the training's own failure, whatever it is
+            error = exc
+        if state.canceled:
+            self._mark_canceled(future, "canceled while running")
+            return
+        if error is not None:
+            log.info("training %s errored: %s: %s", future.id, type(error).__name__, error)
+            self._mark_errored(future, error)
+            return
+        if request.save_path is not None:
+            try:
+                save_model(model, request.save_path, training_id=request.training_id)
+            except Exception as exc:
+                log.info("saving training %s to %s failed: %s", future.id, request.save_path, exc)
+                self._mark_errored(future, exc)
+                return
+        self._mark_completed(future, model)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop taking trainings; with ``wait``, let queued and running ones finish."""
+        self._closed = True
+        self._executor.shutdown(wait=wait)
+        super().shutdown(wait=wait)
