@@ -288,7 +288,7 @@ def rebuild_exception(error_type: str, message: str, traceback_text: str) -> Bas
             rebuilt = exc_class(message)
         except Exception:
             rebuilt = None
-    if rebuilt is None or str(rebuilt) != message:
+    if rebuilt is None:
         rebuilt = TrainingError(message, error_type=error_type, remote_traceback=traceback_text)
     else:
         rebuilt.remote_traceback = traceback_text  # type: ignore[attr-defined]

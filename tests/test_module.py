@@ -1,0 +1,105 @@
+"""Modules: shape checks, argument checks, atomic saves and trainerkit.load."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+import trainerkit
+from trainerkit.errors import ModelLoadError
+from trainerkit.module import METADATA_FILE, bind_train_arguments, resolve_save_path, save_model
+from tests.training_modules import Adder, BadSave, JsonModel
+
+
+def test_a_saved_model_records_its_class_and_loads_without_naming_it(tmp_path):
+    save_model(JsonModel(41), str(tmp_path / "m"), training_id="default--abc")
+    metadata = json.loads((tmp_path / "m" / METADATA_FILE).read_text())
+    assert metadata["module"] == "tests.training_modules:JsonModel"
+    assert metadata["training_id"] == "default--abc"
+    loaded = trainerkit.load(tmp_path / "m")
+    assert isinstance(loaded, JsonModel) and loaded.value == 41
+
+
+def test_module_base_saves_and_loads_by_default(tmp_path):
+    save_model(Adder(3), str(tmp_path / "adder"))
+    assert trainerkit.load(str(tmp_path / "adder")).total == 3
+
+
+def test_a_crash_mid_save_leaves_nothing_at_the_save_path(tmp_path):
+    target = tmp_path / "models" / "m"
+    with pytest.raises(OSError, match="disk full"):
+        save_model(BadSave(), str(target))
+    assert not target.exists()
+    assert os.listdir(tmp_path / "models") == []  # no temporary directory left behind
+
+
+def test_saving_never_overwrites_an_existing_model(tmp_path):
+    save_model(Adder(1), str(tmp_path / "m"))
+    with pytest.raises(FileExistsError, match="already exists"):
+        save_model(Adder(2), str(tmp_path / "m"))
+    assert trainerkit.load(tmp_path / "m").total == 1
+
+
+def test_an_empty_directory_may_receive_a_model(tmp_path):
+    (tmp_path / "m").mkdir()
+    save_model(Adder(5), str(tmp_path / "m"))
+    assert trainerkit.load(tmp_path / "m").total == 5
+
+
+@pytest.mark.parametrize(
+    "setup, fragment",
+    [
+        (lambda p: None, "does not exist"),
+        (lambda p: p.write_text("x"), "is a file"),
+        (lambda p: p.mkdir(), "was not saved by trainerkit"),
+    ],
+)
+def test_load_errors_say_what_is_wrong(tmp_path, setup, fragment):
+    target = tmp_path / "thing"
+    setup(target)
+    with pytest.raises(ModelLoadError, match=fragment):
+        trainerkit.load(target)
+
+
+def test_load_names_a_class_that_cannot_be_imported(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / METADATA_FILE).write_text(json.dumps({"module": "gone.module:Model"}))
+    with pytest.raises(ModelLoadError, match="gone.module:Model cannot be imported"):
+        trainerkit.load(tmp_path / "m")
+
+
+def test_missing_and_unknown_arguments_fail_with_the_signature():
+    with pytest.raises(TypeError, match=r"Adder.train\(a, b=1, \*, tag=None\): missing a required argument: 'a'"):
+        bind_train_arguments(Adder, (), {})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'c'"):
+        bind_train_arguments(Adder, (1,), {"c": 2})
+
+
+@pytest.mark.parametrize("name", ["../../etc", "..", ".", "a/b", "a\\b", "", " x", "a\0b"])
+def test_unsafe_model_names_are_refused(tmp_path, name):
+    with pytest.raises(ValueError, match="not a safe directory name"):
+        resolve_save_path(str(tmp_path), save_with_id=False, model_name=name, training_id="default--x")
+
+
+def test_save_path_layout_is_path_then_id_then_model_name(tmp_path):
+    path = resolve_save_path(str(tmp_path), save_with_id=True, model_name="clf", training_id="default--abc")
+    assert path == str(tmp_path / "default--abc" / "clf")
+
+
+def test_save_path_is_made_absolute_and_user_expanded(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_save_path("rel", save_with_id=False, model_name=None, training_id="d--x") == str(tmp_path / "rel")
+
+
+def test_model_name_without_save_path_is_refused():
+    with pytest.raises(ValueError, match="need save_path"):
+        resolve_save_path(None, save_with_id=False, model_name="clf", training_id="d--x")
+
+
+def test_an_existing_model_at_the_save_path_is_refused_at_submission(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "weights").write_text("precious")
+    with pytest.raises(FileExistsError, match="never overwrites"):
+        resolve_save_path(str(tmp_path / "m"), save_with_id=False, model_name=None, training_id="d--x")
