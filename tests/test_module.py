@@ -103,3 +103,17 @@ def test_an_existing_model_at_the_save_path_is_refused_at_submission(tmp_path):
     (tmp_path / "m" / "weights").write_text("precious")
     with pytest.raises(FileExistsError, match="never overwrites"):
         resolve_save_path(str(tmp_path / "m"), save_with_id=False, model_name=None, training_id="d--x")
+
+
+class StrictDirModule(JsonModel):
+    """Creates its directory with exist_ok=False, as several caikit-nlp modules do."""
+
+    def save(self, path):
+        os.makedirs(path, exist_ok=False)
+        super().save(path)
+
+
+def test_a_module_that_insists_on_creating_its_directory_still_saves_atomically(tmp_path):
+    save_model(StrictDirModule(3), str(tmp_path / "m"))
+    assert trainerkit.load(tmp_path / "m").value == 3
+    assert os.listdir(tmp_path) == ["m"]

@@ -142,7 +142,10 @@ def check_module_class(module_class: Any) -> None:
 
 def train_signature(module_class: type) -> inspect.Signature:
     """The signature of ``module_class.train`` as callers see it (without cls)."""
-    return inspect.signature(module_class.train)
+    try:  # show real annotations, not strings, for modules using postponed annotations
+        return inspect.signature(module_class.train, eval_str=True)
+    except Exception:
+        return inspect.signature(module_class.train)
 
 
 def bind_train_arguments(
@@ -196,7 +199,16 @@ def save_model(model: Any, path: str, *, training_id: Optional[str] = None) -> N
     tmp = os.path.join(parent, f".{os.path.basename(path)}{_TMP_MARKER}{secrets.token_hex(4)}")
     os.makedirs(tmp)
     try:
-        model.save(tmp)
+        try:
+            model.save(tmp)
+        except FileExistsError:
+            # Some modules (several caikit-nlp ones) create their directory with
+            # exist_ok=False: give them a path that does not exist yet.
+            if not _is_empty_dir(tmp):
+                raise
+            os.rmdir(tmp)
+            model.save(tmp)
+            os.makedirs(tmp, exist_ok=True)
         metadata = {
             "module": class_path(type(model)),
             "training_id": training_id,
@@ -320,8 +332,12 @@ def resolve_save_path(
         path = os.path.join(path, model_name)
     if os.path.lexists(path) and not _is_empty_dir(path):
         what = "a file" if not os.path.isdir(path) else "a directory that is not empty"
+        hint = (
+            "choose another save_path or model_name"
+            if save_with_id
+            else "choose another save_path, or pass save_with_id=True to save under the training id"
+        )
         raise FileExistsError(
-            f"save path {path} is {what}; trainerkit never overwrites a saved model: "
-            "choose another save_path, or pass save_with_id=True to save under the training id"
+            f"save path {path} is {what}; trainerkit never overwrites a saved model: {hint}"
         )
     return path
