@@ -39,7 +39,7 @@ def status_object(code: int, reason: str, message: str, details: dict | None = N
 
 
 def success_status(rt: ResourceType, name: str, uid: str | None) -> dict:
-    details = {"name": name, "group": rt.group, "kind": rt.plural}
+    details = {"name": name, "group": rt.group, "kind": rt.plural} if rt.group else {"name": name, "kind": rt.plural}
     if uid:
         details["uid"] = uid
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}

@@ -118,7 +118,8 @@ class Requirement:
         if op == "!":
             return "!" + self.key
         if op in ("in", "notin"):
-            return f"{self.key} {op} ({','.join(sorted(self.values))})"
+            rendered = ",".join(sorted(set(self.values)))
+            return f"{self.key} {op} ({rendered or ','})"
         if op == "gt":
             return f"{self.key}>{self.values[0]}"
         if op == "lt":
@@ -147,6 +148,7 @@ EVERYTHING = LabelSelector(())
 _IDENT, _COMMA, _EQ, _DEQ, _NEQ, _BANG, _LPAREN, _RPAREN, _IN, _NOTIN, _GT, _LT, _END = (
     "identifier", "','", "'='", "'=='", "'!='", "'!'", "'('", "')'", "'in'", "'notin'", "'>'", "'<'", "end of string")
 _SPECIAL = set("=!(),<> \t\n\r")
+_VALUE_TOKENS = (_IDENT, _IN, _NOTIN)  # keywords are plain identifiers in value position
 
 
 def _lex(text: str) -> list[tuple[str, str]]:
@@ -213,6 +215,37 @@ class _Parser:
                 raise SelectorError(f"found '{value}', expected: ',' or 'end of string'")
         return LabelSelector(tuple(reqs))
 
+    def value_list(self) -> list[str]:
+        """Values of an in/notin set after '(' up to and including ')', like k8s parseIdentifiersList."""
+        values: list[str] = []
+        if self.peek()[0] == _RPAREN:
+            self.take()
+            return values
+        while True:
+            kind, text = self.take()
+            if kind in _VALUE_TOKENS:
+                values.append(text)
+                nxt, ntext = self.peek()
+                if nxt == _COMMA:
+                    self.take()
+                    if self.peek()[0] == _RPAREN:  # "(a,)"
+                        self.take()
+                        values.append("")
+                        return values
+                    continue
+                if nxt == _RPAREN:
+                    self.take()
+                    return values
+                raise SelectorError(f"unable to parse requirement: found '{ntext}', expected: ',' or ')'")
+            if kind == _COMMA:  # "(,a)" / "(a,,b)" / "(,)"
+                values.append("")
+                if self.peek()[0] == _RPAREN:
+                    self.take()
+                    values.append("")
+                    return values
+                continue
+            raise SelectorError(f"unable to parse requirement: found '{text}', expected: ',', or identifier")
+
     def requirement(self) -> Requirement:
         kind, _ = self.peek()
         if kind == _BANG:
@@ -229,7 +262,7 @@ class _Parser:
             self.take()
             op = {"=": "=", "==": "==", "!=": "!="}[value]
             nkind, nvalue = self.peek()
-            if nkind == _IDENT:
+            if nkind in _VALUE_TOKENS:
                 self.take()
                 val = nvalue
             elif nkind in (_END, _COMMA):
@@ -241,30 +274,13 @@ class _Parser:
         if kind in (_IN, _NOTIN):
             self.take()
             self.expect(_LPAREN, "'('")
-            values: list[str] = []
-            while True:
-                vkind, vvalue = self.take()
-                if vkind == _IDENT:
-                    values.append(vvalue)
-                    nxt, nval = self.take()
-                    if nxt == _RPAREN:
-                        break
-                    if nxt != _COMMA:
-                        raise SelectorError(f"unable to parse requirement: found '{nval}', expected: ',', ')'")
-                elif vkind == _RPAREN and not values:
-                    break
-                elif vkind == _COMMA:
-                    values.append("")  # empty value between commas, as in k8s
-                    continue
-                else:
-                    raise SelectorError(f"unable to parse requirement: found '{vvalue}', expected: ',', ')' "
-                                        "or identifier")
+            values = self.value_list()
             if not values:
                 raise SelectorError("unable to parse requirement: for 'in', 'notin' operators, values set "
                                     "can't be empty")
             for v in values:
                 _check_value(v)
-            return Requirement(key, value, tuple(values))
+            return Requirement(key, value, tuple(dict.fromkeys(values)))
         if kind in (_GT, _LT):
             self.take()
             val = self.expect(_IDENT, "identifier")
