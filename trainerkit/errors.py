@@ -76,6 +76,31 @@ class StoreError(TrainerkitError, RuntimeError):
     """The durable record store cannot be used (corrupt, unreadable, full...)."""
 
 
+class ClusterError(TrainerkitError, RuntimeError):
+    """A request to the Kubernetes API server failed.
+
+    The message names the request (verb, resource, namespace), the server's
+    answer and what to do about it.
+    """
+
+
+class ClusterUnreachableError(ClusterError, ConnectionError):
+    """The Kubernetes API server could not be reached at all."""
+
+
+class ClusterPermissionError(ClusterError, PermissionError):
+    """The API server refused the credentials (401) or RBAC refused the request (403).
+
+    ``verb``, ``resource`` and ``namespace`` name the refused request.
+    """
+
+    def __init__(self, message: str, *, verb: str = "", resource: str = "", namespace: str = "") -> None:
+        super().__init__(message)
+        self.verb = verb
+        self.resource = resource
+        self.namespace = namespace
+
+
 class TrainingError(TrainerkitError):
     """A training failed and its own exception type could not be rebuilt here.
 
@@ -97,12 +122,22 @@ class TrainingInterruptedError(TrainingError):
     """The process that ran a training exited before the training finished."""
 
 
+class TrainingCrashedError(TrainingError):
+    """The process that ran a training ended without reporting an outcome: it
+    exited with a non-zero code (``os._exit``), or was killed by a signal
+    (SIGSEGV in native code, SIGKILL from a user or the out-of-memory killer).
+    The message names the exit code or the signal."""
+
+
 class TrainingCanceledError(TrainerkitError, concurrent.futures.CancelledError):
     """Raised by ``result()`` of a canceled training, and inside a training's
     thread when it is canceled."""
 
 
 __all__ = [
+    "ClusterError",
+    "ClusterPermissionError",
+    "ClusterUnreachableError",
     "ConfigError",
     "InvalidTrainingIdError",
     "ModelLoadError",
@@ -110,6 +145,7 @@ __all__ = [
     "StoreError",
     "TrainerkitError",
     "TrainingCanceledError",
+    "TrainingCrashedError",
     "TrainingError",
     "TrainingExistsError",
     "TrainingInterruptedError",

@@ -23,6 +23,9 @@ Parsing needs nothing but the id.
 
 from __future__ import annotations
 
+import functools
+import os
+import random
 import re
 import secrets
 
@@ -151,6 +154,7 @@ def separator_for(name: str) -> str:
     return VERBATIM_SEPARATOR if is_verbatim_name(name) else ENCODED_SEPARATOR
 
 
+@functools.lru_cache(maxsize=256)
 def id_prefix(name: str) -> str:
     """Everything before the unique part in ids of trainer ``name``."""
     return encode_name(name) + separator_for(name)
@@ -178,8 +182,15 @@ def check_trainer_name(name: object) -> str | None:
 
 def new_training_id(trainer_name: str) -> str:
     """A fresh id for a training of ``trainer_name`` (60 random bits)."""
-    unique = "".join(secrets.choice(_UNIQUE_ALPHABET) for _ in range(UNIQUE_LENGTH))
+    bits = _random.getrandbits(5 * UNIQUE_LENGTH)
+    unique = "".join(_UNIQUE_ALPHABET[(bits >> (5 * i)) & 31] for i in range(UNIQUE_LENGTH))
     return id_prefix(trainer_name) + unique
+
+
+# Ids need uniqueness, not secrecy: a Mersenne Twister seeded from the OS
+# (reseeded in forked children) avoids a getrandom() system call per id.
+_random = random.Random(secrets.randbits(128))
+os.register_at_fork(after_in_child=lambda: _random.seed(secrets.randbits(128)))
 
 
 def external_training_id(trainer_name: str, external_id: object) -> str:

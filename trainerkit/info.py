@@ -151,6 +151,17 @@ class TrainingInfo:
     progress: Optional[ProgressReport] = None
     detail: str = ""
 
+    def evolve(self, **changes: Any) -> "TrainingInfo":
+        """A copy with ``changes`` applied (``dataclasses.replace`` without its
+        per-call introspection: records change several times per training)."""
+        unknown = changes.keys() - _INFO_FIELDS
+        if unknown:
+            raise TypeError(f"TrainingInfo has no fields {sorted(unknown)}")
+        new = object.__new__(TrainingInfo)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (times as ISO 8601 strings)."""
         return {
@@ -189,6 +200,9 @@ class TrainingInfo:
             progress=ProgressReport.from_dict(progress) if progress else None,
             detail=data.get("detail") or "",
         )
+
+
+_INFO_FIELDS = frozenset(field.name for field in dataclasses.fields(TrainingInfo))
 
 
 def utcnow() -> datetime.datetime:

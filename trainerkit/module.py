@@ -19,6 +19,7 @@ import os
 import pickle
 import secrets
 import shutil
+import weakref
 from typing import Any, Mapping, Optional, Sequence, TypeVar
 
 from .errors import ModelLoadError
@@ -140,12 +141,24 @@ def check_module_class(module_class: Any) -> None:
         )
 
 
+_signatures: "weakref.WeakKeyDictionary[type, tuple[Any, inspect.Signature]]" = weakref.WeakKeyDictionary()
+
+
 def train_signature(module_class: type) -> inspect.Signature:
     """The signature of ``module_class.train`` as callers see it (without cls)."""
+    train = module_class.__dict__.get("train", None) or module_class.train
+    cached = _signatures.get(module_class)
+    if cached is not None and cached[0] is train:
+        return cached[1]
     try:  # show real annotations, not strings, for modules using postponed annotations
-        return inspect.signature(module_class.train, eval_str=True)
+        signature = inspect.signature(module_class.train, eval_str=True)
     except Exception:
-        return inspect.signature(module_class.train)
+        signature = inspect.signature(module_class.train)
+    try:
+        _signatures[module_class] = (train, signature)
+    except TypeError:  # not weak-referenceable: do not cache
+        pass
+    return signature
 
 
 def bind_train_arguments(

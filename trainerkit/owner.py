@@ -66,3 +66,41 @@ def owner_is_alive(owner: str) -> Optional[bool]:
     if start and len(fields) > 19 and fields[19] != start:
         return False  # the pid was reused by another process
     return True
+
+
+def signal_owner(owner: str, signum: int) -> bool:
+    """Send ``signum`` to the process ``owner`` names, only if it is that very process.
+
+    The process is pinned first (a pidfd, Linux 5.3+) and its start time
+    checked afterwards, so a pid reused by another process is never signalled.
+    Returns False when the process is gone (or was replaced); raises
+    PermissionError when it belongs to another user, and ValueError for an
+    owner of another host (which cannot be signalled from here).
+    """
+    host, pid, _ = parse_owner(owner)
+    if host != _hostname():
+        raise ValueError(f"process {owner} runs on host {host}, not on {_hostname()}")
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        if owner_is_alive(owner) is not True:
+            return False
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            return False
+        return True
+    import signal as signal_module
+
+    try:
+        pidfd = pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    try:
+        if owner_is_alive(owner) is not True:  # checked after pinning: the pid cannot change hands now
+            return False
+        signal_module.pidfd_send_signal(pidfd, signum)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(pidfd)

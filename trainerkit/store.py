@@ -124,7 +124,7 @@ class MemoryTrainingStore(TrainingStore):
                 raise TrainingNotFoundError(f"no training with id {training_id!r}") from None
             if info.status.is_terminal:
                 return info
-            info = dataclasses.replace(info, **changes)
+            info = info.evolve(**changes)
             self._records[training_id] = (info, owner)
             return info
 

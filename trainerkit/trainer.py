@@ -30,6 +30,8 @@ from . import ids
 from .durations import parse_duration
 from .errors import (
     InvalidTrainingIdError,
+    ModelLoadError,
+    StoreError,
     TrainingNotFoundError,
     TrainingStateError,
 )
@@ -76,6 +78,10 @@ class ModelTrainerBase(abc.ABC):
     ConfigSchema: ClassVar[Optional[type]] = None
     #: How often futures of trainings run elsewhere are refreshed, in seconds.
     observe_interval: ClassVar[float] = 0.2
+    #: True when a submitted training keeps running, and its record keeps being
+    #: updated, after the submitting process exits (``trainerkit train --detach``
+    #: refuses types where this is False, such as LOCAL, whose trainings are threads).
+    supports_detach: ClassVar[bool] = False
 
     def __init__(self, config: Any, instance_name: str) -> None:
         problem = ids.check_trainer_name(instance_name)
@@ -253,6 +259,12 @@ class ModelTrainerBase(abc.ABC):
             tags=normalize_tags(tags),
             limit=limit,
         )
+        live = frozenset({TrainingStatus.QUEUED, TrainingStatus.RUNNING})
+        if query.status is not None and query.status & (live | {TrainingStatus.ERRORED}):
+            # A live record whose process died is ERRORED: settle those first so
+            # that the status filter sees what get_info() would report.
+            for info in self._store.list(TrainingQuery(trainer_name=self.instance_name, status=live)):
+                self._reconcile(info)
         return [self._reconcile(info) for info in self._store.list(query)]
 
     def delete_training(self, training_id: str, delete_model: bool = False) -> None:
@@ -283,7 +295,12 @@ class ModelTrainerBase(abc.ABC):
 
     def purge_finished(self, older_than: Optional[datetime.timedelta] = None) -> list[str]:
         """Remove finished trainings completed more than ``older_than`` ago
-        (default: the configured ``retention_duration``); return their ids."""
+        (default: the configured ``retention_duration``); return their ids.
+
+        With ``retention_delete_models`` configured, their saved model
+        directories go too (each only if it holds the model trainerkit saved
+        for that training; one that cannot be removed is logged and kept).
+        """
         if older_than is None:
             older_than = self._retention
         if older_than is None:
@@ -295,6 +312,13 @@ class ModelTrainerBase(abc.ABC):
                 future = self._futures.pop(info.id, None)
                 if future is not None:
                     future._model = NO_MODEL
+        if getattr(self.config, "retention_delete_models", False):
+            for info in purged:
+                if info.save_path:
+                    try:
+                        self._delete_model_dir(info)
+                    except (TrainingStateError, ModelLoadError, OSError) as exc:
+                        log.warning("retention kept the model of training %s: %s", info.id, exc)
         if purged:
             log.debug("retention purged %d trainings of %s", len(purged), self.instance_name)
         return [info.id for info in purged]
@@ -347,15 +371,15 @@ class ModelTrainerBase(abc.ABC):
     # -- for backends: reporting -------------------------------------------------------
 
     def _mark_running(self, future: ModelTrainerFutureBase) -> None:
-        info = self._store.update(future.id, status=TrainingStatus.RUNNING, start_time=utcnow())
+        info = self._record(future, status=TrainingStatus.RUNNING, start_time=utcnow())
         future._apply(info)
 
     def _mark_progress(self, future: ModelTrainerFutureBase, report: ProgressReport) -> None:
-        info = self._store.update(future.id, progress=report)
+        info = self._record(future, progress=report)
         future._apply(info)
 
     def _mark_completed(self, future: ModelTrainerFutureBase, model: Any = NO_MODEL) -> None:
-        info = self._store.update(future.id, status=TrainingStatus.COMPLETED, completion_time=utcnow())
+        info = self._record(future, status=TrainingStatus.COMPLETED, completion_time=utcnow())
         future._apply(info, model=model)
         self._after_terminal(future, info)
 
@@ -363,19 +387,41 @@ class ModelTrainerBase(abc.ABC):
         self, future: ModelTrainerFutureBase, error: "BaseException | ErrorDetail"
     ) -> None:
         detail = error if isinstance(error, ErrorDetail) else ErrorDetail.from_exception(error)
-        info = self._store.update(
-            future.id, status=TrainingStatus.ERRORED, completion_time=utcnow(), errors=(detail,)
+        info = self._record(
+            future, status=TrainingStatus.ERRORED, completion_time=utcnow(), errors=(detail,)
         )
         future._apply(info, exception=error if isinstance(error, BaseException) else None)
         self._after_terminal(future, info)
 
     def _mark_canceled(self, future: ModelTrainerFutureBase, reason: str = "") -> None:
         errors = (ErrorDetail("TrainingCanceledError", reason),) if reason else ()
-        info = self._store.update(
-            future.id, status=TrainingStatus.CANCELED, completion_time=utcnow(), errors=errors
+        info = self._record(
+            future, status=TrainingStatus.CANCELED, completion_time=utcnow(), errors=errors
         )
         future._apply(info)
         self._after_terminal(future, info)
+
+    def _record(self, future: ModelTrainerFutureBase, **changes: Any) -> TrainingInfo:
+        """Persist ``changes`` to the training's record; return the new info.
+
+        If the store fails (a full disk, say), the future still ends, ERRORED
+        with that StoreError, so that nobody waits on it forever; the error is
+        logged and raised to the backend, and the record keeps its last stored
+        state (once this process is gone, it is reported interrupted).
+        """
+        try:
+            return self._store.update(future.id, **changes)
+        except StoreError as exc:
+            log.error("training %s stopped: its record could not be updated: %s", future.id, exc)
+            info = dataclasses.replace(
+                future._info,
+                status=TrainingStatus.ERRORED,
+                completion_time=utcnow(),
+                errors=(ErrorDetail.from_exception(exc),),
+            )
+            future._apply(info, exception=exc)
+            self._after_terminal(future, info)
+            raise
 
     def _after_terminal(self, future: ModelTrainerFutureBase, info: TrainingInfo) -> None:
         # Keep the future (and its in-memory model) only when the model lives nowhere else.
@@ -403,6 +449,13 @@ class ModelTrainerBase(abc.ABC):
         owner = self._store.get_owner(info.id)
         if not owner or owner == self._owner or owner_is_alive(owner) is not False:
             return info
+        if info.save_path and self._holds_model_of(info):
+            # The model was saved (atomically, with its training id) before its
+            # process died, only the final record change was lost: it completed.
+            return self._store.update(
+                info.id, status=TrainingStatus.COMPLETED, completion_time=utcnow(),
+                detail="completion recovered from the saved model after its process exited",
+            )
         return self._store.update(
             info.id,
             status=TrainingStatus.ERRORED,
@@ -467,6 +520,15 @@ class ModelTrainerBase(abc.ABC):
                 self.purge_finished()
             except Exception:
                 log.exception("retention purge of %s failed", self.instance_name)
+
+    @staticmethod
+    def _holds_model_of(info: TrainingInfo) -> bool:
+        path = info.save_path
+        try:
+            metadata = read_metadata(path) if path and os.path.isdir(path) else None
+        except ModelLoadError:
+            return False
+        return bool(metadata and metadata.get("training_id") == info.id)
 
     def _delete_model_dir(self, info: TrainingInfo) -> None:
         path = info.save_path

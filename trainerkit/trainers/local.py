@@ -12,19 +12,21 @@ use SUBPROCESS for trainings that must die at once.
 
 from __future__ import annotations
 
-import concurrent.futures
 import ctypes
 import dataclasses
 import datetime
 import logging
+import queue
 import threading
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..errors import TrainingCanceledError
 from ..future import NO_MODEL, ModelTrainerFutureBase
 from ..module import save_model
 from ..progress import TrainingContext, training_context
 from ..schema import option
+from ..state_dir import check_state_dir, open_record_store
+from ..store import TrainingStore
 from ..trainer import ModelTrainerBase, TrainingRequest
 
 log = logging.getLogger("trainerkit")
@@ -50,6 +52,19 @@ class LocalTrainerConfig:
         True,
         doc="cancel() also raises TrainingCanceledError inside the running training's thread, "
         "which stops pure-Python loops; false leaves cancel cooperative only",
+    )
+    state_dir: Optional[str] = option(
+        None,
+        check=check_state_dir,
+        doc="directory of the durable training records (trainings.sqlite3, shareable by "
+        "trainers and processes); null: $TRAINERKIT_STATE_DIR, else $XDG_STATE_HOME/trainerkit, "
+        "else ~/.local/state/trainerkit; ':memory:' keeps records in this process only "
+        "(see docs/records.md)",
+    )
+    retention_delete_models: bool = option(
+        False,
+        doc="when retention_duration purges a finished training, also delete its saved model "
+        "directory (only a directory trainerkit saved for that very training)",
     )
 
 
@@ -85,6 +100,59 @@ def _set_async_exception(thread_id: int, exc_type: Optional[type]) -> None:
     )
 
 
+class _ThreadPool:
+    """At most ``max_workers`` threads taking jobs from one queue, started as needed.
+
+    ``concurrent.futures.ThreadPoolExecutor`` minus its per-job Future: the
+    training future already tracks each job, so a second one is pure overhead.
+    """
+
+    def __init__(self, max_workers: int, name: str) -> None:
+        self._max_workers = max_workers
+        self._name = name
+        self._queue: "queue.SimpleQueue[Optional[tuple[Callable[..., None], tuple[Any, ...]]]]" = (
+            queue.SimpleQueue()
+        )
+        self._idle = threading.Semaphore(0)
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, function: Callable[..., None], *args: Any) -> None:
+        self._queue.put((function, args))
+        if self._idle.acquire(blocking=False):
+            return
+        with self._lock:
+            if len(self._threads) < self._max_workers:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            function, args = job
+            try:
+                function(*args)
+            except BaseException:  # a job reports its own failures; keep the thread alive
+                log.exception("a %s job failed", self._name)
+            del job, function, args
+            self._idle.release()
+
+    def shutdown(self, wait: bool) -> None:
+        with self._lock:
+            threads = list(self._threads)
+        for _ in threads:
+            self._queue.put(None)  # after every queued job: they still run
+        if wait:
+            for thread in threads:
+                if thread is not threading.current_thread():
+                    thread.join()
+
+
 class LocalModelTrainer(ModelTrainerBase):
     """``type: LOCAL`` — threads in this process (see the module docstring)."""
 
@@ -93,11 +161,13 @@ class LocalModelTrainer(ModelTrainerBase):
 
     def __init__(self, config: LocalTrainerConfig, instance_name: str) -> None:
         super().__init__(config, instance_name)
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=config.max_workers, thread_name_prefix=f"trainerkit-{instance_name}"
-        )
+        self._executor = _ThreadPool(config.max_workers, f"trainerkit-{instance_name}")
         self._runs: dict[str, _RunState] = {}
         self._runs_lock = threading.Lock()
+
+    def _create_store(self) -> TrainingStore:
+        # Durable by default: records outlive this process (docs/records.md).
+        return open_record_store(self.config.state_dir)
 
     def _submit(self, future: ModelTrainerFutureBase, request: TrainingRequest) -> None:
         state = _RunState()
