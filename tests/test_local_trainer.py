@@ -439,3 +439,42 @@ def test_info_round_trips_through_json_dicts(manager_factory):
     future.wait(WAIT)
     info = future.get_info()
     assert trainerkit.TrainingInfo.from_dict(info.to_dict()) == dataclasses.replace(info)
+
+
+class Chatty(trainerkit.ModuleBase):
+    @classmethod
+    def train(cls, gate=None):
+        import logging
+
+        print("epoch 1 loss 0.5")
+        logging.getLogger("chatty").warning("learning rate is high")
+        if gate is not None:
+            gate.entered.set()
+            gate.release.wait(WAIT)
+        print("done")
+        return cls()
+
+
+def test_logs_hold_what_the_training_thread_printed_and_logged(manager_factory):
+    trainer = local(manager_factory)
+    future = trainer.train(Chatty)
+    future.result(timeout=WAIT)
+    other = trainer.train(Adder, 1)
+    other.result(timeout=WAIT)
+    lines = list(future.logs())
+    assert lines[0] == "epoch 1 loss 0.5"
+    assert "WARNING chatty: learning rate is high" in lines[1]
+    assert lines[-1] == "done"
+    assert list(other.logs()) == []  # prints nothing: no log
+
+
+def test_logs_follow_a_running_training_until_it_ends(manager_factory):
+    trainer = local(manager_factory)
+    gate = Gate()
+    future = trainer.train(Chatty, gate)
+    assert gate.entered.wait(WAIT)
+    lines = future.logs(follow=True)
+    assert next(lines) == "epoch 1 loss 0.5"
+    gate.release.set()
+    rest = list(lines)
+    assert rest[-1] == "done" and future.done()

@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import time
-from typing import Callable, Iterator, Optional, TextIO
+from typing import Any, Callable, Iterator, Optional, TextIO
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -26,10 +26,10 @@ class _Router:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.sinks: dict[int, TextIO] = {}
+        self.sinks: dict[int, Any] = {}
         self.handler = _ThreadLogHandler(self)
 
-    def sink(self) -> Optional[TextIO]:
+    def sink(self) -> Any:
         return self.sinks.get(threading.get_ident())
 
 
@@ -86,11 +86,28 @@ def _install() -> None:
         root.addHandler(_router.handler)
 
 
+class _LazyFile:
+    """A log file opened at its first write: trainings that print nothing cost no file."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._handle: Optional[TextIO] = None
+
+    def write(self, text: str) -> None:
+        if self._handle is None:
+            os.makedirs(os.path.dirname(self._path), exist_ok=True)
+            self._handle = open(self._path, "a", encoding="utf-8", buffering=1, errors="replace")
+        self._handle.write(text)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
 @contextlib.contextmanager
 def capture_thread_output(path: str) -> Iterator[None]:
     """Also append this thread's stdout, stderr and log records to ``path``."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    sink = open(path, "a", encoding="utf-8", buffering=1, errors="replace")
+    sink: Any = _LazyFile(path)
     ident = threading.get_ident()
     with _router.lock:
         _install()

@@ -140,8 +140,9 @@ class MemoryTrainingStore(TrainingStore):
 
     def list(self, query: TrainingQuery) -> list[TrainingInfo]:
         with self._lock:
-            infos = [info for info, _ in self._records.values() if query.matches(info)]
-        infos.sort(key=lambda info: info.submission_time, reverse=True)
+            # dicts keep insertion order: reversed, ties list the newest first, as SQLite does
+            infos = [info for info, _ in reversed(self._records.values()) if query.matches(info)]
+        infos.sort(key=lambda info: info.submission_time, reverse=True)  # stable
         return infos[: query.limit] if query.limit is not None else infos
 
     def delete(self, training_id: str) -> bool:

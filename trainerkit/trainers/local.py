@@ -16,16 +16,19 @@ import ctypes
 import dataclasses
 import datetime
 import logging
+import os
 import queue
+import tempfile
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from ..errors import TrainingCanceledError
 from ..future import NO_MODEL, ModelTrainerFutureBase
 from ..module import save_model
 from ..progress import TrainingContext, training_context
 from ..schema import option
-from ..state_dir import check_state_dir, open_record_store
+from ..logfile import capture_thread_output, read_lines
+from ..state_dir import MEMORY_STATE_DIR, check_state_dir, open_record_store, resolve_state_dir
 from ..store import TrainingStore
 from ..trainer import ModelTrainerBase, TrainingRequest
 
@@ -60,6 +63,12 @@ class LocalTrainerConfig:
         "trainers and processes); null: $TRAINERKIT_STATE_DIR, else $XDG_STATE_HOME/trainerkit, "
         "else ~/.local/state/trainerkit; ':memory:' keeps records in this process only "
         "(see docs/records.md)",
+    )
+    log_dir: Optional[str] = option(
+        None,
+        doc="directory of the per-training log files (<training id>.log: what the training's "
+        "thread prints and logs); null: <state dir>/logs (a temporary directory with "
+        "state_dir ':memory:')",
     )
     retention_delete_models: bool = option(
         False,
@@ -162,12 +171,32 @@ class LocalModelTrainer(ModelTrainerBase):
     def __init__(self, config: LocalTrainerConfig, instance_name: str) -> None:
         super().__init__(config, instance_name)
         self._executor = _ThreadPool(config.max_workers, f"trainerkit-{instance_name}")
+        if config.log_dir:
+            self._log_dir = os.path.abspath(os.path.expanduser(config.log_dir))
+        else:
+            state_dir = resolve_state_dir(config.state_dir)
+            self._log_dir = (
+                os.path.join(tempfile.gettempdir(), f"trainerkit-logs-{os.getpid()}")
+                if state_dir == MEMORY_STATE_DIR
+                else os.path.join(state_dir, "logs")
+            )
         self._runs: dict[str, _RunState] = {}
         self._runs_lock = threading.Lock()
 
     def _create_store(self) -> TrainingStore:
         # Durable by default: records outlive this process (docs/records.md).
         return open_record_store(self.config.state_dir)
+
+    def _log_path(self, training_id: str) -> str:
+        return os.path.join(self._log_dir, f"{training_id}.log")
+
+    def _training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
+        """What the training's thread printed and logged (see trainerkit.logfile)."""
+        return read_lines(
+            self._log_path(future.id),
+            follow=follow,
+            finished=lambda: future.get_info().status.is_terminal,
+        )
 
     def _submit(self, future: ModelTrainerFutureBase, request: TrainingRequest) -> None:
         state = _RunState()
@@ -239,7 +268,7 @@ class LocalModelTrainer(ModelTrainerBase):
                     on_progress=lambda report: self._mark_progress(future, report),
                     is_canceled=lambda: state.canceled,
                 )
-                with training_context(context):
+                with training_context(context), capture_thread_output(self._log_path(future.id)):
                     model = request.module_class.train(*request.args, **request.kwargs)
             finally:
                 state.disarm()
