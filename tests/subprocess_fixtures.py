@@ -1,0 +1,47 @@
+"""Helpers of the SUBPROCESS tests: waiting with a deadline, and the files
+through which a test and a training in another process coordinate."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from trainerkit.owner import owner_is_alive, process_owner
+
+WAIT = 60  # generous upper bound; every wait ends as soon as its condition holds
+GRACE = "300ms"  # cancel grace period of the tests' trainers: short, so stuck trainings end fast
+
+
+def wait_until(predicate, what, timeout=WAIT):
+    """Poll ``predicate`` until it is true (returned) or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def pids_in(path):
+    """The pids a training wrote to ``path`` (waiting for the file)."""
+    wait_until(lambda: os.path.exists(path), f"{path} to be written")
+    with open(path) as handle:
+        return [int(word) for word in handle.read().split()]
+
+
+def gone(pid):
+    """True when process ``pid`` has exited (a zombie counts as gone)."""
+    return owner_is_alive(process_owner(pid)) is False
+
+
+def gate(tmp_path, name="gate"):
+    """``(pid_file, release_file)`` for a gated training (tests.subprocess_modules.Gated)."""
+    return str(tmp_path / f"{name}.pid"), str(tmp_path / f"{name}.release")
+
+
+def release(path):
+    """Open the gate: create the release file the training waits for."""
+    with open(path, "w"):
+        pass

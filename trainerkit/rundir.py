@@ -1,0 +1,201 @@
+"""A SUBPROCESS training's durable files: who runs it, how far it got, how it ended.
+
+Each training handed to a worker process gets a directory (under the state
+directory, named by the training id) that the worker writes and any process
+reads, so a training outlives the process that started it (``detach``) and is
+still observable, cancellable and loadable from elsewhere:
+
+* ``worker.json`` — the identities (``host|pid|start``, see
+  :mod:`trainerkit.owner`) of the supervising worker and of the training
+  process, written when the training starts;
+* ``progress.json`` — the latest progress report (detached trainings only);
+* ``outcome.json`` — the final status and errors, written before the worker
+  exits;
+* ``arguments.pkl`` — pickled arguments too large to travel inline (removed
+  once the training process has read them).
+
+Every file is written whole and renamed into place, so a reader never sees
+half of one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import secrets
+import shutil
+from typing import Any, Mapping, Optional
+
+from .info import ErrorDetail, ProgressReport, TrainingStatus, _parse_time
+
+log = logging.getLogger("trainerkit")
+
+WORKER_FILE = "worker.json"
+PROGRESS_FILE = "progress.json"
+OUTCOME_FILE = "outcome.json"
+ARGUMENTS_FILE = "arguments.pkl"
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerRecord:
+    """Who runs a training: written by the worker when the training starts.
+
+    Attributes:
+        supervisor: owner identity of the worker process that supervises the
+            training (the one to signal for a cancel).
+        training_process: owner identity of the process that runs ``train``;
+            its process group holds every process the training started.
+        start_time: when the training process received the training.
+        detach: whether the training outlives the process that submitted it.
+    """
+
+    supervisor: str
+    training_process: str
+    start_time: datetime.datetime
+    detach: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "supervisor": self.supervisor,
+            "training_process": self.training_process,
+            "start_time": self.start_time.isoformat(),
+            "detach": self.detach,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "WorkerRecord":
+        start = _parse_time(data.get("start_time"))
+        if start is None:
+            raise ValueError("worker record without start_time")
+        return cls(
+            supervisor=str(data["supervisor"]),
+            training_process=str(data["training_process"]),
+            start_time=start,
+            detach=bool(data.get("detach", False)),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How a training ended, as its worker reports it.
+
+    ``status`` is terminal; ``errors`` explain an ERRORED or CANCELED one;
+    ``progress`` is the last report, so nothing sent just before the end is lost.
+    """
+
+    status: TrainingStatus
+    time: datetime.datetime
+    errors: tuple[ErrorDetail, ...] = ()
+    progress: Optional[ProgressReport] = None
+
+    def __post_init__(self) -> None:
+        if not self.status.is_terminal:
+            raise ValueError(f"an outcome is a terminal status, not {self.status.value}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "time": self.time.isoformat(),
+            "errors": [error.to_dict() for error in self.errors],
+            "progress": self.progress.to_dict() if self.progress else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Outcome":
+        time = _parse_time(data.get("time"))
+        if time is None:
+            raise ValueError("outcome without time")
+        progress = data.get("progress")
+        return cls(
+            status=TrainingStatus.parse(data["status"]),
+            time=time,
+            errors=tuple(ErrorDetail.from_dict(e) for e in data.get("errors") or ()),
+            progress=ProgressReport.from_dict(progress) if progress else None,
+        )
+
+
+def write_json_atomically(path: str, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary sibling and a rename."""
+    tmp = f"{path}.tmp-{secrets.token_hex(4)}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _read_json(path: str) -> Optional[dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable run file %s: %s", path, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class RunDirectory:
+    """The files of one training (see the module docstring)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"RunDirectory({self.path!r})"
+
+    def create(self) -> None:
+        """Create the directory (and its parents)."""
+        os.makedirs(self.path, exist_ok=True)
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.path)
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def write_worker(self, record: WorkerRecord) -> None:
+        write_json_atomically(self.file(WORKER_FILE), record.to_dict())
+
+    def read_worker(self) -> Optional[WorkerRecord]:
+        data = _read_json(self.file(WORKER_FILE))
+        if data is None:
+            return None
+        try:
+            return WorkerRecord.from_dict(data)
+        except (KeyError, ValueError) as exc:
+            log.warning("ignoring malformed %s: %s", self.file(WORKER_FILE), exc)
+            return None
+
+    def write_progress(self, report: ProgressReport) -> None:
+        write_json_atomically(self.file(PROGRESS_FILE), report.to_dict())
+
+    def read_progress(self) -> Optional[ProgressReport]:
+        data = _read_json(self.file(PROGRESS_FILE))
+        return ProgressReport.from_dict(data) if data is not None else None
+
+    def write_outcome(self, outcome: Outcome) -> None:
+        write_json_atomically(self.file(OUTCOME_FILE), outcome.to_dict())
+
+    def read_outcome(self) -> Optional[Outcome]:
+        data = _read_json(self.file(OUTCOME_FILE))
+        if data is None:
+            return None
+        try:
+            return Outcome.from_dict(data)
+        except (KeyError, ValueError) as exc:
+            log.warning("ignoring malformed %s: %s", self.file(OUTCOME_FILE), exc)
+            return None
+
+    def remove(self) -> None:
+        """Delete the directory and everything in it (missing is fine)."""
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,616 @@
+"""A SUBPROCESS pool worker: a supervisor process and the training process it forks.
+
+The SUBPROCESS trainer starts each worker as a fresh interpreter running
+:func:`trainerkit.worker.main` with ``--serve`` (what ``python -m
+trainerkit.worker --serve`` runs), in a session of its own, ahead of need.
+A worker serves exactly one training, then exits:
+
+1. At start the supervisor forks the training process before anything else
+   runs, so that process begins as a clean interpreter with trainerkit
+   imported and no threads (forking is safe here, unlike in the caller). The
+   training process makes its own process group, asks the kernel to kill it if
+   the supervisor dies (Linux), imports the ``preload`` modules and waits.
+2. The trainer writes the training's spec (one JSON line) to the supervisor's
+   stdin. The supervisor records who runs the training (``worker.json`` in the
+   run directory) and passes the spec on; the training process sends its
+   stdout and stderr to the training's log file and runs
+   :func:`trainerkit.worker.run_training`.
+3. The supervisor relays progress and the outcome to the trainer (JSON lines
+   on ``--events-fd``) and writes the outcome (and, for detached trainings,
+   the progress) to the run directory, so they outlive the trainer.
+4. SIGTERM to the supervisor is a cancel: SIGTERM to the training's whole
+   process group, SIGKILL after the grace period. A training process that ends
+   without reporting an outcome (a non-zero exit, a signal, an out-of-memory
+   kill) becomes ERRORED, naming the exit code or the signal. Whatever is left
+   of the process group when the training process ends is killed.
+5. End of stdin means the trainer's process is gone: without ``detach`` the
+   training is stopped as for a cancel and recorded as interrupted; with
+   ``detach`` it goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import faulthandler
+import importlib
+import json
+import os
+import selectors
+import signal
+import sys
+import time
+import traceback
+from typing import Any, Mapping, Optional
+
+from .info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
+from .owner import process_owner
+from .rundir import Outcome, RunDirectory, WorkerRecord
+from .worker import CancelSignal, JsonLinesReporter, SpecError, TrainingSpec, run_training
+
+#: Progress goes to the trainer (and the run directory) at most this often, in seconds.
+PROGRESS_INTERVAL = 0.1
+#: How long the supervisor tries to deliver its last events to a trainer that does not read.
+FLUSH_TIMEOUT = 5.0
+_LOG_TAIL_LINES = 40
+
+_CRASH_HINTS = {
+    signal.SIGKILL: "sent from outside the training: by a user, or by the kernel's "
+    "out-of-memory killer when memory ran out (see dmesg, or the container's OOMKilled status)",
+    signal.SIGSEGV: "a crash in native code; the training's log ends with the fault report",
+    signal.SIGBUS: "a crash in native code; the training's log ends with the fault report",
+    signal.SIGABRT: "aborted by native code; the training's log ends with the fault report",
+    signal.SIGFPE: "a crash in native code; the training's log ends with the fault report",
+    signal.SIGILL: "a crash in native code; the training's log ends with the fault report",
+}
+
+
+def serve(events_fd: int, settings: Mapping[str, Any]) -> int:
+    """Run one pool worker (the supervisor; the training process returns from here too)."""
+    preload = [str(name) for name in settings.get("preload") or ()]
+    sys_path = [str(entry) for entry in settings.get("sys_path") or ()]
+    spec_r, spec_w = os.pipe()
+    news_r, news_w = os.pipe()
+    supervisor_pid = os.getpid()
+    child = os.fork()
+    if child == 0:
+        os.close(spec_w)
+        os.close(news_r)
+        os.close(events_fd)
+        return _training_process(spec_r, news_w, preload, sys_path, supervisor_pid)
+    os.close(spec_r)
+    os.close(news_w)
+    try:
+        os.setpgid(child, child)  # also done by the child: whichever runs first wins the race
+    except OSError:
+        pass
+    try:
+        code = _Supervisor(child, spec_w, news_r, events_fd).run()
+    except BaseException:  # a bug here: leave its trace where someone will look
+        traceback.print_exc()
+        code = 70
+    # The supervisor runs no user code: nothing to finalize, and the sooner it is
+    # gone, the sooner its training's slot is free.
+    os._exit(code)
+
+
+# -- the training process -------------------------------------------------------------
+
+
+def _training_process(
+    spec_fd: int, news_fd: int, preload: list[str], sys_path: list[str], supervisor_pid: int
+) -> int:
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    _die_with(supervisor_pid)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    news = os.fdopen(news_fd, "w", buffering=1, encoding="utf-8")
+    reporter = JsonLinesReporter(news)
+    sys.path[:0] = [entry for entry in sys_path if entry not in sys.path]
+    for name in preload:
+        try:
+            importlib.import_module(name)
+        except (Exception, SystemExit) as exc:  # the training itself will report it if it matters
+            sys.stderr.write(f"[trainerkit] preloading {name!r} failed: {type(exc).__name__}: {exc}\n")
+    reporter.send("ready")
+    line = _read_line(spec_fd)
+    os.close(spec_fd)
+    if not line:
+        return 0  # the worker was stopped before it got a training
+    spec = TrainingSpec.from_dict(json.loads(line))
+    if spec.log_path:
+        _redirect_output(spec.log_path)
+    faulthandler.enable()
+    cancel = CancelSignal().install()
+    run_training(spec, reporter, cancel)
+    return 0
+
+
+def _die_with(supervisor_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when the supervisor dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor_pid:  # it died before the request took effect
+        os._exit(1)
+
+
+def _read_line(fd: int) -> bytes:
+    data = bytearray()
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data).strip()
+
+
+def _redirect_output(path: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        pass
+
+
+# -- the supervisor ---------------------------------------------------------------------
+
+
+class _Supervisor:
+    """The supervisor's event loop (see the module docstring)."""
+
+    def __init__(self, child: int, spec_w: int, news_r: int, events_fd: int) -> None:
+        self.child = child
+        self.spec_w: Optional[int] = spec_w
+        self.news_r = news_r
+        self.events_fd = events_fd
+        self.spec: Optional[TrainingSpec] = None
+        self.started = False  # a spec line arrived (even an unusable one)
+        self.run_dir: Optional[RunDirectory] = None
+        self.cancel_requested = False
+        self.interrupted = False
+        self.trainer_gone = False
+        self.killed = False
+        self.kill_deadline: Optional[float] = None
+        self.final: Optional[Outcome] = None
+        self.final_at = 0.0
+        self.child_status: Optional[int] = None
+        self.latest: Optional[ProgressReport] = None
+        self.progress_pending = False
+        self.progress_sent_at = 0.0
+        self.out = bytearray()
+        self.stdin_buffer = bytearray()
+        self.news_buffer = bytearray()
+        self.terms = 0
+        self.terms_seen = 0
+        os.set_blocking(events_fd, False)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes the loop
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(0, selectors.EVENT_READ, "stdin")
+        self.selector.register(news_r, selectors.EVENT_READ, "news")
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self.writing = False
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.terms += 1
+
+    # -- the loop
+
+    def run(self) -> int:
+        while True:
+            if self.terms != self.terms_seen:
+                self.terms_seen = self.terms
+                self._cancel()
+            self._check_child()
+            now = time.monotonic()
+            self._flush_progress(now)
+            self._escalate(now)
+            self._drain_out()
+            if self._finished(now):
+                return 0
+            self._watch_writes(bool(self.out) and not self.trainer_gone)
+            for key, _ in self.selector.select(self._timeout(now)):
+                if key.data == "stdin":
+                    self._read_stdin()
+                elif key.data == "news":
+                    self._read_news()
+                elif key.data == "wake":
+                    try:
+                        while os.read(self.wake_r, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+
+    def _finished(self, now: float) -> bool:
+        if self.child_status is None:
+            return False
+        if self.started and self.final is None:
+            return False
+        return not self.out or self.trainer_gone or now - self.final_at > FLUSH_TIMEOUT
+
+    def _timeout(self, now: float) -> float:
+        deadlines = [now + 0.5]  # a slow poll besides SIGCHLD, in case a signal is coalesced
+        if self.progress_pending:
+            deadlines.append(self.progress_sent_at + PROGRESS_INTERVAL)
+        if self.kill_deadline is not None:
+            deadlines.append(self.kill_deadline)
+        return max(0.0, min(deadlines) - now)
+
+    def _watch_writes(self, wanted: bool) -> None:
+        if wanted and not self.writing:
+            self.selector.register(self.events_fd, selectors.EVENT_WRITE, "events")
+        elif not wanted and self.writing:
+            self.selector.unregister(self.events_fd)
+        self.writing = wanted
+
+    # -- input
+
+    def _read_stdin(self) -> None:
+        try:
+            data = os.read(0, 65536)
+        except OSError:
+            data = b""
+        if not data:
+            self.selector.unregister(0)
+            self._on_trainer_gone("its stdin closed")
+            return
+        self.stdin_buffer += data
+        while b"\n" in self.stdin_buffer:
+            line, _, rest = bytes(self.stdin_buffer).partition(b"\n")
+            self.stdin_buffer = bytearray(rest)
+            if not self.started:
+                self._start(line)
+            else:
+                self._on_message(line)
+
+    def _on_message(self, line: bytes) -> None:
+        """A message from the trainer after the spec: ``{"detach": true}`` lets the
+        training outlive the trainer's process (its ``shutdown(wait=False)``)."""
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(message, dict) and message.get("detach") is True and self.spec is not None:
+            if not self.spec.detach:
+                self.spec = dataclasses.replace(self.spec, detach=True)
+                self._note("released by the submitting process: the training outlives it")
+
+    def _read_news(self) -> None:
+        try:
+            data = os.read(self.news_r, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.selector.unregister(self.news_r)
+            return
+        self.news_buffer += data
+        while b"\n" in self.news_buffer:
+            line, _, rest = bytes(self.news_buffer).partition(b"\n")
+            self.news_buffer = bytearray(rest)
+            self._on_news_line(line)
+
+    def _on_news_line(self, line: bytes) -> None:
+        try:
+            self._on_news(json.loads(line))
+        except (ValueError, KeyError, TypeError) as exc:  # never let one bad line end the worker
+            self._note(f"ignored an unreadable message from the training process: {exc}")
+
+    def _on_news(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "ready":
+            self._send("ready")
+        elif kind == "progress":
+            self.latest = ProgressReport.from_dict(event.get("report") or {})
+            self.progress_pending = True
+        elif kind == "finishing":
+            self._send("finishing")
+        elif kind == "outcome":
+            outcome = Outcome.from_dict(event.get("outcome") or {})
+            if outcome.status is TrainingStatus.CANCELED and self.interrupted and not self.cancel_requested:
+                outcome = self._interrupted_outcome()  # it stopped because its submitter is gone
+            self._finish(outcome)
+
+    # -- the training's life
+
+    def _start(self, line: bytes) -> None:
+        self.started = True
+        try:
+            spec = TrainingSpec.from_dict(json.loads(line))
+        except (ValueError, SpecError) as exc:
+            self._close_spec()
+            self._finish(_errored("trainerkit.worker.SpecError", f"the worker got an unusable spec: {exc}"))
+            return
+        self.spec = spec
+        if spec.log_path:
+            try:
+                _redirect_output(spec.log_path)
+            except OSError as exc:
+                self._close_spec()
+                self._finish(_errored("OSError", f"cannot open the training's log file {spec.log_path}: {exc}"))
+                return
+        record = WorkerRecord(
+            supervisor=process_owner(),
+            training_process=process_owner(self.child),
+            start_time=utcnow(),
+            detach=spec.detach,
+        )
+        if spec.run_dir:
+            self.run_dir = RunDirectory(spec.run_dir)
+            try:
+                self.run_dir.create()
+                self.run_dir.write_worker(record)
+            except OSError as exc:
+                self._close_spec()
+                self._finish(_errored("OSError", f"cannot write the run directory {spec.run_dir}: {exc}"))
+                return
+        try:
+            assert self.spec_w is not None
+            os.write(self.spec_w, line + b"\n")  # blocking: the training process is waiting for it
+        except OSError:
+            pass  # it died while waiting; its exit status tells the rest
+        self._close_spec()
+        self._send("running", worker=record.to_dict())
+
+    def _close_spec(self) -> None:
+        if self.spec_w is not None:
+            os.close(self.spec_w)
+            self.spec_w = None
+
+    def _cancel(self) -> None:
+        if not self.started:
+            self._close_spec()  # an idle worker asked to stop: let its training process exit
+            return
+        if self.final is not None or self.cancel_requested:
+            return
+        self.cancel_requested = True
+        self._note(
+            "cancel requested: SIGTERM to the training's process group"
+            + self._kill_after()
+        )
+        self._stop_training()
+
+    def _on_trainer_gone(self, why: str) -> None:
+        if self.trainer_gone:
+            return
+        self.trainer_gone = True
+        self.out.clear()
+        if not self.started:
+            self._close_spec()
+            return
+        if self.final is not None or self.spec is None:
+            return
+        if self.spec.detach:
+            self._note(f"the process that submitted the training is gone ({why}); detached, it goes on")
+            return
+        self.interrupted = True
+        self._note(
+            f"the process that submitted the training is gone ({why}): stopping the training"
+            + self._kill_after()
+        )
+        self._stop_training()
+
+    def _kill_after(self) -> str:
+        grace = self.spec.cancel_grace_period if self.spec else 0.0
+        return f", SIGKILL in {grace:g} s if it is still running"
+
+    def _stop_training(self) -> None:
+        if self.child_status is not None or self.kill_deadline is not None:
+            return
+        self._signal_group(signal.SIGTERM)
+        grace = self.spec.cancel_grace_period if self.spec else 0.0
+        self.kill_deadline = time.monotonic() + grace
+
+    def _escalate(self, now: float) -> None:
+        if self.kill_deadline is None or now < self.kill_deadline or self.child_status is not None:
+            return
+        self.kill_deadline = None
+        self.killed = True
+        if self.final is None:
+            self._note("the training did not stop within the grace period: SIGKILL")
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, signum: int) -> None:
+        # The training process is not reaped yet, so its pid (= its group id) cannot be reused.
+        if self.child_status is not None:
+            return
+        try:
+            os.killpg(self.child, signum)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(self.child, signum)
+            except OSError:
+                pass
+
+    def _check_child(self) -> None:
+        if self.child_status is not None:
+            return
+        if hasattr(os, "waitid"):
+            try:
+                exited = os.waitid(os.P_PID, self.child, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                exited = True
+            if exited is None:
+                return
+            # Exited but not reaped: its pid, the group's id, cannot be reused yet, so
+            # this reaches only what is left of the training's process group.
+            self._kill_leftovers()
+            try:
+                _, status = os.waitpid(self.child, 0)
+            except ChildProcessError:
+                status = 0
+        else:
+            try:
+                pid, status = os.waitpid(self.child, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self.child, 0
+            if pid == 0:
+                return
+            self._kill_leftovers()
+        self.child_status = status
+        self._read_news_now()
+        if self.final is None and self.started:
+            self._finish(self._outcome_from_exit(status))
+
+    def _kill_leftovers(self) -> None:
+        try:
+            os.killpg(self.child, signal.SIGKILL)
+        except OSError:
+            pass
+
+    def _read_news_now(self) -> None:
+        # An outcome sent just before the exit may still sit in the pipe.
+        try:
+            os.set_blocking(self.news_r, False)
+            while True:
+                data = os.read(self.news_r, 65536)
+                if not data:
+                    break
+                self.news_buffer += data
+        except (BlockingIOError, OSError):
+            pass
+        while b"\n" in self.news_buffer:
+            line, _, rest = bytes(self.news_buffer).partition(b"\n")
+            self.news_buffer = bytearray(rest)
+            self._on_news_line(line)
+
+    def _outcome_from_exit(self, status: int) -> Outcome:
+        if self.cancel_requested:
+            how = "killed after the grace period" if self.killed else "stopped"
+            return _outcome(TrainingStatus.CANCELED, ErrorDetail("TrainingCanceledError", f"canceled while training ({how})"))
+        if self.interrupted:
+            return self._interrupted_outcome()
+        pid = self.child
+        if os.WIFSIGNALED(status):
+            number = os.WTERMSIG(status)
+            try:
+                name = signal.Signals(number).name
+            except ValueError:
+                name = f"signal {number}"
+            hint = _CRASH_HINTS.get(number)
+            message = f"the training process (pid {pid}) was killed by signal {name} ({number})" + (
+                f": {hint}" if hint else ""
+            )
+        else:
+            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
+            message = (
+                f"the training process (pid {pid}) exited with code {code} before reporting an "
+                "outcome (os._exit() or sys.exit() outside train(), or a crash)"
+            )
+        self._note(message)
+        return _errored("trainerkit.errors.TrainingCrashedError", message, self._log_tail())
+
+    def _interrupted_outcome(self) -> Outcome:
+        submitter = self.spec.submitter if self.spec else ""
+        return _errored(
+            "trainerkit.errors.TrainingInterruptedError",
+            f"the training was stopped because the process that submitted it "
+            f"({submitter or 'unknown'}) exited; set detach: true in the trainer's config "
+            "for trainings that outlive their caller",
+        )
+
+    def _finish(self, outcome: Outcome) -> None:
+        if self.final is not None:
+            return
+        if outcome.progress is None and self.latest is not None:
+            outcome = dataclasses.replace(outcome, progress=self.latest)
+        self.final = outcome
+        self.final_at = time.monotonic()
+        self.progress_pending = False
+        if self.run_dir is not None:
+            try:
+                self.run_dir.write_outcome(outcome)
+            except OSError as exc:
+                self._note(f"cannot write the outcome to {self.run_dir.path}: {exc}")
+        self._send("outcome", outcome=outcome.to_dict())
+        if self.child_status is None and self.kill_deadline is None:
+            # The training process reported; give it the grace period to exit on its own.
+            grace = self.spec.cancel_grace_period if self.spec else 0.0
+            self.kill_deadline = time.monotonic() + grace
+
+    # -- output
+
+    def _flush_progress(self, now: float) -> None:
+        if not self.progress_pending or now - self.progress_sent_at < PROGRESS_INTERVAL:
+            return
+        self.progress_pending = False
+        self.progress_sent_at = now
+        assert self.latest is not None
+        self._send("progress", report=self.latest.to_dict())
+        if self.run_dir is not None and self.spec is not None and self.spec.detach:
+            try:
+                self.run_dir.write_progress(self.latest)
+            except OSError as exc:
+                self._note(f"cannot write progress to {self.run_dir.path}: {exc}")
+
+    def _send(self, event: str, **data: Any) -> None:
+        if self.trainer_gone:
+            return
+        self.out += (json.dumps({"event": event, **data}) + "\n").encode("utf-8")
+        self._drain_out()
+
+    def _drain_out(self) -> None:
+        while self.out and not self.trainer_gone:
+            try:
+                written = os.write(self.events_fd, self.out)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                self._on_trainer_gone("its event pipe closed")
+                return
+            del self.out[:written]
+
+    def _note(self, text: str) -> None:
+        try:
+            os.write(2, f"[trainerkit] {text}\n".encode("utf-8", "replace"))
+        except OSError:
+            pass
+
+    def _log_tail(self) -> str:
+        path = self.spec.log_path if self.spec else None
+        if not path:
+            return ""
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                size = handle.tell()
+                handle.seek(max(0, size - 16384))
+                text = handle.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        lines = text.splitlines()[-_LOG_TAIL_LINES:]
+        return "Last lines of the training's log:\n" + "\n".join(lines) + "\n" if lines else ""
+
+
+def _outcome(status: TrainingStatus, *errors: ErrorDetail) -> Outcome:
+    return Outcome(status=status, time=utcnow(), errors=errors)
+
+
+def _errored(error_type: str, message: str, traceback_text: str = "") -> Outcome:
+    return _outcome(TrainingStatus.ERRORED, ErrorDetail(error_type, message, traceback_text))
+
