@@ -30,9 +30,6 @@ import dataclasses
 import os
 from typing import Any, Mapping, Optional
 
-import aconfig
-import yaml
-
 from . import ids
 from .errors import ConfigError
 from .registry import register_import_class, resolve_type
@@ -73,6 +70,8 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 def read_yaml(path: "str | os.PathLike[str]") -> Any:
     """Parse a YAML config file, with clear errors for a missing or broken file."""
+    import yaml  # imported when a file is read, to keep `import trainerkit` light
+
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -99,6 +98,8 @@ def _plain(value: Any) -> Any:
 
 
 def _apply_env(tree: dict[str, Any]) -> dict[str, Any]:
+    import aconfig
+
     return _plain(aconfig.Config(tree, override_env_vars=True))
 
 
@@ -214,6 +215,8 @@ def load_yaml_specs(path: "str | os.PathLike[str]") -> dict[str, TrainerSpec]:
 
 def validate_with_schema(schema: Optional[type], raw: Any, where: str) -> tuple[Any, list[str]]:
     """Default config validation of a trainer type (used by ModelTrainerBase)."""
+    import aconfig
+
     if schema is None:
         if raw in (None, {}):
             return aconfig.Config({}, override_env_vars=False), []

@@ -11,7 +11,6 @@ import dataclasses
 import datetime
 import enum
 import math
-import traceback as traceback_module
 from typing import Any, Mapping, Optional
 
 
@@ -64,6 +63,8 @@ class ErrorDetail:
     @classmethod
     def from_exception(cls, exc: BaseException) -> "ErrorDetail":
         """Describe ``exc`` (with its traceback text)."""
+        import traceback as traceback_module
+
         exc_type = type(exc)
         module = exc_type.__module__
         name = exc_type.__qualname__ if module == "builtins" else f"{module}.{exc_type.__qualname__}"

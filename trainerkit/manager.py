@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from . import ids
-from .config import TrainerSpec, load_trainer_specs, load_yaml_specs
 from .errors import TrainingNotFoundError, UnknownTrainerError
 from .future import ModelTrainerFutureBase
 from .registry import TypeSource, available_types
 from .schema import did_you_mean
 from .trainer import ModelTrainerBase
+
+if TYPE_CHECKING:
+    from .config import TrainerSpec
 
 
 class TrainerManager:
@@ -25,9 +27,11 @@ class TrainerManager:
     """
 
     def __init__(self, config: Optional[Mapping[str, Any]] = None, *, source: str = "config") -> None:
+        from .config import load_trainer_specs  # YAML and aconfig load with the first manager
+
         self._init_specs(load_trainer_specs(config, source=source))
 
-    def _init_specs(self, specs: dict[str, TrainerSpec]) -> None:
+    def _init_specs(self, specs: "dict[str, TrainerSpec]") -> None:
         self._specs = specs
         self._trainers: dict[str, ModelTrainerBase] = {}
         self._lock = threading.Lock()
@@ -35,6 +39,8 @@ class TrainerManager:
     @classmethod
     def from_yaml(cls, path: "str | os.PathLike[str]") -> "TrainerManager":
         """Load and validate a YAML file (see ``docs/configuration.md``)."""
+        from .config import load_yaml_specs
+
         manager = cls.__new__(cls)
         manager._init_specs(load_yaml_specs(path))
         return manager
@@ -49,7 +55,7 @@ class TrainerManager:
         """The names of the configured trainers."""
         return list(self._specs)
 
-    def trainer_spec(self, name: str) -> TrainerSpec:
+    def trainer_spec(self, name: str) -> "TrainerSpec":
         """The validated entry of trainer ``name`` (type, class, config)."""
         try:
             return self._specs[name]

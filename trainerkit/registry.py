@@ -14,7 +14,6 @@ Three sources feed one registry, in the fsspec manner:
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import importlib.util
 import inspect
 import logging
@@ -25,6 +24,8 @@ from .errors import ConfigError
 from .module import import_object
 
 if TYPE_CHECKING:
+    import importlib.metadata
+
     from .trainer import ModelTrainerBase
 
 log = logging.getLogger("trainerkit")
@@ -76,14 +77,16 @@ def _builtin_available(name: str) -> bool:
         return False
 
 
-def _entry_points() -> dict[str, list[importlib.metadata.EntryPoint]]:
-    found: dict[str, list[importlib.metadata.EntryPoint]] = {}
+def _entry_points() -> "dict[str, list[importlib.metadata.EntryPoint]]":
+    import importlib.metadata  # scanning distributions is slow: only when a type is looked up
+
+    found: "dict[str, list[importlib.metadata.EntryPoint]]" = {}
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(entry_point.name, []).append(entry_point)
     return found
 
 
-def _distribution_of(entry_point: importlib.metadata.EntryPoint) -> str:
+def _distribution_of(entry_point: "importlib.metadata.EntryPoint") -> str:
     dist = getattr(entry_point, "dist", None)
     if dist is None:
         return "unknown distribution"
