@@ -130,6 +130,16 @@ _CODES_BY_MESSAGE = (  # for errors that carry no code (raised by Python code, o
 )
 
 
+class _Waiter:
+    """A submission waiting for its record to be committed (or refused)."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: Optional[BaseException] = None
+
+
 class _WriteBehind:
     """Changes of one process to one database file, waiting for the writer."""
 
@@ -196,32 +206,25 @@ class SQLiteTrainingStore(TrainingStore):
     # -- TrainingStore ------------------------------------------------------------
 
     def add(self, info: TrainingInfo, *, owner: str = "", replace_finished: bool = False) -> None:
-        # Synchronous: an accepted submission is on disk, and a refused one
-        # (a full disk, a taken id) leaves nothing. Queued updates ride along
-        # in the same transaction.
+        # Synchronous: an accepted submission is on disk when this returns, and
+        # a refused one (a full disk, a taken id) leaves nothing. The writer
+        # commits it together with whatever else is queued (group commit).
         with self._w.queue_lock:
             live = self._w.live.get(info.id)
             if live is not None and (not live[0].status.is_terminal or not replace_finished):
                 raise TrainingExistsError(_exists_message(info.id, live[0].status, replace_finished))
-            drained, self._w.queue = self._w.queue, []
-        try:
-            with self._write(f"adding training {info.id}") as conn:
-                for _, operation in drained:
-                    _apply_operation(conn, operation)
+        if replace_finished and live is None:
+            # A caller-chosen id may belong to a record on disk: refuse it now.
+            with self._read(f"adding training {info.id}") as conn:
                 existing = conn.execute("SELECT status FROM trainings WHERE id = ?", (info.id,)).fetchone()
-                if existing is not None:
-                    status = TrainingStatus(existing[0])
-                    if not status.is_terminal or not replace_finished:
-                        raise TrainingExistsError(_exists_message(info.id, status, replace_finished))
-                _apply_operation(conn, ("add", info, owner, replace_finished))
-        except BaseException:
-            with self._w.queue_lock:
-                self._w.queue[:0] = drained  # not lost: the writer saves them
-                self._w.queue_lock.notify_all()
-            raise
+            if existing is not None and not TrainingStatus(existing[0]).is_terminal:
+                raise TrainingExistsError(_exists_message(info.id, TrainingStatus(existing[0]), True))
+        waiter = _Waiter()
         with self._w.queue_lock:
-            self._settle(drained)
-            self._w.live[info.id] = (info, owner)
+            self._enqueue_locked(("add", info, owner, replace_finished), info, owner, waiter)
+        waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
 
     def update(self, training_id: str, **changes: Any) -> TrainingInfo:
         unknown = set(changes) - UPDATABLE_FIELDS
@@ -278,14 +281,14 @@ class SQLiteTrainingStore(TrainingStore):
 
     # -- the writer ---------------------------------------------------------------------
 
-    def _enqueue(self, operation: tuple[Any, ...], info: TrainingInfo, owner: str) -> None:
-        with self._w.queue_lock:
-            self._enqueue_locked(operation, info, owner)
-
-    def _enqueue_locked(self, operation: tuple[Any, ...], info: TrainingInfo, owner: str) -> None:
+    def _enqueue_locked(
+        self, operation: tuple[Any, ...], info: TrainingInfo, owner: str, waiter: "Optional[_Waiter]" = None
+    ) -> None:
         self._w.live[info.id] = (info, owner)
         self._w.pending[info.id] = self._w.pending.get(info.id, 0) + 1
-        self._w.queue.append((self, operation))
+        self._w.queue.append((self, operation, waiter))
+        if waiter is not None:
+            self._w.retry_now = True  # a writer waiting to retry serves a submission at once
         self._w.enqueued += 1
         if self._w.writer is None or self._w.writer_pid != os.getpid():
             self._w.writer_pid = os.getpid()
@@ -306,13 +309,21 @@ class SQLiteTrainingStore(TrainingStore):
                 # Each change is written through the connection of the store
                 # object that made it (they differ only in how they connect).
                 by_store: dict[int, tuple[SQLiteTrainingStore, list[tuple[Any, ...]]]] = {}
-                for store, operation in batch:
-                    by_store.setdefault(id(store), (store, []))[1].append(operation)
-                for store, operations in by_store.values():
-                    store._commit(operations)
+                for entry in batch:
+                    by_store.setdefault(id(entry[0]), (entry[0], []))[1].append(entry)
+                refused: dict[int, BaseException] = {}
+                for store, entries in by_store.values():
+                    refused.update(store._commit(entries))
             except StoreError as exc:
                 with self._w.queue_lock:
-                    self._w.queue[:0] = batch  # keep them, in order, for the retry
+                    # A submission waiting for its commit is refused now (and
+                    # leaves nothing); later changes are kept, in order, for the retry.
+                    kept = [entry for entry in batch if entry[2] is None]
+                    for entry in batch:
+                        if entry[2] is not None:
+                            self._drop(entry, exc)
+                    self._w.committed += len(batch) - len(kept)
+                    self._w.queue[:0] = kept
                     first = self._w.failure is None
                     self._w.failure = exc
                     self._w.failed_attempts += 1
@@ -320,21 +331,43 @@ class SQLiteTrainingStore(TrainingStore):
                     self._w.queue_lock.notify_all()
                     if first:
                         log.error("training records are not being saved: %s", exc)
-                    self._w.queue_lock.wait_for(lambda: self._w.retry_now, delay)
+                    if kept:
+                        self._w.queue_lock.wait_for(lambda: self._w.retry_now, delay)
                 delay = min(delay * 2, _RETRY_MAX)
                 continue
             delay = _RETRY_FIRST
             with self._w.queue_lock:
                 if self._w.failure is not None:
                     log.warning("training records are being saved again to %s", self.path)
-                self._settle(batch)
+                for entry in batch:
+                    if id(entry) in refused:
+                        self._drop(entry, refused[id(entry)])
+                self._settle([entry for entry in batch if id(entry) not in refused], dropped=len(refused))
+                for entry in batch:
+                    if entry[2] is not None and id(entry) not in refused:
+                        entry[2].done.set()
 
-    def _settle(self, batch: Sequence[tuple[Any, ...]]) -> None:
-        """Book ``batch`` as committed. Queue lock held."""
+    def _drop(self, entry: tuple[Any, ...], error: BaseException) -> None:
+        """Forget a change that will never be written; tell its waiter. Queue lock held."""
+        operation, waiter = entry[1], entry[2]
+        training_id = operation[1].id
+        left = self._w.pending[training_id] - 1
+        if left:
+            self._w.pending[training_id] = left
+        else:
+            del self._w.pending[training_id]
+            if operation[0] == "add":
+                self._w.live.pop(training_id, None)
+        if waiter is not None:
+            waiter.error = error
+            waiter.done.set()
+
+    def _settle(self, batch: Sequence[tuple[Any, ...]], dropped: int = 0) -> None:
+        """Book ``batch`` as committed (and ``dropped`` more as done). Queue lock held."""
         self._w.failure = None
-        self._w.committed += len(batch)
-        for _, operation in batch:
-            training_id = operation[1].id
+        self._w.committed += len(batch) + dropped
+        for entry in batch:
+            training_id = entry[1][1].id
             left = self._w.pending[training_id] - 1
             if left:
                 self._w.pending[training_id] = left
@@ -344,24 +377,30 @@ class SQLiteTrainingStore(TrainingStore):
                 del self._w.live[training_id]  # on disk for good; read it there
         self._w.queue_lock.notify_all()
 
-    def _commit(self, batch: Sequence[tuple[Any, ...]]) -> None:
+    def _commit(self, entries: Sequence[tuple[Any, ...]]) -> dict[int, BaseException]:
+        """Write ``entries`` in one transaction; return the ones refused as
+        invalid (by ``id(entry)``: an id taken meanwhile by another process)."""
         try:
-            with self._write(f"saving {len(batch)} record changes") as conn:
-                for operation in batch:
-                    _apply_operation(conn, operation)
+            with self._write(f"saving {len(entries)} record changes") as conn:
+                for entry in entries:
+                    _apply_operation(conn, entry[1])
+            return {}
         except StoreError as exc:
             if not isinstance(exc.__cause__, sqlite3.IntegrityError):
                 raise
-            # One invalid change (an id taken meanwhile by another process)
-            # must not hold back the others: apply them one by one.
-            for operation in batch:
-                try:
-                    with self._write("saving a record change") as conn:
-                        _apply_operation(conn, operation)
-                except StoreError as single:
-                    if not isinstance(single.__cause__, sqlite3.IntegrityError):
-                        raise
-                    log.error("dropped a change of training %s: %s", operation[1].id, single)
+        # One invalid change must not hold back the others: apply them one by one.
+        refused: dict[int, BaseException] = {}
+        for entry in entries:
+            try:
+                with self._write("saving a record change") as conn:
+                    _apply_operation(conn, entry[1])
+            except StoreError as single:
+                if not isinstance(single.__cause__, sqlite3.IntegrityError):
+                    raise
+                training_id = entry[1][1].id
+                log.error("refused a change of training %s: %s", training_id, single)
+                refused[id(entry)] = TrainingExistsError(f"a training with id {training_id!r} already exists")
+        return refused
 
     def _raise_failure(self) -> None:
         if self._w.failure is not None:
