@@ -478,3 +478,19 @@ def test_logs_follow_a_running_training_until_it_ends(manager_factory):
     gate.release.set()
     rest = list(lines)
     assert rest[-1] == "done" and future.done()
+
+
+def test_retention_lets_go_of_a_model_but_a_future_still_held_keeps_it(manager_factory):
+    trainer = local(manager_factory, retention_duration="1ms")
+    future = trainer.train(Adder, 4)
+    future.wait(WAIT)
+
+    def purged():
+        try:
+            trainer.get_model_future(future.id)
+        except TrainingNotFoundError:
+            return True
+        return False
+
+    wait_until(purged)
+    assert future.result().total == 5

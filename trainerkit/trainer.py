@@ -308,10 +308,9 @@ class ModelTrainerBase(abc.ABC):
         purged = self._store.purge_finished(utcnow() - older_than, trainer_name=self.instance_name)
         with self._lock:
             for info in purged:
+                # The trainer lets go; a future the caller still holds keeps its model.
                 self._pinned.pop(info.id, None)
-                future = self._futures.pop(info.id, None)
-                if future is not None:
-                    future._model = NO_MODEL
+                self._futures.pop(info.id, None)
         if getattr(self.config, "retention_delete_models", False):
             for info in purged:
                 if info.save_path:
