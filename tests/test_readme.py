@@ -37,3 +37,20 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
     assert namespace["model"].test_accuracy > 0.9
+
+
+def test_the_main_job_command_trains_and_loads_back_the_example(tmp_path):
+    import shlex
+    import subprocess
+    import sys
+
+    command = quick_start_commands()[0]
+    job = command.split(" && ")[-1]  # the part after the install steps
+    argv = shlex.split(job)
+    assert argv[0] == "trainerkit"
+    done = subprocess.run([sys.executable, "-m", "trainerkit", *argv[1:]], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "submitted to trainer 'default'" in done.stdout
+    assert "Loaded back:" in done.stdout and "test_accuracy=" in done.stdout
+    assert (tmp_path / "trainerkit-models").is_dir()

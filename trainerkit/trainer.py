@@ -196,8 +196,10 @@ class ModelTrainerBase(abc.ABC):
             self._submit(future, request)
         except BaseException:
             with self._lock:
-                self._pinned.pop(training_id, None)
-                self._futures.pop(training_id, None)
+                if self._pinned.get(training_id) is future:
+                    del self._pinned[training_id]
+                if self._futures.get(training_id) is future:
+                    del self._futures[training_id]
             self._store.delete(training_id)
             raise
         log.debug("submitted training %s of %s", training_id, info.module)
@@ -350,8 +352,8 @@ class ModelTrainerBase(abc.ABC):
     def _training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
         """The output of a training, line by line."""
         raise NotImplementedError(
-            f"trainer type {self.name} keeps no logs of its own: LOCAL trainings print to this "
-            "process's stdout/stderr and logging"
+            f"trainer type {self.name} keeps no logs of trainings; read the output where the "
+            "training itself writes it"
         )
 
     def _refresh_observed(self, futures: Sequence[ModelTrainerFutureBase]) -> None:

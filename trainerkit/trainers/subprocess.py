@@ -381,7 +381,18 @@ class _Dispatcher:
             self.lock.wait_for(lambda: not self.queue and not self.active)
 
     def _may_exit(self) -> bool:
-        return not self.queue and all(run.detached and run.spec_sent for run in self.active.values())
+        # A detached training may be left once its worker has said it runs: then
+        # its worker record is on disk, so other processes never mistake it for
+        # a training that died with this process.
+        return not self.queue and all(
+            run.detached and run.phase in (_Run.RUNNING, _Run.FINISHING, _Run.DONE)
+            for run in self.active.values()
+        )
+
+    def waits_for_trainings(self) -> bool:
+        """True when exiting waits for queued trainings or ones that stop with this process."""
+        with self.lock:
+            return bool(self.queue) or any(not run.detached for run in self.active.values())
 
     def must_wait_at_exit(self) -> bool:
         """True while this process has trainings to start, or trainings that stop with it."""
@@ -652,6 +663,7 @@ class _Dispatcher:
             if kind == "running":
                 with self.lock:
                     run.phase = _Run.RUNNING
+                    self.lock.notify_all()
                 trainer._on_running(run, WorkerRecord.from_dict(event.get("worker") or {}))
             elif kind == "progress":
                 trainer._on_progress(run, ProgressReport.from_dict(event.get("report") or {}))
@@ -1055,7 +1067,10 @@ class SubprocessModelTrainer(ModelTrainerBase):
     def _wait_at_exit(self) -> None:
         if not self._dispatcher.must_wait_at_exit():
             return
-        log.warning(
+        # Only handing detached trainings over (milliseconds) is not worth a warning.
+        level = logging.WARNING if self._dispatcher.waits_for_trainings() else logging.DEBUG
+        log.log(
+            level,
             "waiting for the trainings of SUBPROCESS trainer %r before exiting (detach: true, "
             "or shutdown(wait=False), lets started ones run on without this process)",
             self.instance_name,

@@ -1,0 +1,647 @@
+"""What each ``trainerkit`` sub-command does.
+
+Every command is a function ``(Session) -> ExitCode``. Expected failures are
+raised as :class:`~trainerkit.cli.exit_codes.CommandError` (or one of
+trainerkit's own errors) and reported by :func:`run_command` as one message and
+an exit status; only a bug produces a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import json
+import logging
+import os
+import sys
+import traceback
+from typing import Any, Callable, Mapping, Optional, TextIO
+
+from ..errors import ConfigError, TrainerkitError
+from ..info import TrainingInfo, TrainingStatus, utcnow
+from .exit_codes import CommandError, ExitCode, exit_code_for
+from .parser import CONFIG_ENV
+from .progress_display import NullDisplay, follow, open_display
+from .render import (
+    LIST_HEADERS,
+    elapsed_seconds,
+    format_duration,
+    format_metrics,
+    format_steps,
+    status_lines,
+    table,
+    training_row,
+)
+
+#: Keyword arguments of ModelTrainerBase.train itself, set by options of `train`.
+_TRAIN_OPTIONS = {
+    "save_path": "--save-path",
+    "save_with_id": "--save-with-id",
+    "model_name": "--model-name",
+    "tags": "--tag",
+    "external_training_id": "(not settable from the command line)",
+}
+
+_STATUS_EXIT = {
+    TrainingStatus.COMPLETED: ExitCode.OK,
+    TrainingStatus.ERRORED: ExitCode.TRAINING_ERRORED,
+    TrainingStatus.CANCELED: ExitCode.TRAINING_CANCELED,
+}
+
+
+class Output:
+    """Where a command's output goes.
+
+    ``line`` is for people (stdout, silent in ``--json`` mode), ``document``
+    for programs (one JSON document on the real stdout, ``--json`` mode only),
+    ``note`` for remarks that must not mix with either (stderr, always).
+
+    ``line`` and ``note`` write to the *current* ``sys.stdout``/``sys.stderr``,
+    so that while a progress bar is shown they print above it.
+    """
+
+    def __init__(self, json_mode: bool, stdout: TextIO, stderr: TextIO) -> None:
+        self.json = json_mode
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def line(self, text: str = "") -> None:
+        """One line for people on stdout (nothing in ``--json`` mode)."""
+        if not self.json:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+
+    def lines(self, texts: "list[str]") -> None:
+        """Several :meth:`line` calls."""
+        for text in texts:
+            self.line(text)
+
+    def document(self, data: Any, *, indent: Optional[int] = 2) -> None:
+        """``data`` as JSON on stdout (``--json`` mode only)."""
+        if self.json:
+            self.stdout.write(json.dumps(data, indent=indent) + "\n")
+            self.stdout.flush()
+
+    def note(self, text: str) -> None:
+        """A remark on stderr, in every mode."""
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
+class Session:
+    """One run of the command: its arguments, its output, and the trainers
+    (built from the configuration on first use)."""
+
+    def __init__(self, args: argparse.Namespace, output: Output) -> None:
+        self.args = args
+        self.out = output
+        self._manager: Any = None
+
+    def config_path(self) -> tuple[Optional[str], str]:
+        """``(path, where it was named)``; path None means the built-in defaults."""
+        if self.args.config:
+            return self.args.config, "--config"
+        from_env = os.environ.get(CONFIG_ENV, "").strip()
+        if from_env:
+            return from_env, CONFIG_ENV
+        return None, ""
+
+    @property
+    def manager(self) -> Any:
+        if self._manager is None:
+            from ..manager import TrainerManager
+
+            path, origin = self.config_path()
+            try:
+                self._manager = TrainerManager.from_yaml(path) if path else TrainerManager()
+            except ConfigError as exc:
+                hint = f"(the file was named by ${CONFIG_ENV})" if origin == CONFIG_ENV else ""
+                raise CommandError(str(exc), ExitCode.USAGE, hint) from None
+        return self._manager
+
+    def trainer_type(self, trainer_name: str) -> str:
+        try:
+            return self.manager.trainer_spec(trainer_name).type
+        except LookupError:
+            return ""
+
+    def close(self) -> None:
+        if self._manager is not None:
+            # Never wait: a detached training must outlive this command, and a
+            # followed one has ended already.
+            self._manager.close(wait=False)
+
+
+# -- train ---------------------------------------------------------------------------
+
+
+def _import_module_class(path: str) -> type:
+    from ..module import check_module_class, import_object
+
+    try:
+        obj = import_object(path)
+    except ImportError as exc:
+        raise CommandError(
+            str(exc),
+            ExitCode.USAGE,
+            "MODULE is package.module:Class, importable from the current directory or PYTHONPATH",
+        ) from None
+    except Exception as exc:  # the module's own code failed while importing
+        module_name = path.partition(":")[0] if ":" in path else path.rpartition(".")[0]
+        raise CommandError(
+            f"importing {path} failed: {type(exc).__name__}: {exc}",
+            ExitCode.USAGE,
+            f"see the traceback with: python -c 'import {module_name}'",
+        ) from None
+    try:
+        check_module_class(obj)
+    except TypeError as exc:
+        raise CommandError(f"{path}: {exc}", ExitCode.USAGE) from None
+    return obj
+
+
+def _check_train_arguments(module_class: type, kwargs: Mapping[str, Any]) -> None:
+    """Refuse arguments ``train`` would reject, showing its signature."""
+    from ..module import train_signature
+    from ..schema import did_you_mean
+
+    for key in kwargs:
+        if key in _TRAIN_OPTIONS:
+            raise CommandError(
+                f"{key} is an option of trainerkit train itself, not an argument of "
+                f"{module_class.__qualname__}.train; use {_TRAIN_OPTIONS[key]}",
+                ExitCode.USAGE,
+            )
+    signature = train_signature(module_class)
+    try:
+        signature.bind(**kwargs)
+    except TypeError as exc:
+        problem = str(exc)
+        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+        if not accepts_any:
+            names = [
+                name
+                for name, p in signature.parameters.items()
+                if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            ]
+            unknown = [key for key in kwargs if key not in signature.parameters]
+            if unknown:
+                problem = f"unknown argument {unknown[0]!r}" + did_you_mean(unknown[0], names)
+        raise CommandError(
+            f"{module_class.__qualname__}.train does not accept these arguments: {problem}",
+            ExitCode.USAGE,
+            f"signature: {module_class.__qualname__}.train{_readable_signature(module_class, signature)}\n"
+            "pass each argument as --arg NAME=VALUE (or in --args-file)",
+        ) from None
+
+
+def _readable_signature(module_class: type, signature: Any) -> Any:
+    """The signature with string annotations (``from __future__ import
+    annotations``) evaluated, so it reads as written; as is when they cannot be."""
+    try:
+        return inspect.signature(module_class.train, eval_str=True)
+    except Exception:  # an annotation that does not evaluate: show the strings
+        return signature
+
+
+def cmd_train(session: Session) -> ExitCode:
+    from .arguments import training_arguments
+
+    args, out = session.args, session.out
+    module_class = _import_module_class(args.module)
+    kwargs = training_arguments(args.args_file, args.arg)
+    _check_train_arguments(module_class, kwargs)
+    manager = session.manager
+    if args.load and args.detach:
+        raise CommandError(
+            "--load waits for the model, --detach does not wait: use one of them",
+            ExitCode.USAGE,
+            "load a detached training's model later with: trainerkit result ID",
+        )
+    spec = manager.trainer_spec(args.trainer)
+    if args.detach and not spec.trainer_class.supports_detach:
+        raise CommandError(
+            f"trainer {args.trainer!r} is of type {spec.type}, whose trainings run inside the "
+            "submitting process and would stop when this command exits, so it cannot --detach",
+            ExitCode.UNAVAILABLE,
+            "follow the training (drop --detach), or use a SUBPROCESS or KUBERNETES trainer",
+        )
+    if (args.save_with_id or args.model_name) and not args.save_path:
+        raise CommandError(
+            "--save-with-id and --model-name shape the save path, so they need --save-path DIR",
+            ExitCode.USAGE,
+        )
+    trainer = manager.get_trainer(args.trainer)
+    # The display starts before the submission: see BarDisplay.
+    display = NullDisplay() if args.detach else open_display(out.stderr, json_mode=out.json, stdout=out.stdout)
+    display.start()
+    try:
+        try:
+            future = trainer.train(
+                module_class,
+                save_path=args.save_path,
+                save_with_id=args.save_with_id,
+                model_name=args.model_name,
+                tags=args.tag or None,
+                **kwargs,
+            )
+        except (TypeError, ValueError, FileExistsError) as exc:
+            # The trainer's messages name train()'s keywords; say which option sets them here.
+            hint = "on the command line: --save-path DIR [--save-with-id]" if "save_path" in str(exc) else ""
+            raise CommandError(str(exc), ExitCode.USAGE, hint) from None
+        out.line(f"Training {future.id} submitted to trainer {args.trainer!r} ({spec.type}).")
+        out.line(f"Save path: {future.save_path}" if future.save_path else "Save path: none")
+        if not future.save_path:
+            out.note(
+                "trainerkit: warning: no --save-path, so the trained model is kept only in the "
+                "memory of the training process and is lost when it ends"
+            )
+        if args.detach:
+            out.line(f"Detached. Follow it with: trainerkit status {future.id} --watch")
+            out.document(future.get_info().to_dict())
+            return ExitCode.OK
+        try:
+            info = follow(future, display)
+            code = None
+        except KeyboardInterrupt:
+            info = _cancel_after_interrupt(out, future, display)
+            code = ExitCode.INTERRUPTED
+    finally:
+        display.close()
+    if code is None and args.load and info.status is TrainingStatus.COMPLETED:
+        # Prove the model comes back: load it as any later process would.
+        document, rows = _model_summary(future, info)
+        out.document({**info.to_dict(), "model": document})
+        _report_end(out, info, document=False)
+        out.line("Loaded back:")
+        out.lines([f"  {label + ':':<{max(len(l) for l, _ in rows) + 1}} {value}" for label, value in rows])
+        return ExitCode.OK
+    end_code = _report_end(out, info)
+    return code if code is not None else end_code
+
+
+def _cancel_after_interrupt(out: Output, future: Any, display: Any) -> TrainingInfo:
+    """Ctrl-C while following: cancel the training, keep showing it until it
+    has stopped; a second Ctrl-C leaves at once (exit status 130)."""
+    out.note(
+        f"\nCtrl-C: canceling training {future.id} (press Ctrl-C again to stop waiting for it)"
+    )
+    try:
+        future.cancel()
+        return follow(future, display)
+    except KeyboardInterrupt:
+        display.close()
+        out.note(
+            f"Stopped waiting; training {future.id} may still be stopping. "
+            f"Check with: trainerkit status {future.id}"
+        )
+        # Threads of an in-process (LOCAL) training would keep the interpreter
+        # alive at exit; the user asked twice to leave now.
+        for stream in (sys.stdout, sys.stderr, out.stdout):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(ExitCode.INTERRUPTED)
+
+
+def _report_end(out: Output, info: TrainingInfo, *, document: bool = True) -> ExitCode:
+    """Print how a followed training ended; its exit status."""
+    if document:
+        out.document(info.to_dict())
+    took = format_duration(elapsed_seconds(info, utcnow()))
+    status = info.status
+    out.line(f"Training {info.id} {status.value}" + (f" after {took}." if took != "-" else "."))
+    if info.progress is not None:
+        progress = format_steps(info.progress)
+        metrics = format_metrics(info.progress.metrics)
+        out.line(f"Last progress: {progress}" + (f"  {metrics}" if metrics else ""))
+    if status is TrainingStatus.COMPLETED and info.save_path:
+        out.line(f"Model saved to {info.save_path}")
+    for error in info.errors:
+        out.line(f"{error.type}: {error.message}" if error.type else error.message)
+        if status is TrainingStatus.ERRORED and error.traceback:
+            out.line("Traceback of the training:")
+            out.lines(["  " + line for line in error.traceback.rstrip().splitlines()])
+    return _STATUS_EXIT.get(status, ExitCode.FAILURE)
+
+
+# -- status, list, logs -------------------------------------------------------------------
+
+
+def cmd_status(session: Session) -> ExitCode:
+    args, out = session.args, session.out
+    future = session.manager.get_model_future(args.training_id)
+    if not args.watch:
+        info = future.get_info()
+        out.document(info.to_dict())
+        out.lines(status_lines(info, utcnow(), session.trainer_type(info.trainer_name)))
+        return ExitCode.OK
+    display = open_display(out.stderr, json_mode=out.json, stdout=out.stdout)
+    display.start()
+    try:
+        info = follow(future, display)
+    except KeyboardInterrupt:
+        display.close()
+        out.note(f"\nStopped watching; training {future.id} goes on.")
+        return ExitCode.INTERRUPTED
+    finally:
+        display.close()
+    out.document(info.to_dict())
+    out.lines(status_lines(info, utcnow(), session.trainer_type(info.trainer_name)))
+    return _STATUS_EXIT.get(info.status, ExitCode.FAILURE)
+
+
+def cmd_list(session: Session) -> ExitCode:
+    args, out = session.args, session.out
+    manager = session.manager
+    try:
+        statuses = [TrainingStatus.parse(value) for value in args.status] or None
+    except ValueError as exc:
+        raise CommandError(f"--status: {exc}", ExitCode.USAGE) from None
+    names = [args.trainer] if args.trainer else manager.trainer_names
+    found: list[TrainingInfo] = []
+    failed: list[str] = []
+    for name in names:
+        try:
+            trainer = manager.get_trainer(name)
+            found.extend(
+                trainer.list_trainings(
+                    status=statuses, since=args.since, tags=args.tag or None, limit=args.limit
+                )
+            )
+        except TrainerkitError as exc:
+            if args.trainer:
+                raise
+            # One unreachable trainer (a cluster that is down) must not hide the others.
+            out.note(f"trainerkit: error: trainer {name!r}: cannot list its trainings: {exc}")
+            failed.append(name)
+        except ValueError as exc:
+            raise CommandError(f"--since: {exc}" if args.since else str(exc), ExitCode.USAGE) from None
+    found.sort(key=lambda info: info.submission_time, reverse=True)
+    if args.limit is not None:
+        found = found[: args.limit]
+    out.document([info.to_dict() for info in found])
+    if found:
+        out.lines(table(LIST_HEADERS, (training_row(info, utcnow()) for info in found)))
+    else:
+        out.line("No trainings." if not failed else "No trainings in the other trainers.")
+    return ExitCode.FAILURE if failed else ExitCode.OK
+
+
+def cmd_logs(session: Session) -> ExitCode:
+    args, out = session.args, session.out
+    future = session.manager.get_model_future(args.training_id)
+    try:
+        for line in future.logs(follow=args.follow):
+            text = line.rstrip("\n")
+            out.document({"line": text}, indent=None)
+            out.line(text)
+    except NotImplementedError as exc:  # a trainer type without per-training logs
+        raise CommandError(str(exc), ExitCode.UNAVAILABLE) from None
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK
+
+
+# -- cancel, delete, result --------------------------------------------------------------
+
+
+def cmd_cancel(session: Session) -> ExitCode:
+    args, out = session.args, session.out
+    future = session.manager.get_model_future(args.training_id)
+    info = future.get_info()
+    if not info.status.is_terminal and future.cancel():
+        if args.no_wait:
+            out.line(f"Cancel of training {future.id} requested.")
+            out.document(future.get_info().to_dict())
+            return ExitCode.OK
+        try:
+            info = follow(future, NullDisplay())
+        except KeyboardInterrupt:
+            out.note(f"\nStopped waiting; training {future.id} is being canceled.")
+            return ExitCode.INTERRUPTED
+    else:
+        info = future.get_info()
+    out.document(info.to_dict())
+    if info.status is TrainingStatus.CANCELED:
+        out.line(f"Training {info.id} CANCELED.")
+        return ExitCode.OK
+    raise CommandError(
+        f"training {info.id} already ended {info.status.value}; there was nothing to cancel",
+        ExitCode.UNAVAILABLE,
+    )
+
+
+def cmd_delete(session: Session) -> ExitCode:
+    args, out = session.args, session.out
+    future = session.manager.get_model_future(args.training_id)
+    info = future.get_info()
+    future.trainer.delete_training(info.id, delete_model=args.model)
+    model_deleted = bool(args.model and info.save_path)
+    out.document({"id": info.id, "deleted": True, "model_deleted": model_deleted, "save_path": info.save_path})
+    out.line(f"Deleted training {info.id}" + (f" and its model at {info.save_path}." if model_deleted else "."))
+    if args.model and not info.save_path:
+        out.note(f"trainerkit: note: training {info.id} had no saved model to delete")
+    return ExitCode.OK
+
+
+def cmd_result(session: Session) -> ExitCode:
+    args, out = session.args, session.out
+    future = session.manager.get_model_future(args.training_id)
+    info = future.get_info()
+    if not info.status.is_terminal:
+        raise CommandError(
+            f"training {info.id} is {info.status.value}, so it has no model yet",
+            ExitCode.UNAVAILABLE,
+            f"wait for it with: trainerkit status {info.id} --watch",
+        )
+    if info.status is not TrainingStatus.COMPLETED:
+        error = info.errors[0] if info.errors else None
+        reason = f": {error.type}: {error.message}" if error and error.type else ""
+        raise CommandError(
+            f"training {info.id} ended {info.status.value}, so it has no model{reason}",
+            _STATUS_EXIT[info.status],
+        )
+    document, rows = _model_summary(future, info)
+    out.document(document)
+    width = max(len(label) for label, _ in rows) + 1
+    out.lines([f"{label + ':':<{width}} {value}" for label, value in rows])
+    return ExitCode.OK
+
+
+def _model_summary(future: Any, info: TrainingInfo) -> "tuple[dict[str, Any], list[tuple[str, str]]]":
+    """The loaded model of a COMPLETED training, as a JSON document and table rows."""
+    model = future.load()
+    model_class = f"{type(model).__module__}:{type(model).__qualname__}"
+    text = repr(model)
+    if len(text) > 2000:
+        text = text[:2000] + "…"
+    files, size = _directory_size(info.save_path) if info.save_path else (0, 0)
+    document = {
+        "id": info.id,
+        "class": model_class,
+        "save_path": info.save_path,
+        "files": files,
+        "bytes": size,
+        "repr": text,
+        "metrics": dict(info.progress.metrics) if info.progress else {},
+    }
+    rows = [("training", info.id), ("class", model_class), ("save path", info.save_path or "-")]
+    if info.save_path:
+        rows.append(("on disk", f"{files} file{'s' if files != 1 else ''}, {_format_bytes(size)}"))
+    if info.progress is not None and info.progress.metrics:
+        rows.append(("metrics", format_metrics(info.progress.metrics)))
+    rows.append(("model", text))
+    return document, rows
+
+
+def _directory_size(path: str) -> tuple[int, int]:
+    files = size = 0
+    for root, _, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):
+                size += os.path.getsize(os.path.join(root, name))
+                files += 1
+    return files, size
+
+
+def _format_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"  # pragma: no cover - the loop always returns
+
+
+# -- trainers, config check --------------------------------------------------------------
+
+
+def cmd_trainers(session: Session) -> ExitCode:
+    out = session.out
+    manager = session.manager
+    path, _ = session.config_path()
+    rows = []
+    for name in manager.trainer_names:
+        source = manager.type_source(name)
+        rows.append(
+            {"name": name, "type": manager.trainer_spec(name).type, "source": {"kind": source.kind, "detail": source.detail}}
+        )
+    out.document({"config": path, "trainers": rows})
+    out.line(f"Trainers from {path}:" if path else "Trainers (built-in defaults):")
+    out.lines(table(("NAME", "TYPE", "SOURCE"), ([r["name"], r["type"], str(manager.type_source(r["name"]))] for r in rows)))
+    return ExitCode.OK
+
+
+def cmd_config_check(session: Session) -> ExitCode:
+    from ..config import load_yaml_specs
+
+    args, out = session.args, session.out
+    path = args.file or session.config_path()[0]
+    if not path:
+        raise CommandError(
+            "no file to check", ExitCode.USAGE, f"give FILE, --config FILE, or set ${CONFIG_ENV}"
+        )
+    try:
+        specs = load_yaml_specs(path)
+    except ConfigError as exc:
+        problems = exc.problems
+        out.document({"file": path, "valid": False, "problems": problems, "trainers": []})
+        out.lines(problems)
+        out.line(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {path}.")
+        return ExitCode.USAGE
+    trainers = [{"name": name, "type": spec.type} for name, spec in specs.items()]
+    out.document({"file": path, "valid": True, "problems": [], "trainers": trainers})
+    listed = ", ".join(f"{t['name']} ({t['type']})" for t in trainers)
+    out.line(f"{path} is valid: {len(trainers)} trainer{'s' if len(trainers) != 1 else ''}: {listed}.")
+    return ExitCode.OK
+
+
+COMMANDS: dict[str, Callable[[Session], ExitCode]] = {
+    "train": cmd_train,
+    "status": cmd_status,
+    "list": cmd_list,
+    "logs": cmd_logs,
+    "cancel": cmd_cancel,
+    "delete": cmd_delete,
+    "result": cmd_result,
+    "trainers": cmd_trainers,
+    "config check": cmd_config_check,
+}
+
+
+# -- running one command --------------------------------------------------------------
+
+
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, so log
+    lines go through the progress bar's redirection instead of across it."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        return None  # StreamHandler.__init__ assigns one; the live sys.stderr wins
+
+
+def _configure_logging(verbosity: int) -> None:
+    if not verbosity:
+        return
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("trainerkit")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+
+
+def _ensure_cwd_importable() -> None:
+    # `python -m trainerkit` puts the current directory first on sys.path; the
+    # console script does not. Do the same so MODULE resolves either way.
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def run_command(name: str, args: argparse.Namespace) -> int:
+    """Run sub-command ``name``; report any failure; return the exit status."""
+    json_mode = bool(args.json)
+    output = Output(json_mode, sys.stdout, sys.stderr)
+    session = Session(args, output)
+    _configure_logging(args.verbose)
+    _ensure_cwd_importable()
+    # In --json mode stdout carries one document; anything else printed in
+    # this process (a LOCAL training's own prints) goes to stderr instead.
+    redirect = contextlib.redirect_stdout(sys.stderr) if json_mode else contextlib.nullcontext()
+    try:
+        with redirect:
+            return int(COMMANDS[name](session))
+    except KeyboardInterrupt:
+        output.note("\nInterrupted.")
+        return int(ExitCode.INTERRUPTED)
+    except Exception as exc:
+        code = exit_code_for(exc)
+        if code is None:
+            output.note(traceback.format_exc().rstrip())
+            output.note(
+                "trainerkit: internal error: this is a bug in trainerkit or a plugin; please "
+                "report it with the traceback above"
+            )
+            code = ExitCode.FAILURE
+            message, hint = f"{type(exc).__name__}: {exc}", ""
+        else:
+            message = exc.message if isinstance(exc, CommandError) else str(exc)
+            hint = exc.hint if isinstance(exc, CommandError) else ""
+            output.note(f"trainerkit: error: {message}")
+            if hint:
+                output.note("\n".join("  " + line for line in hint.splitlines()))
+        if json_mode:
+            error = {"exit_code": int(code), "kind": code.name.lower(), "message": message}
+            if hint:
+                error["hint"] = hint
+            output.document({"error": error})
+        return int(code)
+    finally:
+        with contextlib.suppress(Exception):
+            session.close()

@@ -1,0 +1,204 @@
+"""The command line of ``trainerkit``: argparse only, so ``--help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+
+CONFIG_ENV = "TRAINERKIT_CONFIG"
+
+_DESCRIPTION = """\
+Train, watch, list, tail and cancel trainerkit trainings from a shell.
+
+Trainers come from --config FILE, else the file named by $TRAINERKIT_CONFIG,
+else the built-in defaults (one LOCAL trainer named 'default').
+"""
+
+_EPILOG = """\
+exit status:
+  0    success (a followed training COMPLETED)
+  1    trainerkit itself failed (records unreadable, cluster unreachable, a bug)
+  2    bad input: command line, training arguments, module or config file
+  3    no training with that id
+  4    the training ended ERRORED
+  5    the training ended CANCELED
+  6    not possible now: still running, already finished, no logs kept by this
+       trainer type, cannot detach, model not saved
+  130  interrupted by Ctrl-C (a training that 'train' was following is canceled first)
+
+See docs/cli.md for a walk-through.
+"""
+
+_TRAIN_EPILOG = """\
+examples:
+  trainerkit train trainerkit.examples.iris:IrisClassifier --arg epochs=300 \\
+      --save-path ./models --save-with-id --model-name iris
+  trainerkit train mypkg.models:Net --args-file args.yaml --trainer isolated --detach
+
+--arg values are YAML 1.2 scalars: 3 is an int, 1e-3 a float, true/false booleans,
+null (or nothing) None, [1, 2] a list, {a: 1} a mapping, "quoted" text a string;
+anything else is text as written. --arg overrides the same key from --args-file.
+"""
+
+
+def _common_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
+    # Sub-commands default to SUPPRESS so that `trainerkit --json list` and
+    # `trainerkit list --json` both work without the sub-command resetting it.
+    default = (lambda value: value) if top_level else (lambda value: argparse.SUPPRESS)
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default(None),
+        help=f"trainers YAML file (default: ${CONFIG_ENV}, else the built-in defaults)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="print machine-readable JSON on stdout (progress and notes go to stderr)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default(0),
+        help="log trainerkit's activity to stderr (-vv: debug)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``trainerkit`` argument parser with every sub-command."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="trainerkit",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"trainerkit {__version__}")
+    _common_options(parser, top_level=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, top_level=False)
+
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str, **kwargs: object) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, help=help_text, description=help_text, parents=[common], **kwargs  # type: ignore[arg-type]
+        )
+
+    train = command(
+        "train",
+        "submit a training and follow it with a progress bar",
+        epilog=_TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("module", metavar="MODULE", help="the module class: package.module:Class")
+    train.add_argument(
+        "--arg",
+        dest="arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a keyword argument of MODULE.train (repeatable)",
+    )
+    train.add_argument(
+        "--args-file", metavar="FILE", help="keyword arguments as a mapping in a .json/.yaml file"
+    )
+    train.add_argument("--trainer", default="default", metavar="NAME", help="default: %(default)s")
+    train.add_argument(
+        "--save-path",
+        metavar="DIR",
+        help="save the model here (without it the model is lost when the training process ends)",
+    )
+    train.add_argument(
+        "--save-with-id", action="store_true", help="save under DIR/<training id>"
+    )
+    train.add_argument("--model-name", metavar="NAME", help="save under DIR[/<id>]/NAME")
+    train.add_argument(
+        "--tag", dest="tag", action="append", default=[], metavar="TAG", help="tag the training (repeatable)"
+    )
+    train.add_argument(
+        "--load",
+        action="store_true",
+        help="once the training COMPLETED, load the model back and print a summary of it "
+        "(as 'trainerkit result' does)",
+    )
+    train.add_argument(
+        "--detach",
+        action="store_true",
+        help="print the id and exit; the training keeps running (not for LOCAL trainers)",
+    )
+
+    status = command("status", "show a training's status")
+    status.add_argument("training_id", metavar="ID")
+    status.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow it with a progress bar until it ends; exit status as for train "
+        "(Ctrl-C stops watching, the training goes on)",
+    )
+
+    listing = command("list", "list trainings, newest first")
+    listing.add_argument("--trainer", metavar="NAME", help="only this trainer's (default: all)")
+    listing.add_argument(
+        "--status",
+        dest="status",
+        action="append",
+        default=[],
+        metavar="S",
+        help="only trainings with this status (repeatable): QUEUED, RUNNING, COMPLETED, "
+        "ERRORED, CANCELED",
+    )
+    listing.add_argument(
+        "--tag", dest="tag", action="append", default=[], metavar="T", help="only trainings with every such tag"
+    )
+    listing.add_argument("--since", metavar="DURATION", help="only those submitted within, e.g. 2h, 7d")
+    listing.add_argument("--limit", type=_positive_int, metavar="N", help="at most N trainings")
+
+    logs = command("logs", "print a training's output")
+    logs.add_argument("training_id", metavar="ID")
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing until the training ends"
+    )
+
+    cancel = command("cancel", "cancel a training")
+    cancel.add_argument("training_id", metavar="ID")
+    cancel.add_argument(
+        "--no-wait", action="store_true", help="return once asked, without waiting for it to stop"
+    )
+
+    delete = command("delete", "forget a finished training")
+    delete.add_argument("training_id", metavar="ID")
+    delete.add_argument("--model", action="store_true", help="also delete its saved model")
+
+    result = command("result", "load a completed training's model and summarise it")
+    result.add_argument("training_id", metavar="ID")
+
+    command("trainers", "list the configured trainers and where their types come from")
+
+    config = command("config", "configuration tools")
+    config_commands = config.add_subparsers(
+        dest="config_command", metavar="SUBCOMMAND", required=True
+    )
+    check = config_commands.add_parser(
+        "check",
+        help="validate a trainers file and print every problem",
+        description="Validate a trainers YAML file and print every problem found, each with "
+        "its key path. Exit status 2 when there is any.",
+        parents=[common],
+    )
+    check.add_argument(
+        "file", nargs="?", metavar="FILE", help="default: --config, else $TRAINERKIT_CONFIG"
+    )
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
