@@ -1,0 +1,102 @@
+"""The KUBERNETES end-to-end cases against a real cluster (see conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from trainerkit.errors import TrainingCanceledError
+from trainerkit.info import TrainingStatus
+from tests import kubernetes_modules as pods
+from tests.e2e_kubernetes.conftest import TRAINER, external_id
+from tests.training_modules import Boom, Failing, JsonModel
+
+TIMEOUT = 300  # pulling an image or scheduling a pod on a real cluster takes a while
+pytestmark = pytest.mark.timeout(2 * TIMEOUT)
+
+
+def wait_until(predicate, timeout=TIMEOUT, what="the condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_train_and_load(trainer, shared_dir):
+    future = trainer.train(JsonModel, 42, save_path=os.path.join(shared_dir, "model"),
+                           external_training_id=external_id())
+    assert future.result(timeout=TIMEOUT).value == 42
+    assert future.get_info().status is TrainingStatus.COMPLETED
+
+
+def test_iris_example(trainer, shared_dir):
+    from trainerkit.examples.iris import IrisClassifier
+
+    future = trainer.train(IrisClassifier, epochs=50, save_path=shared_dir, save_with_id=True,
+                           external_training_id=external_id())
+    assert isinstance(future.result(timeout=TIMEOUT), IrisClassifier)
+    assert future.get_info().progress.step == 50
+
+
+def test_training_error_brings_back_the_traceback(trainer, shared_dir):
+    future = trainer.train(Failing, "bad rows", save_path=os.path.join(shared_dir, "model"),
+                           external_training_id=external_id())
+    with pytest.raises(Boom, match="bad rows") as caught:
+        future.result(timeout=TIMEOUT)
+    assert "raise Boom(message)" in caught.value.remote_traceback
+
+
+def test_cancel_is_visible_to_a_restarted_caller(trainer, make_manager, shared_dir):
+    future = trainer.train(pods.FileGated, shared_dir, save_path=os.path.join(shared_dir, "model"),
+                           external_training_id=external_id())
+    wait_until(lambda: os.path.exists(os.path.join(shared_dir, pods.ENTERED)), what="the pod to start training")
+    assert future.cancel()
+    with pytest.raises(TrainingCanceledError):
+        future.result(timeout=5)
+    assert make_manager().get_model_future(future.id).get_info().status is TrainingStatus.CANCELED
+
+
+def test_reattach_and_list_from_a_fresh_manager(trainer, make_manager, shared_dir):
+    future = trainer.train(pods.FileGated, shared_dir, steps=2, save_path=os.path.join(shared_dir, "model"),
+                           external_training_id=external_id(), tags=["e2e"])
+    wait_until(lambda: os.path.exists(os.path.join(shared_dir, pods.ENTERED)), what="the pod to start training")
+    fresh = make_manager().get_trainer(TRAINER)
+    assert future.id in [info.id for info in fresh.list_trainings(tags="e2e")]
+    reattached = fresh.get_model_future(future.id)
+    assert reattached.get_info().status is TrainingStatus.RUNNING
+    open(os.path.join(shared_dir, pods.RELEASE), "w").close()
+    assert isinstance(reattached.result(timeout=TIMEOUT), pods.FileGated)
+
+
+def test_logs(trainer, shared_dir):
+    future = trainer.train(pods.Chatty, lines=3, save_path=os.path.join(shared_dir, "model"),
+                           external_training_id=external_id())
+    lines = list(future.logs(follow=True))
+    assert [line for line in lines if line.startswith("epoch ")] == ["epoch 0", "epoch 1", "epoch 2"]
+    assert future.wait(TIMEOUT)
+
+
+def test_unschedulable_training_says_why(make_manager, shared_dir):
+    trainer = make_manager(node_selector={"trainerkit.io/e2e-no-such-node": "true"}).get_trainer(TRAINER)
+    future = trainer.train(JsonModel, 1, save_path=os.path.join(shared_dir, "model"),
+                           external_training_id=external_id())
+    detail = wait_until(lambda: "cannot be scheduled" in future.get_info().detail and future.get_info().detail,
+                        what="the scheduler's verdict")
+    assert future.get_info().status is TrainingStatus.QUEUED and "node" in detail
+    assert future.cancel()
+
+
+def test_missing_image_says_why(make_manager, shared_dir):
+    trainer = make_manager(image="registry.invalid/trainerkit-does-not-exist:0", image_pull_policy="Always") \
+        .get_trainer(TRAINER)
+    future = trainer.train(JsonModel, 1, save_path=os.path.join(shared_dir, "model"),
+                           external_training_id=external_id())
+    wait_until(lambda: any(reason in future.get_info().detail for reason in ("ErrImagePull", "ImagePullBackOff")),
+               what="the image pull error")
+    assert future.cancel()

@@ -1,0 +1,191 @@
+"""A training's status, errors and progress, read from its Job and pods alone."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+from trainerkit.info import ErrorDetail, ProgressReport, TrainingStatus
+from trainerkit.rundir import Outcome
+from trainerkit.trainers.kubernetes.manifest import ANNOTATION_CANCELED, ANNOTATION_PROGRESS
+from trainerkit.trainers.kubernetes.status import training_info
+
+UID = "job-uid-1"
+
+
+def job(conditions=(), annotations=None, **spec):
+    return {
+        "metadata": {
+            "name": "cluster--abc",
+            "uid": UID,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "annotations": {
+                "trainerkit.io/trainer-name": "cluster",
+                "trainerkit.io/module": "pkg.mod:Model",
+                "trainerkit.io/save-path": "/models/run",
+                "trainerkit.io/tags": '["a", "b"]',
+                "trainerkit.io/submission-time": "2026-01-01T00:00:00+00:00",
+                **(annotations or {}),
+            },
+        },
+        "spec": {"backoffLimit": 0, "activeDeadlineSeconds": 60, **spec},
+        "status": {
+            "conditions": [
+                {"type": t, "status": "True", "reason": r, "message": m, "lastTransitionTime": "2026-01-01T00:05:00Z"}
+                for t, r, m in conditions
+            ]
+        },
+    }
+
+
+def pod(name="cluster--abc-x1", state=None, last_state=None, conditions=(), annotations=None, owner=UID,
+        created="2026-01-01T00:00:01Z"):
+    status = {"phase": "Pending", "conditions": list(conditions)}
+    if state is not None:
+        status["containerStatuses"] = [{"name": "trainer", "state": state, "lastState": last_state or {}}]
+    return {
+        "metadata": {
+            "name": name,
+            "creationTimestamp": created,
+            "annotations": annotations or {},
+            "ownerReferences": [{"kind": "Job", "uid": owner, "controller": True}],
+        },
+        "status": status,
+    }
+
+
+def outcome_message(status, errors=(), progress=None):
+    return json.dumps(
+        Outcome(status=status, time=_now(), errors=tuple(errors), progress=progress).to_dict()
+    )
+
+
+def _now():
+    return datetime.datetime(2026, 1, 1, 0, 4, tzinfo=datetime.timezone.utc)
+
+
+def test_record_fields_come_from_the_job_annotations():
+    info = training_info(job(), [])
+    assert (info.id, info.trainer_name, info.module, info.save_path) == (
+        "cluster--abc", "cluster", "pkg.mod:Model", "/models/run"
+    )
+    assert info.tags == ("a", "b")
+    assert info.submission_time.isoformat() == "2026-01-01T00:00:00+00:00"
+
+
+def test_no_pod_yet_is_queued():
+    info = training_info(job(), [])
+    assert info.status is TrainingStatus.QUEUED
+    assert "waiting for the Job controller" in info.detail
+
+
+def test_unschedulable_pod_is_queued_with_the_scheduler_message():
+    unschedulable = pod(
+        conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                     "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]
+    )
+    info = training_info(job(), [unschedulable])
+    assert info.status is TrainingStatus.QUEUED
+    assert "cannot be scheduled (Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.)" in info.detail
+
+
+def test_image_pull_back_off_is_queued_with_the_reason():
+    waiting = pod(state={"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "x"'}})
+    info = training_info(job(), [waiting])
+    assert info.status is TrainingStatus.QUEUED
+    assert "ImagePullBackOff: Back-off pulling image" in info.detail
+
+
+def test_running_container_is_running_since_it_started():
+    running = pod(state={"running": {"startedAt": "2026-01-01T00:01:00Z"}})
+    info = training_info(job(), [running])
+    assert info.status is TrainingStatus.RUNNING
+    assert info.start_time.isoformat() == "2026-01-01T00:01:00+00:00"
+
+
+def test_complete_job_is_completed_with_its_completion_time():
+    done = job(conditions=[("Complete", "", "")])
+    done["status"]["completionTime"] = "2026-01-01T00:04:30Z"
+    info = training_info(done, [pod(state={"terminated": {"exitCode": 0, "startedAt": "2026-01-01T00:01:00Z"}})])
+    assert info.status is TrainingStatus.COMPLETED
+    assert info.completion_time.isoformat() == "2026-01-01T00:04:30+00:00"
+
+
+def test_failed_job_reports_the_training_traceback_then_the_job_reason():
+    error = ErrorDetail("pkg.mod.BadData", "column x is empty", "Traceback (most recent call last):\n  ...\n")
+    failed_pod = pod(state={"terminated": {"exitCode": 4, "message": outcome_message(TrainingStatus.ERRORED, [error])}})
+    info = training_info(job(conditions=[("Failed", "PodFailurePolicy", "Container trainer failed with exit code 4")]),
+                         [failed_pod])
+    assert info.status is TrainingStatus.ERRORED
+    assert info.errors[0] == error
+    assert info.errors[1].message.startswith("Job cluster--abc failed (PodFailurePolicy")
+
+
+def test_deadline_is_named_with_the_configured_limit():
+    info = training_info(job(conditions=[("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")]),
+                         [])
+    assert info.status is TrainingStatus.ERRORED
+    assert "DeadlineExceeded" in info.errors[0].message
+    assert "active_deadline (60 s)" in info.errors[0].message
+
+
+def test_oom_killed_container_says_to_raise_the_memory_limit():
+    killed = pod(state={"terminated": {"exitCode": 137, "reason": "OOMKilled"}})
+    info = training_info(job(conditions=[("Failed", "BackoffLimitExceeded", "")]), [killed])
+    assert "exited with code 137 (OOMKilled)" in info.errors[0].message
+    assert "raise resources.limits.memory" in info.errors[0].message
+
+
+def test_crash_before_the_entry_point_shows_the_log_tail_and_hints_at_the_image():
+    crashed = pod(state={"terminated": {
+        "exitCode": 1, "message": "/usr/bin/python: Error while finding module specification for "
+        "'trainerkit.trainers.kubernetes.pod_entry' (ModuleNotFoundError: No module named 'trainerkit')"}})
+    failed = job(conditions=[("Failed", "BackoffLimitExceeded", "")])
+    failed["spec"]["template"] = {"spec": {"containers": [{"image": "registry.example.com/x:1"}]}}
+    message = training_info(failed, [crashed]).errors[0].message
+    assert "No module named 'trainerkit'" in message
+    assert "trainerkit is not installed in the image registry.example.com/x:1" in message
+
+
+def test_canceled_annotation_wins_and_keeps_its_reason():
+    canceled = job(
+        annotations={ANNOTATION_CANCELED: json.dumps({"time": "2026-01-01T00:03:00+00:00", "reason": "canceled while running"})},
+        suspend=True,
+    )
+    info = training_info(canceled, [pod(state={"running": {"startedAt": "2026-01-01T00:01:00Z"}})])
+    assert info.status is TrainingStatus.CANCELED
+    assert info.completion_time.isoformat() == "2026-01-01T00:03:00+00:00"
+    assert info.errors == (ErrorDetail("TrainingCanceledError", "canceled while running"),)
+
+
+def test_suspended_job_without_cancel_is_queued_and_says_so():
+    info = training_info(job(suspend=True), [])
+    assert info.status is TrainingStatus.QUEUED
+    assert "suspended" in info.detail
+
+
+def test_pods_of_an_older_job_with_the_same_name_are_ignored():
+    stale = pod(name="cluster--abc-old", state={"running": {"startedAt": "2026-01-01T00:01:00Z"}}, owner="older-uid")
+    assert training_info(job(), [stale]).status is TrainingStatus.QUEUED
+
+
+def test_progress_is_the_newest_of_pod_annotation_and_termination_message():
+    older = ProgressReport(step=1, total=3, metrics={"loss": 0.5}, time=_now().replace(minute=1))
+    newer = ProgressReport(step=3, total=3, metrics={"loss": 0.1}, time=_now().replace(minute=3))
+    annotated = pod(
+        state={"terminated": {"exitCode": 0, "message": outcome_message(TrainingStatus.COMPLETED, progress=newer)}},
+        annotations={ANNOTATION_PROGRESS: json.dumps(older.to_dict())},
+    )
+    assert training_info(job(), [annotated]).progress == newer
+    running = pod(state={"running": {}}, annotations={ANNOTATION_PROGRESS: json.dumps(older.to_dict())})
+    assert training_info(job(), [running]).progress == older
+
+
+def test_a_retry_between_attempts_stays_running_and_counts_attempts():
+    first = pod(name="cluster--abc-a", state={"terminated": {"exitCode": 137, "startedAt": "2026-01-01T00:01:00Z"}})
+    second = pod(name="cluster--abc-b", state={"running": {"startedAt": "2026-01-01T00:02:00Z"}},
+                 created="2026-01-01T00:01:30Z")
+    info = training_info(job(backoffLimit=2), [first, second])
+    assert info.status is TrainingStatus.RUNNING
+    assert info.detail == "attempt 2 of 3"
+    assert info.start_time.isoformat() == "2026-01-01T00:01:00+00:00"

@@ -1,0 +1,354 @@
+"""Manifests are data: (trainer config, training request) -> the Job and its ConfigMap.
+
+Pure functions, no I/O: the trainer sends what :func:`build_manifests`
+returns, and tests validate it against the Kubernetes schema with no cluster.
+
+One training is
+
+* a ``batch/v1`` Job named by the training id, labelled with the trainer
+  (:data:`LABEL_TRAINER`, the id-encoded trainer name, DNS-safe) and the id
+  (:data:`LABEL_TRAINING_ID`), and annotated with the rest of its record
+  (module, save path, model name, tags, submission time), so that the
+  cluster alone is the record of the training;
+* a ConfigMap ``<id>-<nonce>`` with the training spec (a
+  :class:`trainerkit.worker.TrainingSpec`: module import path, arguments, save
+  path), mounted read-only at ``/etc/trainerkit`` in the pod and owned by the
+  Job once it exists, so the cluster deletes both together.
+
+The pod runs ``python -m trainerkit.trainers.kubernetes.pod_entry
+/etc/trainerkit/training.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import json
+import math
+from typing import Any, Mapping, Optional, Sequence
+
+from ... import ids
+from ...module import bind_train_arguments, class_path
+from ...worker import TrainingSpec, inline_arguments, pickle_arguments
+from .config import (
+    ENV_IMAGE,
+    ENV_POD_NAME,
+    ENV_POD_NAMESPACE,
+    ENV_PROGRESS_INTERVAL,
+    ENV_TRAINING_ID,
+    MOUNT_DIR,
+    SPEC_VOLUME,
+    KubernetesTrainerConfig,
+    whole_seconds,
+)
+from .validation import configmap_problems, job_problems
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "trainerkit"
+LABEL_TRAINER = "trainerkit.io/trainer"
+LABEL_TRAINING_ID = "trainerkit.io/training-id"
+
+ANNOTATION_TRAINER_NAME = "trainerkit.io/trainer-name"
+ANNOTATION_MODULE = "trainerkit.io/module"
+ANNOTATION_SAVE_PATH = "trainerkit.io/save-path"
+ANNOTATION_MODEL_NAME = "trainerkit.io/model-name"
+ANNOTATION_TAGS = "trainerkit.io/tags"
+ANNOTATION_SUBMITTED = "trainerkit.io/submission-time"
+#: Set (with a JSON ``{"time", "reason"}``) on a canceled Job; see :func:`cancel_patch`.
+ANNOTATION_CANCELED = "trainerkit.io/canceled"
+#: Set by the pod entry point on its own pod: the latest ProgressReport as JSON.
+ANNOTATION_PROGRESS = "trainerkit.io/progress"
+
+CONTAINER_NAME = "trainer"
+POD_ENTRY_MODULE = "trainerkit.trainers.kubernetes.pod_entry"
+SPEC_FILE = "training.json"
+#: The pod entry point exits with this code when train() or the save raised:
+#: the Job fails at once (podFailurePolicy) instead of retrying a deterministic
+#: error. (Python itself uses 1 for an uncaught exception and 2 for usage.)
+EXIT_TRAINING_FAILED = 4
+
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingManifests:
+    """What one training sends to the cluster: the ConfigMap first, then the Job."""
+
+    config_map: dict[str, Any]
+    job: dict[str, Any]
+
+
+def trainer_selector(instance_name: str) -> str:
+    """The label selector of every Job and pod of trainer ``instance_name``."""
+    return f"{LABEL_TRAINER}={ids.encode_name(instance_name)}"
+
+
+def training_selector(training_id: str) -> str:
+    """The label selector of one training's Job and pods."""
+    return f"{LABEL_TRAINING_ID}={training_id}"
+
+
+def build_manifests(
+    config: KubernetesTrainerConfig,
+    *,
+    namespace: str,
+    instance_name: str,
+    training_id: str,
+    module_class: type,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    save_path: str,
+    model_name: Optional[str],
+    tags: Sequence[str],
+    submission_time: datetime.datetime,
+    nonce: str,
+) -> TrainingManifests:
+    """The ConfigMap and Job of one training.
+
+    Raises:
+        TypeError: an argument cannot travel in ``config.argument_format``
+            (the message names the argument).
+        ValueError: the manifests break a rule the API server enforces (the
+            message lists them); nothing is sent then.
+    """
+    module = class_path(module_class)
+    labels = {
+        **config.labels,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_TRAINER: ids.encode_name(instance_name),
+        LABEL_TRAINING_ID: training_id,
+    }
+    config_map_name = f"{training_id}-{nonce}"
+    if config.argument_format == "json":
+        arguments = {"json": json_arguments(module_class, args, kwargs)}
+    else:
+        arguments = inline_arguments(pickle_arguments(module_class, args, kwargs))
+    spec = TrainingSpec(
+        training_id=training_id, module=module, arguments=arguments, save_path=save_path
+    ).to_dict()
+    config_map: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": config_map_name, "namespace": namespace, "labels": dict(labels)},
+        "data": {SPEC_FILE: json.dumps(spec, sort_keys=True)},
+    }
+
+    annotations = {
+        **config.annotations,
+        ANNOTATION_TRAINER_NAME: instance_name,
+        ANNOTATION_MODULE: module,
+        ANNOTATION_SAVE_PATH: save_path,
+        ANNOTATION_SUBMITTED: submission_time.astimezone(datetime.timezone.utc).isoformat(),
+    }
+    if model_name is not None:
+        annotations[ANNOTATION_MODEL_NAME] = model_name
+    if tags:
+        annotations[ANNOTATION_TAGS] = json.dumps(list(tags))
+
+    job_spec: dict[str, Any] = {
+        "backoffLimit": config.backoff_limit,
+        # A training error is deterministic: fail the Job at once rather than
+        # spend backoff_limit retries on it; evictions and preemptions do not
+        # count as failures at all. Retries are kept for crashes (OOM, node loss).
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER_NAME,
+                        "operator": "In",
+                        "values": [EXIT_TRAINING_FAILED],
+                    },
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "template": {
+            "metadata": {"labels": dict(labels)},
+            "spec": _pod_spec(config, training_id, config_map_name),
+        },
+    }
+    if config.annotations:
+        job_spec["template"]["metadata"]["annotations"] = dict(config.annotations)
+    if config.active_deadline is not None:
+        job_spec["activeDeadlineSeconds"] = whole_seconds(config.active_deadline)
+    if config.ttl_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = whole_seconds(config.ttl_after_finished)
+    job: dict[str, Any] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": training_id,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": job_spec,
+    }
+    problems = configmap_problems(config_map) + job_problems(job)
+    if problems:
+        raise ValueError(
+            f"the Kubernetes manifests of training {training_id} break rules the API server "
+            "enforces, so nothing was sent: " + "; ".join(problems)
+        )
+    return TrainingManifests(config_map=config_map, job=job)
+
+
+def _pod_spec(config: KubernetesTrainerConfig, training_id: str, config_map_name: str) -> dict[str, Any]:
+    env: list[dict[str, Any]] = []
+    for name, value in config.env.items():
+        if isinstance(value, Mapping):
+            env.append({"name": name, "valueFrom": copy.deepcopy(dict(value))})
+        else:
+            env.append({"name": name, "value": str(value)})
+    env += [
+        {"name": ENV_TRAINING_ID, "value": training_id},
+        {"name": ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": ENV_POD_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": ENV_PROGRESS_INTERVAL, "value": repr(config.progress_interval.total_seconds())},
+        {"name": ENV_IMAGE, "value": config.image},
+    ]
+    if "PYTHONUNBUFFERED" not in config.env:
+        # Without it Python buffers stdout in a pod (no TTY) and logs arrive in lumps.
+        env.append({"name": "PYTHONUNBUFFERED", "value": "1"})
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": config.image,
+        "command": [config.python, "-m", POD_ENTRY_MODULE, f"{MOUNT_DIR}/{SPEC_FILE}"],
+        "env": env,
+        "volumeMounts": copy.deepcopy(list(config.volume_mounts))
+        + [{"name": SPEC_VOLUME, "mountPath": MOUNT_DIR, "readOnly": True}],
+        "terminationMessagePath": "/dev/termination-log",
+        # The entry point writes its outcome there; when it never got that far
+        # (no trainerkit in the image, a crash) the log tail says why.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if config.image_pull_policy:
+        container["imagePullPolicy"] = config.image_pull_policy
+    if config.env_from:
+        container["envFrom"] = copy.deepcopy(list(config.env_from))
+    resources = config.resources.to_manifest()
+    if resources:
+        container["resources"] = resources
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": copy.deepcopy(list(config.volumes))
+        + [{"name": SPEC_VOLUME, "configMap": {"name": config_map_name}}],
+    }
+    if config.service_account:
+        pod["serviceAccountName"] = config.service_account
+    if config.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in config.image_pull_secrets]
+    if config.node_selector:
+        pod["nodeSelector"] = dict(config.node_selector)
+    if config.tolerations:
+        pod["tolerations"] = copy.deepcopy(list(config.tolerations))
+    if config.affinity:
+        pod["affinity"] = copy.deepcopy(dict(config.affinity))
+    if config.priority_class:
+        pod["priorityClassName"] = config.priority_class
+    if config.termination_grace_period is not None:
+        pod["terminationGracePeriodSeconds"] = whole_seconds(config.termination_grace_period)
+    return pod
+
+
+def owner_patch(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch that makes the Job the owner of its ConfigMap (deleted with it)."""
+    return {
+        "metadata": {
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": job["metadata"]["name"],
+                    "uid": job["metadata"]["uid"],
+                    "controller": True,
+                    # True would need 'update jobs/finalizers' (admission checks it), and
+                    # nothing is gained: the ConfigMap is useless without its Job.
+                    "blockOwnerDeletion": False,
+                }
+            ]
+        }
+    }
+
+
+def cancel_patch(job: Mapping[str, Any], time: datetime.datetime, reason: str) -> dict[str, Any]:
+    """The merge patch that cancels a Job: suspend it (its pods are stopped) and
+    record the cancellation, so that it stays visible in the cluster.
+
+    It carries the Job's resourceVersion: the API server applies it only if the
+    Job has not changed since it was read (so a Job that has just finished is
+    never marked canceled).
+    """
+    return {
+        "metadata": {
+            "resourceVersion": job["metadata"]["resourceVersion"],
+            "annotations": {
+                ANNOTATION_CANCELED: json.dumps(
+                    {"time": time.astimezone(datetime.timezone.utc).isoformat(), "reason": reason}
+                )
+            },
+        },
+        "spec": {"suspend": True},
+    }
+
+
+# -- arguments -------------------------------------------------------------------------
+
+
+def _argument_names(module_class: type, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """``(name, value)`` of every argument as ``train`` binds it (``*args`` items as name[i])."""
+    bound = bind_train_arguments(module_class, args, kwargs)
+    named: list[tuple[str, Any]] = []
+    for name, value in bound.arguments.items():
+        kind = bound.signature.parameters[name].kind
+        if kind is kind.VAR_POSITIONAL:
+            named += [(f"{name}[{i}]", item) for i, item in enumerate(value)]
+        elif kind is kind.VAR_KEYWORD:
+            named += [(key, item) for key, item in value.items()]
+        else:
+            named.append((name, value))
+    return named
+
+
+def json_arguments(module_class: type, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"args": [...], "kwargs": {...}}`` when every argument is JSON data.
+
+    Tuples arrive as lists. Raises TypeError naming the first argument (and
+    the place inside it) that JSON cannot carry faithfully.
+    """
+    for name, value in _argument_names(module_class, args, kwargs):
+        problem = _json_problem(value, name)
+        if problem:
+            raise TypeError(
+                f"argument {problem} so it cannot travel to the Kubernetes pod as JSON; pass JSON "
+                "data (strings, numbers, booleans, None, lists and dicts with string keys) or a "
+                "path the pod can read, or set argument_format: pickle in the trainer's config "
+                "(only when you trust the image)"
+            )
+    return {"args": list(args), "kwargs": dict(kwargs)}
+
+
+def _json_problem(value: Any, where: str) -> Optional[str]:
+    if value is None or isinstance(value, (bool, str)):
+        return None
+    if isinstance(value, int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where} is {value!r}, which JSON has no value for,"
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            problem = _json_problem(item, f"{where}[{index}]")
+            if problem:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where} has the key {key!r} ({type(key).__name__}), but JSON keys are strings,"
+            problem = _json_problem(item, f"{where}[{key!r}]")
+            if problem:
+                return problem
+        return None
+    return f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which is not JSON data,"

@@ -1,0 +1,263 @@
+"""The training pod's entry point: ``python -m trainerkit.trainers.kubernetes.pod_entry SPEC``.
+
+It runs :func:`trainerkit.worker.run_training` on the
+:class:`~trainerkit.worker.TrainingSpec` that the trainer put in the pod's
+ConfigMap, with two pod-specific reporters:
+
+* the outcome (status, the error's type, message and traceback, the last
+  progress report) goes to the container's termination message, where the
+  trainer reads it from the pod's status (shortened to the kubelet's 4096
+  bytes). The real kubelet reads ``terminationMessagePath`` (default
+  ``/dev/termination-log``); ``$TRAINERKIT_TERMINATION_MESSAGE_PATH``
+  overrides it (the test cluster's kubelet sets it);
+* progress reports go to the annotation ``trainerkit.io/progress`` of the
+  pod itself, at most once per ``$TRAINERKIT_PROGRESS_INTERVAL`` seconds and
+  once more at the end. The trainer already watches its pods, so progress
+  arrives through that same watch, with no request per training. This needs
+  the pod's service account to be allowed to ``patch pods`` (see
+  ``config/rbac-kubernetes-trainer.yaml``); without it the training runs all
+  the same, progress shows only at the end, and one warning says why.
+
+The pod reaches the API server the way in-cluster clients do
+(``$KUBERNETES_SERVICE_HOST``/``PORT``, the service account's token and CA);
+``$TRAINERKIT_KUBE_API_URL`` and ``$TRAINERKIT_KUBE_TOKEN_FILE`` override them
+(a proxy, or a cluster simulated locally). Only the standard library is used:
+the image needs trainerkit, not the ``kubernetes`` package.
+
+Exit status: 0 completed; 4 the training (import, arguments, ``train`` or
+the save) failed, which fails the Job at once; 143 stopped by SIGTERM
+(cancel, deadline, eviction); 2 an unusable spec.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import ssl
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Optional, Sequence
+
+from ...info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
+from ...rundir import Outcome
+from ...worker import CancelSignal, FileReporter, SpecError, load_module_class, read_spec, run_training
+from .config import ENV_IMAGE, ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_PROGRESS_INTERVAL
+from .manifest import ANNOTATION_PROGRESS, EXIT_TRAINING_FAILED
+
+log = logging.getLogger("trainerkit")
+
+TERMINATION_MESSAGE_ENV = "TRAINERKIT_TERMINATION_MESSAGE_PATH"
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+#: The kubelet keeps at most this much of a termination message.
+TERMINATION_MESSAGE_MAX = 4096
+API_URL_ENV = "TRAINERKIT_KUBE_API_URL"
+TOKEN_FILE_ENV = "TRAINERKIT_KUBE_TOKEN_FILE"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+EXIT_COMPLETED, EXIT_USAGE, EXIT_TERMINATED = 0, 2, 143
+
+
+class PodAnnotationReporter:
+    """Publishes the latest progress report as an annotation of this pod.
+
+    A background thread sends at most one merge patch per ``interval``; the
+    training never waits for the API server, and a failing API server never
+    fails the training.
+    """
+
+    def __init__(self, api_url: str, token: str, namespace: str, pod: str, interval: float,
+                 ssl_context: Optional[ssl.SSLContext] = None) -> None:
+        self._url = (
+            f"{api_url.rstrip('/')}/api/v1/namespaces/{urllib.parse.quote(namespace)}"
+            f"/pods/{urllib.parse.quote(pod)}"
+        )
+        self._token = token
+        self._interval = interval
+        self._ssl = ssl_context
+        self._lock = threading.Lock()
+        self._latest: Optional[ProgressReport] = None
+        self._sent: Optional[ProgressReport] = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._disabled = False
+        self._thread = threading.Thread(target=self._loop, name="trainerkit-progress", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_environment(cls) -> Optional["PodAnnotationReporter"]:
+        """A reporter for this pod, or None (with a log line) when the pod cannot reach the API."""
+        pod, namespace = os.environ.get(ENV_POD_NAME), os.environ.get(ENV_POD_NAMESPACE)
+        if not pod or not namespace:
+            log.info("progress is reported at the end only: %s/%s are not set", ENV_POD_NAME, ENV_POD_NAMESPACE)
+            return None
+        url = os.environ.get(API_URL_ENV)
+        if not url:
+            host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+            if not host or not port:
+                log.info("progress is reported at the end only: the pod has no Kubernetes API address")
+                return None
+            url = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+        token_file = os.environ.get(TOKEN_FILE_ENV) or os.path.join(SERVICE_ACCOUNT_DIR, "token")
+        try:
+            with open(token_file, encoding="utf-8") as handle:
+                token = handle.read().strip()
+        except OSError:
+            log.info(
+                "progress is reported at the end only: no service account token at %s "
+                "(automountServiceAccountToken is off?)", token_file,
+            )
+            return None
+        context = None
+        if url.startswith("https:"):
+            ca_file = os.path.join(SERVICE_ACCOUNT_DIR, "ca.crt")
+            context = ssl.create_default_context(cafile=ca_file if os.path.exists(ca_file) else None)
+        try:
+            interval = max(0.05, float(os.environ.get(ENV_PROGRESS_INTERVAL, "2")))
+        except ValueError:
+            interval = 2.0
+        return cls(url, token, namespace, pod, interval, context)
+
+    # -- Reporter --------------------------------------------------------------------
+
+    def progress(self, report: ProgressReport) -> None:
+        with self._lock:
+            self._latest = report
+        self._wake.set()
+
+    def finishing(self) -> None:
+        pass
+
+    def outcome(self, outcome: Outcome) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+        self._send_latest()  # the last report, if the thread had not sent it yet
+
+    # -- sending -----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            self._send_latest()
+            self._stop.wait(self._interval)
+
+    def _send_latest(self) -> None:
+        with self._lock:
+            report = self._latest
+            if report is None or report is self._sent or self._disabled:
+                return
+            self._sent = report
+        body = json.dumps({"metadata": {"annotations": {ANNOTATION_PROGRESS: json.dumps(report.to_dict())}}})
+        request = urllib.request.Request(
+            self._url,
+            data=body.encode("utf-8"),
+            method="PATCH",
+            headers={
+                "Content-Type": "application/merge-patch+json",
+                "Authorization": f"Bearer {self._token}",
+                "Accept": "application/json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=self._ssl) as response:
+                response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                self._disabled = True
+                log.warning(
+                    "progress is reported at the end only: the API server refused to let this "
+                    "pod patch its own annotations (%s %s); give the pod's service account "
+                    "'patch' on 'pods' (config/rbac-kubernetes-trainer.yaml)", exc.code, exc.reason,
+                )
+            else:
+                log.debug("progress report not published: %s", exc)
+        except (OSError, ValueError) as exc:
+            log.debug("progress report not published: %s", exc)
+
+
+class _StderrReporter:
+    """Writes the training's error to the pod's log, where ``kubectl logs`` shows it."""
+
+    def progress(self, report: ProgressReport) -> None:
+        pass
+
+    def finishing(self) -> None:
+        log.info("training finished; saving the model")
+
+    def outcome(self, outcome: Outcome) -> None:
+        log.info("training %s", outcome.status.value)
+        for error in outcome.errors:
+            print(error.traceback or f"{error.type}: {error.message}", file=sys.stderr, flush=True)
+
+
+class _Reporters:
+    def __init__(self, *reporters: Any) -> None:
+        self._reporters = [r for r in reporters if r is not None]
+
+    def progress(self, report: ProgressReport) -> None:
+        for reporter in self._reporters:
+            reporter.progress(report)
+
+    def finishing(self) -> None:
+        for reporter in self._reporters:
+            reporter.finishing()
+
+    def outcome(self, outcome: Outcome) -> None:
+        for reporter in self._reporters:
+            reporter.outcome(outcome)
+
+
+def _import_error_outcome(module: str, exc: ImportError) -> Outcome:
+    image = os.environ.get(ENV_IMAGE) or "the training image"
+    error = ImportError(
+        f"the training pod cannot import the module class {module!r} ({exc}): the module must be "
+        f"installed in {image} (see the Dockerfile in docs/kubernetes.md), not only where train() "
+        "was called"
+    )
+    return Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=(ErrorDetail.from_exception(error),))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the training of the spec file given as the only argument; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="[trainerkit] %(message)s", stream=sys.stderr)
+    termination = FileReporter(
+        os.environ.get(TERMINATION_MESSAGE_ENV, DEFAULT_TERMINATION_MESSAGE_PATH),
+        max_bytes=TERMINATION_MESSAGE_MAX,
+    )
+    if len(argv) != 1:
+        print("usage: python -m trainerkit.trainers.kubernetes.pod_entry SPEC_FILE", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        spec = read_spec(argv[0])
+    except SpecError as exc:
+        outcome = Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=(ErrorDetail.from_exception(exc),))
+        _Reporters(_StderrReporter(), termination).outcome(outcome)
+        return EXIT_USAGE
+    log.info("training %s of %s", spec.training_id, spec.module)
+    try:
+        load_module_class(spec.module)
+    except ImportError as exc:
+        _Reporters(_StderrReporter(), termination).outcome(_import_error_outcome(spec.module, exc))
+        return EXIT_TRAINING_FAILED
+    except TypeError:
+        pass  # not a module class: run_training reports it like any training error
+    # The termination message first: it is the outcome; the last annotation patch may wait on the network.
+    reporters = _Reporters(_StderrReporter(), termination, PodAnnotationReporter.from_environment())
+    cancel = CancelSignal().install()
+    outcome = run_training(spec, reporters, cancel, apply_settings=False)
+    if outcome.status is TrainingStatus.COMPLETED:
+        return EXIT_COMPLETED
+    if outcome.status is TrainingStatus.CANCELED:
+        return EXIT_TERMINATED
+    return EXIT_TRAINING_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""A training's TrainingInfo, read from its Job and pods alone (pure functions).
+
+The rules, first match wins:
+
+* the Job carries the ``trainerkit.io/canceled`` annotation -> ``CANCELED``
+  (recorded only on a Job that had not finished: see ``manifest.cancel_patch``);
+* a ``Failed`` or ``FailureTarget`` condition -> ``ERRORED``, with the error the
+  pod entry point wrote to the container's termination message (the training's
+  own exception and traceback), else a description of how the container died,
+  then the Job's reason (``BackoffLimitExceeded``, ``DeadlineExceeded``...);
+* a ``Complete`` or ``SuccessCriteriaMet`` condition -> ``COMPLETED``;
+* a container of one of its pods runs, or has run -> ``RUNNING``;
+* otherwise ``QUEUED``, with why in ``detail`` (unschedulable, image pull
+  back-off, a missing Secret...).
+
+Progress is the ``trainerkit.io/progress`` annotation the pod sets on itself,
+or the last report in the termination message, whichever is newer.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any, Mapping, Optional, Sequence
+
+from ...errors import TrainingCanceledError, TrainingError
+from ...info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus
+from ...rundir import Outcome
+from .manifest import (
+    ANNOTATION_CANCELED,
+    ANNOTATION_MODEL_NAME,
+    ANNOTATION_MODULE,
+    ANNOTATION_PROGRESS,
+    ANNOTATION_SAVE_PATH,
+    ANNOTATION_SUBMITTED,
+    ANNOTATION_TAGS,
+    ANNOTATION_TRAINER_NAME,
+    CONTAINER_NAME,
+)
+
+#: Type name of errors that describe the Job or container rather than a Python exception.
+JOB_ERROR_TYPE = f"{TrainingError.__module__}.{TrainingError.__qualname__}"
+CANCELED_ERROR_TYPE = TrainingCanceledError.__name__
+
+_FAILED = ("Failed", "FailureTarget")
+_COMPLETE = ("Complete", "SuccessCriteriaMet")
+
+
+def owned_pods(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The pods whose controller is this very Job (not an older Job of the same
+    name), oldest first."""
+    uid = job.get("metadata", {}).get("uid")
+    owned = [
+        pod
+        for pod in pods
+        if any(
+            ref.get("uid") == uid and ref.get("controller")
+            for ref in pod.get("metadata", {}).get("ownerReferences") or ()
+        )
+    ]
+    owned.sort(key=lambda pod: (pod["metadata"].get("creationTimestamp") or "", pod["metadata"].get("name")))
+    return owned
+
+
+def pods_settled(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> bool:
+    """True when no pod of the Job is still pending or running.
+
+    Jobs and pods arrive through separate watches, so a Job may be seen
+    finished a moment before its pod's final status (with the termination
+    message that holds the training's error) is; a finished training is
+    reported once its pods have settled too.
+    """
+    for pod in owned_pods(job, pods):
+        phase = (pod.get("status") or {}).get("phase")
+        state = _container_status(pod)
+        if phase in ("Succeeded", "Failed") or (state and "terminated" in (state.get("state") or {})):
+            continue
+        return False
+    return True
+
+
+def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> TrainingInfo:
+    """The TrainingInfo of the training whose Job is ``job``; ``pods`` may
+    include pods of other Jobs (they are ignored)."""
+    metadata = job.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    status = job.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or () if c.get("status") == "True"}
+    pods = owned_pods(job, pods)
+    containers = [(pod, _container_status(pod)) for pod in pods]
+
+    submission = _parse_time(annotations.get(ANNOTATION_SUBMITTED)) or _parse_time(
+        metadata.get("creationTimestamp")
+    )
+    start = _earliest_start(containers)
+    progress = _latest_progress(pods, containers)
+    record = dict(
+        id=metadata.get("name", ""),
+        trainer_name=annotations.get(ANNOTATION_TRAINER_NAME, ""),
+        module=annotations.get(ANNOTATION_MODULE, ""),
+        save_path=annotations.get(ANNOTATION_SAVE_PATH) or None,
+        model_name=annotations.get(ANNOTATION_MODEL_NAME),
+        tags=_tags(annotations.get(ANNOTATION_TAGS)),
+        submission_time=submission,
+        progress=progress,
+    )
+
+    canceled = _canceled(annotations.get(ANNOTATION_CANCELED))
+    if canceled is not None:
+        time, reason = canceled
+        return TrainingInfo(
+            **record,
+            status=TrainingStatus.CANCELED,
+            start_time=start,
+            completion_time=time or _parse_time(metadata.get("creationTimestamp")),
+            errors=(ErrorDetail(CANCELED_ERROR_TYPE, reason),) if reason else (),
+        )
+    # Kubernetes timestamps have whole seconds; the pod entry point's outcome
+    # says to the microsecond when the training itself ended.
+    ended = _outcome_time(containers)
+    failed = next((conditions[t] for t in _FAILED if t in conditions), None)
+    if failed is not None:
+        return TrainingInfo(
+            **record,
+            status=TrainingStatus.ERRORED,
+            start_time=start,
+            completion_time=ended or _parse_time(failed.get("lastTransitionTime")) or _now(),
+            errors=_errors(job, failed, containers),
+        )
+    complete = next((conditions[t] for t in _COMPLETE if t in conditions), None)
+    if complete is not None:
+        return TrainingInfo(
+            **record,
+            status=TrainingStatus.COMPLETED,
+            start_time=start or _parse_time(status.get("startTime")),
+            completion_time=ended
+            or _parse_time(status.get("completionTime"))
+            or _parse_time(complete.get("lastTransitionTime"))
+            or _now(),
+        )
+    running = any("running" in (state.get("state") or {}) for _, state in containers if state)
+    if running or start is not None:
+        attempts = sum(1 for _, state in containers if state and _ever_started(state))
+        detail = "" if running else "between attempts: the last pod failed and the Job is starting another"
+        if attempts > 1:
+            limit = (job.get("spec") or {}).get("backoffLimit")
+            detail = f"attempt {attempts} of {limit + 1 if isinstance(limit, int) else '?'}" + (
+                f"; {detail}" if detail else ""
+            )
+        return TrainingInfo(**record, status=TrainingStatus.RUNNING, start_time=start, detail=detail)
+    return TrainingInfo(**record, status=TrainingStatus.QUEUED, detail=_queued_detail(job, pods, containers))
+
+
+# -- pieces -----------------------------------------------------------------------------
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _parse_time(text: Any) -> Optional[datetime.datetime]:
+    """An aware datetime from a Kubernetes timestamp (``2025-01-02T03:04:05Z``), or None."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
+
+
+def _container_status(pod: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or ()
+    return next((s for s in statuses if s.get("name") == CONTAINER_NAME), None)
+
+
+def _ever_started(state: Mapping[str, Any]) -> bool:
+    current = state.get("state") or {}
+    return "running" in current or "terminated" in current or "terminated" in (state.get("lastState") or {})
+
+
+def _earliest_start(containers: Sequence[tuple[Mapping[str, Any], Any]]) -> Optional[datetime.datetime]:
+    times = []
+    for _, state in containers:
+        if not state:
+            continue
+        for section in (state.get("state") or {}, state.get("lastState") or {}):
+            for phase in ("running", "terminated"):
+                started = _parse_time((section.get(phase) or {}).get("startedAt"))
+                if started is not None:
+                    times.append(started)
+    return min(times) if times else None
+
+
+def _outcome_time(containers: Sequence[tuple[Mapping[str, Any], Any]]) -> Optional[datetime.datetime]:
+    """When the newest pod's training ended, by its own report."""
+    for _, state in reversed(containers):
+        outcome = termination_outcome(state)
+        if outcome is not None:
+            return outcome.time
+    return None
+
+
+def _tags(text: Optional[str]) -> tuple[str, ...]:
+    if not text:
+        return ()
+    try:
+        tags = json.loads(text)
+    except ValueError:
+        return ()
+    return tuple(tag for tag in tags if isinstance(tag, str)) if isinstance(tags, list) else ()
+
+
+def _canceled(text: Optional[str]) -> Optional[tuple[Optional[datetime.datetime], str]]:
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    return _parse_time(data.get("time")), str(data.get("reason") or "")
+
+
+def termination_outcome(state: Optional[Mapping[str, Any]]) -> Optional[Outcome]:
+    """The :class:`~trainerkit.rundir.Outcome` the pod entry point wrote to its
+    termination message (the latest one of the container), or None."""
+    if not state:
+        return None
+    for section in (state.get("state") or {}, state.get("lastState") or {}):
+        message = (section.get("terminated") or {}).get("message")
+        if not message:
+            continue
+        try:
+            data = json.loads(message)
+            return Outcome.from_dict(data) if isinstance(data, dict) and "status" in data else None
+        except (ValueError, TypeError, KeyError):
+            continue
+    return None
+
+
+def _latest_progress(
+    pods: Sequence[Mapping[str, Any]], containers: Sequence[tuple[Mapping[str, Any], Any]]
+) -> Optional[ProgressReport]:
+    reports: list[ProgressReport] = []
+    for pod in pods:
+        text = ((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_PROGRESS)
+        if text:
+            report = _progress(text)
+            if report is not None:
+                reports.append(report)
+    for _, state in containers:
+        outcome = termination_outcome(state)
+        if outcome is not None and outcome.progress is not None:
+            reports.append(outcome.progress)
+    if not reports:
+        return None
+    epoch = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
+    return max(reports, key=lambda report: report.time or epoch)
+
+
+def _progress(data: Any) -> Optional[ProgressReport]:
+    try:
+        if isinstance(data, str):
+            data = json.loads(data)
+        return ProgressReport.from_dict(data) if isinstance(data, dict) else None
+    except (ValueError, TypeError):
+        return None
+
+
+def _errors(
+    job: Mapping[str, Any],
+    condition: Mapping[str, Any],
+    containers: Sequence[tuple[Mapping[str, Any], Any]],
+) -> tuple[ErrorDetail, ...]:
+    errors: list[ErrorDetail] = []
+    # The newest pod that ended tells what went wrong inside it.
+    for pod, state in reversed(containers):
+        outcome = termination_outcome(state)
+        if outcome is not None:
+            if outcome.status is TrainingStatus.ERRORED:
+                errors.extend(outcome.errors)
+            # Otherwise the pod was stopped from outside (SIGTERM: a deadline,
+            # an eviction): the Job's reason below says why.
+            break
+        terminated = _terminated(state)
+        if terminated is not None and terminated.get("exitCode") != 0:
+            errors.append(ErrorDetail(JOB_ERROR_TYPE, _describe_exit(job, pod, terminated)))
+            break
+    reason = condition.get("reason") or "Failed"
+    message = condition.get("message") or ""
+    spec = job.get("spec") or {}
+    explanation = {
+        "DeadlineExceeded": f"it ran longer than its active_deadline ({spec.get('activeDeadlineSeconds')} s)",
+        "BackoffLimitExceeded": (
+            f"its pods failed {(job.get('status') or {}).get('failed', '?')} time(s), more than "
+            f"backoff_limit ({spec.get('backoffLimit')}) allows"
+        ),
+        "PodFailurePolicy": "the training itself failed, so the Job was not retried",
+    }.get(reason, "")
+    errors.append(
+        ErrorDetail(
+            JOB_ERROR_TYPE,
+            f"Job {job.get('metadata', {}).get('name')} failed ({reason}"
+            + (f": {message}" if message else "")
+            + ")"
+            + (f": {explanation}" if explanation else ""),
+        )
+    )
+    return tuple(errors)
+
+
+def _terminated(state: Optional[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
+    if not state:
+        return None
+    return (state.get("state") or {}).get("terminated") or (state.get("lastState") or {}).get("terminated")
+
+
+def _describe_exit(job: Mapping[str, Any], pod: Mapping[str, Any], terminated: Mapping[str, Any]) -> str:
+    code = terminated.get("exitCode")
+    reason = terminated.get("reason") or ""
+    text = f"the training container of pod {pod['metadata'].get('name')} exited with code {code}"
+    if reason:
+        text += f" ({reason})"
+    if reason == "OOMKilled":
+        text += ": it ran out of memory; raise resources.limits.memory in the trainer's config"
+    elif isinstance(code, int) and code > 128:
+        text += f": killed by signal {code - 128}"
+    output = (terminated.get("message") or "").strip()
+    if output:
+        text += f" before trainerkit's pod entry point reported an outcome; its last output:\n{output}"
+        if "No module named 'trainerkit'" in output or "No module named trainerkit" in output:
+            image = (job.get("spec") or {}).get("template", {}).get("spec", {}).get("containers", [{}])[0].get("image")
+            text += f"\ntrainerkit is not installed in the image {image}: install it there (docs/kubernetes.md)"
+    return text
+
+
+def _queued_detail(
+    job: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    containers: Sequence[tuple[Mapping[str, Any], Any]],
+) -> str:
+    if (job.get("spec") or {}).get("suspend"):
+        return "the Job is suspended (kubectl patch job ... -p '{\"spec\":{\"suspend\":false}}' resumes it)"
+    if not pods:
+        return "waiting for the Job controller to create the pod"
+    pod, state = containers[-1]
+    name = pod["metadata"].get("name")
+    waiting = ((state or {}).get("state") or {}).get("waiting") if state else None
+    if waiting and waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+        return f"pod {name}: {waiting.get('reason')}" + (f": {waiting['message']}" if waiting.get("message") else "")
+    for condition in (pod.get("status") or {}).get("conditions") or ():
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return (
+                f"pod {name} cannot be scheduled ({condition.get('reason') or 'Unschedulable'}"
+                + (f": {condition['message']}" if condition.get("message") else "")
+                + ")"
+            )
+    if waiting:
+        return f"pod {name}: {waiting.get('reason')}" + (f": {waiting['message']}" if waiting.get("message") else "")
+    phase = (pod.get("status") or {}).get("phase") or "Pending"
+    return f"pod {name} is {phase}"

@@ -1,0 +1,403 @@
+"""KUBERNETES: one ``batch/v1`` Job per training, through the official client.
+
+* ``train()`` checks everything it can before anything is sent (the module
+  importable by path, arguments that can travel, a save path the pod can
+  reach, manifests the API server will accept), then creates the training's
+  ConfigMap and Job and makes the Job own the ConfigMap.
+* Status, progress and errors come from the Job and its pods
+  (:mod:`.status`), all of them served from one shared pair of watches per
+  trainer (:mod:`.watch`), which pushes every change to the futures.
+* ``cancel()`` suspends the Job (its pods are stopped) and annotates it
+  ``trainerkit.io/canceled``, so the cancellation outlives this process.
+* Records are the Jobs (:mod:`.store`): a fresh process with the same config
+  finds every training by label, including ones it never started.
+* ``future.logs()`` reads the training's pod logs, following them while it runs.
+
+Trainings keep running in the cluster when this process exits or the trainer
+is shut down; cancel them to stop them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import secrets
+import threading
+import time
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Optional, Sequence
+
+from ... import ids
+from ...errors import ClusterError, ConfigError, InvalidTrainingIdError, TrainingExistsError, TrainingNotFoundError
+from ...future import ModelTrainerFutureBase
+from ...info import ErrorDetail, TrainingInfo, TrainingStatus, utcnow
+from ...trainer import ModelTrainerBase, TrainingRequest
+from ...worker import check_importable_class
+from .api_errors import AlreadyExistsError, ConflictError, NotFoundError
+from .config import KubernetesTrainerConfig
+from .manifest import (
+    CONTAINER_NAME,
+    LABEL_TRAINER,
+    TrainingManifests,
+    build_manifests,
+    cancel_patch,
+    owner_patch,
+    trainer_selector,
+    training_selector,
+)
+from .status import owned_pods, pods_settled, training_info
+from .store import KubernetesTrainingStore
+from .watch import ClusterCache
+
+if TYPE_CHECKING:
+    from .api import ClusterTarget, KubeApi
+
+log = logging.getLogger("trainerkit")
+
+_CANCEL_ATTEMPTS = 5
+#: How long a finished Job's pods may take to report their final status.
+_SETTLE_SECONDS = 10.0
+
+
+class KubernetesModelTrainer(ModelTrainerBase):
+    """``type: KUBERNETES`` — one Job per training (see the module docstring)."""
+
+    name: ClassVar[str] = "KUBERNETES"
+    ConfigSchema = KubernetesTrainerConfig
+    supports_detach: ClassVar[bool] = True
+
+    def __init__(self, config: KubernetesTrainerConfig, instance_name: str) -> None:
+        problem = ids.check_trainer_name(instance_name)
+        if problem:
+            raise InvalidTrainingIdError(problem)
+        where = f"model_management.trainers.{instance_name}.config"
+        # The kubernetes client is imported here, when a trainer is built, not
+        # when a configuration that mentions KUBERNETES is loaded.
+        from . import api as kube_api
+        from .kube_shape import pod_field_problems
+
+        problems = pod_field_problems(config, where)
+        if problems:
+            raise ConfigError(problems)
+        self._api: "KubeApi" = kube_api.connect(
+            kubeconfig=config.kubeconfig,
+            context=config.context,
+            namespace=config.namespace,
+            request_timeout=config.request_timeout,
+            where=where,
+        )
+        self._cache = ClusterCache(self._api, trainer_selector(instance_name), self._on_cluster_change)
+        self._settling: dict[str, float] = {}
+        # The uid of the Job each followed training is: a Job that later takes
+        # the same name (an external id reused) is another training.
+        self._job_uids: dict[str, str] = {}
+        super().__init__(config, instance_name)
+        log.debug("trainer %s uses namespace %s on %s", instance_name, self.namespace, self._api.target.describe())
+
+    @property
+    def namespace(self) -> str:
+        """The namespace of this trainer's Jobs."""
+        return self._api.namespace
+
+    @property
+    def cluster(self) -> "ClusterTarget":
+        """The API server and namespace this trainer uses, and where that setting came from."""
+        return self._api.target
+
+    # -- hooks of ModelTrainerBase -------------------------------------------------------------
+
+    def _create_store(self) -> KubernetesTrainingStore:
+        return KubernetesTrainingStore(self._api, self._cache, self.instance_name)
+
+    def _check_request(self, request: TrainingRequest) -> None:
+        if request.save_path is None:
+            raise ValueError(
+                "a KUBERNETES training runs in a pod, so its model comes back only through "
+                "save_path: pass save_path= a directory on a volume that both the pod (through the "
+                "trainer's volume_mounts) and this process can reach"
+            )
+        check_importable_class(request.module_class)
+        self._check_save_volume(request.save_path)
+        # Builds (and so checks) the manifests: arguments that cannot travel and
+        # names the API server would refuse fail here, before anything is sent.
+        self._manifests(request, utcnow(), nonce="000000")
+
+    def _submit(self, future: ModelTrainerFutureBase, request: TrainingRequest) -> None:
+        self._start_watch()
+        manifests = self._manifests(request, future._info.submission_time, nonce=secrets.token_hex(3))
+        config_map_name = manifests.config_map["metadata"]["name"]
+        self._api.create_configmap(manifests.config_map)
+        try:
+            job = self._create_job(manifests.job)
+        except BaseException:
+            self._quietly(self._api.delete_configmap, config_map_name)
+            raise
+        try:
+            self._api.patch_configmap(config_map_name, owner_patch(job))
+        except BaseException:
+            self._quietly(self._api.delete_job, job["metadata"]["name"], job["metadata"].get("uid"))
+            self._quietly(self._api.delete_configmap, config_map_name)
+            raise
+        with self._lock:
+            self._job_uids[request.training_id] = job["metadata"]["uid"]
+        self._store.confirm(request.training_id, job)
+        self._apply(future, self._store.info(job, self._cache.pods(request.training_id)))
+        log.info("submitted training %s as Job %s/%s", request.training_id, self.namespace, request.training_id)
+
+    def _cancel_running(self, future: ModelTrainerFutureBase) -> bool:
+        for _ in range(_CANCEL_ATTEMPTS):
+            job = self._api.get_job(future.id)
+            if job is None:
+                raise TrainingNotFoundError(
+                    f"cannot cancel training {future.id}: its Job no longer exists in namespace "
+                    f"{self.namespace!r} (deleted, or removed by ttl_after_finished)"
+                )
+            info = self._store.info(job, self._pods_of(future.id))
+            if info.status.is_terminal:
+                self._apply(future, info)
+                return info.status is TrainingStatus.CANCELED
+            patch = cancel_patch(job, utcnow(), f"canceled while {info.status.value.lower()}")
+            try:
+                job = self._api.patch_job(future.id, patch)
+            except ConflictError:
+                continue  # the Job changed since it was read: look again
+            self._cache.remember_job(job)
+            self._apply(future, self._store.info(job, self._pods_of(future.id)))
+            log.info("canceled training %s (Job suspended)", future.id)
+            return True
+        raise ClusterError(
+            f"cannot cancel training {future.id}: its Job changed on each of {_CANCEL_ATTEMPTS} "
+            "attempts; try again"
+        )
+
+    def _refresh_observed(self, futures: Sequence[ModelTrainerFutureBase]) -> None:
+        """Bring futures up to date from the shared watch (no request per future)."""
+        self._start_watch()
+        for future in futures:
+            self._update(future)
+
+    def _ensure_observed(self, future: ModelTrainerFutureBase) -> None:
+        # The shared watch pushes every change to every future of this trainer
+        # (see _on_cluster_change): start it instead of a polling observer.
+        if future._info.status.is_terminal:
+            return
+        self._refresh_observed([future])
+
+    def _training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
+        if follow:
+            self._start_watch()
+        return self._log_lines(future.id, follow)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop watching the cluster. Trainings keep running there (cancel them to stop them)."""
+        self._cache.stop()
+        super().shutdown(wait=wait)
+        self._api.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _manifests(self, request: TrainingRequest, submitted: datetime.datetime, nonce: str) -> TrainingManifests:
+        assert request.save_path is not None
+        return build_manifests(
+            self.config,
+            namespace=self.namespace,
+            instance_name=self.instance_name,
+            training_id=request.training_id,
+            module_class=request.module_class,
+            args=request.args,
+            kwargs=request.kwargs,
+            save_path=request.save_path,
+            model_name=request.model_name,
+            tags=request.tags,
+            submission_time=submitted,
+            nonce=nonce,
+        )
+
+    def _check_save_volume(self, save_path: str) -> None:
+        if not self.config.require_save_volume:
+            return
+        mounts = [os.path.normpath(path) for path in self.config.save_mount_paths]
+        if any(os.path.commonpath([save_path, mount]) == mount for mount in mounts):
+            return
+        raise ValueError(
+            f"save_path {save_path} is not under any writable volume mount of trainer "
+            f"{self.instance_name!r} ({', '.join(mounts) or 'it has no volume_mounts'}): the pod "
+            "would save the model into its own filesystem, which is deleted with it. Mount a "
+            "volume that this process can read too (a PersistentVolumeClaim, NFS...; see "
+            "docs/kubernetes.md) and save under its mountPath, or set require_save_volume: false "
+            "if the image reaches that path some other way"
+        )
+
+    def _create_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        name = job["metadata"]["name"]
+        try:
+            return self._api.create_job(job)
+        except AlreadyExistsError:
+            existing = self._api.get_job(name)
+            if existing is None:
+                return self._api.create_job(job)  # deleted in between
+        if (existing["metadata"].get("labels") or {}).get(LABEL_TRAINER) != job["metadata"]["labels"][LABEL_TRAINER]:
+            raise TrainingExistsError(
+                f"a Job named {name} already exists in namespace {self.namespace!r} and was not "
+                f"created by trainer {self.instance_name!r}; choose another external_training_id "
+                "or delete that Job"
+            )
+        info = training_info(existing, self._pods_of(name))
+        if not (info.status.is_terminal and self._store.replaces_finished(name)):
+            raise TrainingExistsError(
+                f"a training with id {name!r} already exists and is {info.status.value}; choose "
+                "another external_training_id"
+                + ("" if info.status.is_terminal else ", or cancel that training first")
+            )
+        # A finished training with this external id is replaced, as with other types.
+        self._api.delete_job(name, uid=existing["metadata"].get("uid"))
+        self._cache.forget_job(name)
+        deadline = time.monotonic() + self.config.request_timeout
+        while True:
+            try:
+                return self._api.create_job(job)
+            except AlreadyExistsError:
+                # The old Job still has finalizers to run; it goes within moments.
+                if time.monotonic() > deadline:
+                    raise TrainingExistsError(
+                        f"the finished Job {name} is still being deleted; try again shortly"
+                    ) from None
+                time.sleep(0.2)
+
+    def _start_watch(self) -> None:
+        self._cache.start(timeout=self.config.request_timeout + 5)
+
+    def _pods_of(self, training_id: str) -> list[dict[str, Any]]:
+        if self._cache.running:
+            return self._cache.pods(training_id)
+        return self._api.list_pods(training_selector(training_id)).get("items") or []
+
+    def _apply(self, future: ModelTrainerFutureBase, info: TrainingInfo) -> None:
+        future._apply(info)
+        if info.status.is_terminal:
+            with self._lock:
+                self._settling.pop(future.id, None)
+                self._job_uids.pop(future.id, None)
+            self._after_terminal(future, info)
+
+    def _deleted(self, future: ModelTrainerFutureBase) -> TrainingInfo:
+        return dataclasses.replace(
+            future._info,
+            status=TrainingStatus.ERRORED,
+            completion_time=utcnow(),
+            errors=(
+                ErrorDetail(
+                    "trainerkit.errors.TrainingNotFoundError",
+                    f"the Job of training {future.id} was deleted from namespace {self.namespace!r} "
+                    "before it finished",
+                ),
+            ),
+        )
+
+    def _on_cluster_change(self, training_ids: set[str]) -> None:
+        """Called by the watch with the trainings whose Job or pods changed."""
+        for training_id in training_ids:
+            with self._lock:
+                future = self._futures.get(training_id)
+            if future is not None:
+                self._update(future)
+
+    def _update(self, future: ModelTrainerFutureBase) -> None:
+        """Apply what the cluster says about ``future``'s training now."""
+        if future._info.status.is_terminal or self._store.is_pending(future.id):
+            return  # a submission in progress applies its own first state
+        job, pods = self._store.job_and_pods(future.id)
+        if job is not None:
+            uid = job["metadata"].get("uid")
+            with self._lock:
+                expected = self._job_uids.setdefault(future.id, uid)
+            if uid != expected:
+                # Another Job under this name: the cache is behind a replacement
+                # (an external id reused), or this training's Job was deleted.
+                job = self._api.get_job(future.id)
+                if job is not None and job["metadata"].get("uid") != expected:
+                    job = None
+                pods = self._pods_of(future.id)
+        if job is None:
+            self._apply(future, self._deleted(future))
+            return
+        info = self._store.info(job, pods)
+        if info.status.is_terminal and not pods_settled(job, pods) and not self._settle_expired(future.id):
+            return  # the pod's final status (and its error) is on its way
+        self._apply(future, info)
+
+    def _settle_expired(self, training_id: str) -> bool:
+        """Whether a finished Job's pods have had long enough to report; the first
+        call starts the clock and schedules one more look for when it runs out."""
+        now = time.monotonic()
+        with self._lock:
+            first = self._settling.get(training_id)
+            if first is None:
+                self._settling[training_id] = now
+        if first is None:
+            timer = threading.Timer(_SETTLE_SECONDS, self._on_cluster_change, args=({training_id},))
+            timer.daemon = True
+            timer.start()
+            return False
+        return now - first >= _SETTLE_SECONDS
+
+    def _log_lines(self, training_id: str, follow: bool) -> Iterator[str]:
+        shown: set[str] = set()
+        generation = self._cache.generation if follow else 0
+        several = False
+        while True:
+            job, pods = self._store.job_and_pods(training_id)
+            if job is None:
+                if not shown:
+                    raise TrainingNotFoundError(
+                        f"no Job for training {training_id} in namespace {self.namespace!r}"
+                    )
+                return
+            pods = owned_pods(job, pods)
+            several = several or len(pods) > 1
+            ready = [pod for pod in pods if pod["metadata"]["name"] not in shown and _has_started(pod)]
+            if ready:
+                pod = ready[0]
+                name = pod["metadata"]["name"]
+                shown.add(name)
+                if several:
+                    yield f"==> pod {name} <=="
+                try:
+                    stream = self._api.pod_log(name, CONTAINER_NAME, follow=follow and _is_running(pod))
+                except NotFoundError:
+                    continue  # the pod went away meanwhile
+                try:
+                    yield from stream.lines(keep_empty=True)
+                finally:
+                    stream.close()
+                continue
+            if not follow or training_info(job, pods).status.is_terminal:
+                return
+            generation = self._cache.wait_for_change(generation, timeout=1.0)
+
+    @staticmethod
+    def _quietly(call: Any, *args: Any) -> None:
+        """Undo a step of a failed submission; a failure here must not hide the first one."""
+        try:
+            call(*args)
+        except Exception as exc:
+            log.warning("could not clean up after a failed submission (%s): %s", getattr(call, "__name__", call), exc)
+
+
+def _container(pod: dict[str, Any]) -> Optional[dict[str, Any]]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or ()
+    return next((s for s in statuses if s.get("name") == CONTAINER_NAME), None)
+
+
+def _has_started(pod: dict[str, Any]) -> bool:
+    state = _container(pod)
+    if not state:
+        return False
+    current = state.get("state") or {}
+    return "running" in current or "terminated" in current
+
+
+def _is_running(pod: dict[str, Any]) -> bool:
+    state = _container(pod)
+    return bool(state and "running" in (state.get("state") or {}))
