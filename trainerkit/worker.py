@@ -620,7 +620,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SpecError as exc:
         sys.stderr.write(f"trainerkit.worker: {exc}\n")
         return EXIT_USAGE
-    reporter = _Both(
+    reporter = ReporterGroup(
         _LogReporter(),
         FileReporter(options.outcome_file, options.progress_file, options.outcome_max_bytes),
     )
@@ -647,9 +647,11 @@ class _LogReporter:
             sys.stderr.write((error.traceback or f"{error.type}: {error.message}").rstrip() + "\n")
 
 
-class _Both:
-    def __init__(self, *reporters: Reporter) -> None:
-        self._reporters = reporters
+class ReporterGroup:
+    """Several reporters as one (None entries are left out)."""
+
+    def __init__(self, *reporters: "Optional[Reporter]") -> None:
+        self._reporters = [reporter for reporter in reporters if reporter is not None]
 
     def progress(self, report: ProgressReport) -> None:
         for reporter in self._reporters:

@@ -44,7 +44,15 @@ from typing import Any, Optional, Sequence
 
 from ...info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
 from ...rundir import Outcome
-from ...worker import CancelSignal, FileReporter, SpecError, load_module_class, read_spec, run_training
+from ...worker import (
+    CancelSignal,
+    FileReporter,
+    ReporterGroup,
+    SpecError,
+    load_module_class,
+    read_spec,
+    run_training,
+)
 from .config import ENV_IMAGE, ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_PROGRESS_INTERVAL
 from .manifest import ANNOTATION_PROGRESS, EXIT_TRAINING_FAILED
 
@@ -196,23 +204,6 @@ class _StderrReporter:
             print(error.traceback or f"{error.type}: {error.message}", file=sys.stderr, flush=True)
 
 
-class _Reporters:
-    def __init__(self, *reporters: Any) -> None:
-        self._reporters = [r for r in reporters if r is not None]
-
-    def progress(self, report: ProgressReport) -> None:
-        for reporter in self._reporters:
-            reporter.progress(report)
-
-    def finishing(self) -> None:
-        for reporter in self._reporters:
-            reporter.finishing()
-
-    def outcome(self, outcome: Outcome) -> None:
-        for reporter in self._reporters:
-            reporter.outcome(outcome)
-
-
 def _import_error_outcome(module: str, exc: ImportError) -> Outcome:
     image = os.environ.get(ENV_IMAGE) or "the training image"
     error = ImportError(
@@ -238,18 +229,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         spec = read_spec(argv[0])
     except SpecError as exc:
         outcome = Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=(ErrorDetail.from_exception(exc),))
-        _Reporters(_StderrReporter(), termination).outcome(outcome)
+        ReporterGroup(_StderrReporter(), termination).outcome(outcome)
         return EXIT_USAGE
     log.info("training %s of %s", spec.training_id, spec.module)
     try:
         load_module_class(spec.module)
     except ImportError as exc:
-        _Reporters(_StderrReporter(), termination).outcome(_import_error_outcome(spec.module, exc))
+        ReporterGroup(_StderrReporter(), termination).outcome(_import_error_outcome(spec.module, exc))
         return EXIT_TRAINING_FAILED
     except TypeError:
         pass  # not a module class: run_training reports it like any training error
     # The termination message first: it is the outcome; the last annotation patch may wait on the network.
-    reporters = _Reporters(_StderrReporter(), termination, PodAnnotationReporter.from_environment())
+    reporters = ReporterGroup(_StderrReporter(), termination, PodAnnotationReporter.from_environment())
     cancel = CancelSignal().install()
     outcome = run_training(spec, reporters, cancel, apply_settings=False)
     if outcome.status is TrainingStatus.COMPLETED:
