@@ -85,6 +85,8 @@ log = logging.getLogger("trainerkit")
 INLINE_ARGUMENTS_LIMIT = 32 * 1024
 #: A worker that dies this many times in a row before it is ready stops the pre-starting.
 _MAX_START_FAILURES = 3
+# How long to wait for a worker that refused its spec to finish exiting, in seconds.
+_EXIT_REPORT_WAIT = 2.0
 #: How often queued trainings are checked for a cancel made by another process, in seconds.
 _QUEUED_CHECK_INTERVAL = 1.0
 _STDERR_TAIL = 8192
@@ -497,6 +499,7 @@ class _Dispatcher:
 
     def _hand_off(self, run: _Run) -> None:
         trainer = self._trainer_ref()
+        refused: Optional[_Worker] = None
         while run.attempts < _MAX_START_FAILURES:
             run.attempts += 1
             worker = self._take_worker()
@@ -514,12 +517,38 @@ class _Dispatcher:
                     return
                 worker.run = None
                 run.worker = None
+            refused = worker
         with self.lock:
             self.active.pop(run.future.id, None)
             run.phase = _Run.DONE
             self.lock.notify_all()
         if trainer is not None:
-            _report(trainer._on_start_failed, run, "no worker process could be started (see the log)")
+            why, detail = "no worker process could be started (see the log)", ""
+            if refused is not None:
+                returncode, detail = self._exit_report(refused)
+                why = (
+                    f"no worker process could take training {run.future.id}: the last one (pid "
+                    f"{refused.pid}) {_describe_exit(returncode)} before reporting an outcome"
+                )
+            _report(trainer._on_start_failed, run, why, detail)
+
+    def _exit_report(self, worker: _Worker) -> "tuple[Optional[int], str]":
+        """How a worker that refused its spec ended, and what it printed (its
+        stderr is complete once it has exited; this thread reads it here)."""
+        try:
+            returncode: Optional[int] = worker.process.wait(timeout=_EXIT_REPORT_WAIT)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        while True:
+            try:
+                data = os.read(worker.stderr_fd, 65536)
+            except OSError:  # closed, or nothing more for now
+                break
+            if not data:
+                break
+            worker.stderr_tail += data
+        del worker.stderr_tail[:-_STDERR_TAIL]
+        return returncode, worker.stderr_text()
 
     def _take_worker(self) -> Optional[_Worker]:
         self.idle.sort(key=lambda worker: not worker.ready)  # ready ones first
@@ -981,11 +1010,9 @@ class SubprocessModelTrainer(ModelTrainerBase):
                 )
         self._on_outcome(run, outcome)
 
-    def _on_start_failed(self, run: _Run, why: str) -> None:
-        self._on_outcome(
-            run,
-            Outcome(TrainingStatus.ERRORED, utcnow(), (ErrorDetail("trainerkit.errors.TrainingCrashedError", why),)),
-        )
+    def _on_start_failed(self, run: _Run, why: str, detail: str = "") -> None:
+        error = ErrorDetail("trainerkit.errors.TrainingCrashedError", why, detail)
+        self._on_outcome(run, Outcome(TrainingStatus.ERRORED, utcnow(), (error,)))
 
     def _on_gone_while_queued(self, run: _Run, info: TrainingInfo) -> None:
         run.future._apply(info)
