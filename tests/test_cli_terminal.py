@@ -31,12 +31,13 @@ def spawn(*args: str) -> pexpect.spawn:
 
 
 def test_a_progress_bar_is_drawn_on_a_terminal():
-    child = spawn("train", "tests.cli_modules:Ticker", "--arg", "steps=20", "--arg", "delay=0.05")
+    # Long enough (3 s) for several redraws even on a busy machine.
+    child = spawn("train", "tests.cli_modules:Ticker", "--arg", "steps=30", "--arg", "delay=0.1")
     child.expect(r"Training (\S+) submitted")
     training_id = child.match.group(1)
     child.expect("━")  # rich's bar glyph
     child.expect(r"ETA \d")
-    child.expect(r"\d+/20")
+    child.expect(r"\d+/30")
     child.expect(r"tick=\d+")  # the latest metrics ride along
     child.expect(f"Training {training_id} COMPLETED")
     child.expect(pexpect.EOF)
@@ -45,7 +46,7 @@ def test_a_progress_bar_is_drawn_on_a_terminal():
     transcript = child.logfile_read.getvalue()
     assert "\x1b[2K" in transcript  # the bar is redrawn in place, not printed line after line
     # What the (LOCAL, in-process) training printed appears above the bar.
-    assert "tick 1\r\n" in transcript and "tick 20\r\n" in transcript
+    assert "tick 1\r\n" in transcript and "tick 30\r\n" in transcript
 
 
 def test_ctrl_c_on_a_terminal_cancels_the_followed_training():
