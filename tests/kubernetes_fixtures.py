@@ -9,27 +9,21 @@ filesystem).
 
 from __future__ import annotations
 
-import time
+import functools
 from typing import Any, Callable
 
 import pytest
 
-from tests.kube_fake.fixtures import fake_kube_factory  # noqa: F401 - fixture used below
+from tests import waiting
+from tests.kube_fake.fixtures import (
+    fake_kube_factory,  # noqa: F401 - fixture used below
+)
 
 TRAINER = "cluster"
 NAMESPACE = "ml"
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "the condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+wait_until = functools.partial(waiting.wait_until, timeout=20.0, interval=0.02)
 
 
 @pytest.fixture

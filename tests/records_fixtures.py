@@ -4,6 +4,7 @@ process can hold them mid-training) and a handle on a child process running
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -16,22 +17,14 @@ import time
 from typing import Any, Callable, Optional
 
 import trainerkit
+from tests import waiting
 from tests.training_modules import JsonModel
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WAIT = 60  # upper bound for anything a child does; tests end far sooner
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.01)
+wait_until = functools.partial(waiting.wait_until, timeout=WAIT)
 
 
 class FileGated(trainerkit.ModuleBase):

@@ -3,25 +3,17 @@ through which a test and a training in another process coordinate."""
 
 from __future__ import annotations
 
+import functools
 import os
-import time
 
+from tests import waiting
 from trainerkit.owner import owner_is_alive, process_owner
 
 WAIT = 60  # generous upper bound; every wait ends as soon as its condition holds
 GRACE = "300ms"  # cancel grace period of the tests' trainers: short, so stuck trainings end fast
 
 
-def wait_until(predicate, what, timeout=WAIT):
-    """Poll ``predicate`` until it is true (returned) or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+wait_until = functools.partial(waiting.wait_until, timeout=WAIT)
 
 
 def pids_in(path):

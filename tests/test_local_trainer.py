@@ -5,12 +5,24 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime
+import functools
 import os
 import time
 
 import pytest
 
 import trainerkit
+from tests import waiting
+from tests.training_modules import (
+    Adder,
+    BadSave,
+    Blocking,
+    Boom,
+    Failing,
+    Gate,
+    JsonModel,
+    PurePythonLoop,
+)
 from trainerkit import TrainingStatus
 from trainerkit.errors import (
     InvalidTrainingIdError,
@@ -22,7 +34,6 @@ from trainerkit.errors import (
     TrainingStateError,
 )
 from trainerkit.future import ModelTrainerFutureBase, rebuild_exception
-from tests.training_modules import Adder, BadSave, Blocking, Boom, Failing, Gate, JsonModel, PurePythonLoop
 
 WAIT = 30  # generous upper bound for events; tests finish far sooner
 
@@ -32,12 +43,7 @@ def local(manager_factory, **config):
     return manager.get_trainer("default")
 
 
-def wait_until(predicate, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
+wait_until = functools.partial(waiting.wait_until, timeout=WAIT, interval=0.005)
 
 
 def test_result_is_the_trained_model(manager_factory):

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import os
-import time
 
 import pytest
 
-from trainerkit.errors import TrainingCanceledError
-from trainerkit.info import TrainingStatus
 from tests import kubernetes_modules as pods
+from tests import waiting
 from tests.e2e_kubernetes.conftest import TRAINER, external_id
 from tests.training_modules import Boom, Failing, JsonModel
+from trainerkit.errors import TrainingCanceledError
+from trainerkit.info import TrainingStatus
 
 TIMEOUT = 300  # pulling an image or scheduling a pod on a real cluster takes a while
 pytestmark = pytest.mark.timeout(2 * TIMEOUT)
 
 
-def wait_until(predicate, timeout=TIMEOUT, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.5)
+wait_until = functools.partial(waiting.wait_until, timeout=TIMEOUT, interval=0.5)
 
 
 def test_train_and_load(trainer, shared_dir):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -14,7 +15,13 @@ from hypothesis import strategies as st
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from tests.kube_fake import FakeKubeCluster, SelectorError, parse_field_selector, parse_label_selector
+from tests import waiting
+from tests.kube_fake import (
+    FakeKubeCluster,
+    SelectorError,
+    parse_field_selector,
+    parse_label_selector,
+)
 from tests.kube_fake.selectors import Requirement
 
 NS = "ml"
@@ -126,15 +133,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def wait_until(pred, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+wait_until = functools.partial(waiting.wait_until, timeout=10.0, interval=0.05)
 
 
 # --------------------------------------------------------------------------- basics
