@@ -51,6 +51,7 @@ def crash(state_dir: str, workdir: str) -> None:
     running = trainer.train(Hangs)
     queued = trainer.train(Adder, 1)
     wait_until(running.running, what="the first training running")
+    trainer._store.flush()  # status changes are write-behind: on disk before the test looks
     emit({"running": running.id, "queued": queued.id})
     threading.Event().wait()  # until the test kills this process
 
@@ -58,10 +59,12 @@ def crash(state_dir: str, workdir: str) -> None:
 def gated(state_dir: str, workdir: str) -> None:
     started, gate = os.path.join(workdir, "started"), os.path.join(workdir, "gate")
     with trainerkit.TrainerManager.from_dict(local_config(state_dir)) as manager:
-        future = manager.get_trainer("default").train(
+        trainer = manager.get_trainer("default")
+        future = trainer.train(
             FileGated, started, gate, value=7, save_path=os.path.join(workdir, "models"), save_with_id=True
         )
         wait_until(lambda: os.path.exists(started), what="the training started")
+        trainer._store.flush()  # status changes are write-behind: on disk before the test looks
         emit({"id": future.id})
         future.result(timeout=WAIT)
         emit({"done": future.id})
