@@ -40,7 +40,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from ...info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
 from ...rundir import Outcome
