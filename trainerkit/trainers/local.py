@@ -22,7 +22,7 @@ import tempfile
 import threading
 from typing import Any, Callable, Iterator, Optional
 
-from ..errors import TrainingCanceledError
+from ..errors import TrainingCanceledError, TrainingStateError
 from ..future import NO_MODEL, ModelTrainerFutureBase
 from ..module import save_model
 from ..progress import TrainingContext, training_context
@@ -232,8 +232,6 @@ class LocalModelTrainer(ModelTrainerBase):
         return True
 
     def _cancel_foreign(self, future: ModelTrainerFutureBase) -> bool:
-        from ..errors import TrainingStateError
-
         raise TrainingStateError(
             f"training {future.id} runs in another process ({self._store.get_owner(future.id)}); "
             "a LOCAL training can only be canceled by the process that runs it (the SUBPROCESS "
