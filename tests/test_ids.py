@@ -13,7 +13,7 @@ import trainerkit
 from trainerkit import ids
 from trainerkit.errors import ConfigError, InvalidTrainingIdError
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z")
 
 any_name = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40
@@ -140,3 +140,18 @@ def test_separator_is_unambiguous_for_names_and_external_ids_with_dashes():
 def test_generated_unique_part_uses_only_lowercase_base32():
     unique = ids.split_training_id(ids.new_training_id("default"))[1]
     assert len(unique) == 12 and set(unique) <= set(string.ascii_lowercase + "234567")
+
+
+@pytest.mark.parametrize("external", ["abc\n", "abc\n\n", "a\nb"])
+def test_an_external_id_with_a_newline_is_refused(external):
+    with pytest.raises(InvalidTrainingIdError, match="DNS-1123"):
+        ids.external_training_id("default", external)
+
+
+def test_a_name_ending_in_a_newline_is_encoded_not_verbatim():
+    assert not ids.is_verbatim_name("0\n")
+    training_id = ids.new_training_id("0\n")
+    assert DNS_LABEL.match(training_id) and "\n" not in training_id
+    assert ids.trainer_name_from_id(training_id) == "0\n"
+    with pytest.raises(InvalidTrainingIdError):
+        ids.split_training_id("default--abc\n")

@@ -40,7 +40,7 @@ ENCODED_SEPARATOR = "---"
 #: Longest name part that still leaves room for a generated unique part.
 MAX_NAME_PART_LENGTH = MAX_ID_LENGTH - len(VERBATIM_SEPARATOR) - UNIQUE_LENGTH
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z")
 _BASIC = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 
 # Bootstring parameters (RFC 3492 section 5, with initial_n = 0 because our

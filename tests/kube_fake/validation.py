@@ -18,9 +18,9 @@ from . import errors as E
 from .resources import CONFIGMAPS, JOBS, NAMESPACES, PODS, SECRETS, SERVICES, ResourceType
 from .selectors import DNS1123_SUBDOMAIN_MSG, validate_label_key, validate_label_value
 
-_DNS1123_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1123_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_CONFIG_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
+_DNS1123_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_DNS1123_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+_CONFIG_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+\Z")
 
 DNS1123_LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
                      "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "

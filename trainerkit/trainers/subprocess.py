@@ -90,8 +90,8 @@ _EXIT_REPORT_WAIT = 2.0
 #: How often queued trainings are checked for a cancel made by another process, in seconds.
 _QUEUED_CHECK_INTERVAL = 1.0
 _STDERR_TAIL = 8192
-_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_ENV_NAME = re.compile(r"^[^=\0]+$")
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+_ENV_NAME = re.compile(r"^[^=\0]+\Z")
 
 
 def _check_preload(modules: list) -> Optional[str]:

@@ -26,12 +26,12 @@ ANNOTATIONS_TOTAL_MAX = 256 * 1024
 #: The API server (etcd) refuses a ConfigMap whose data is larger than this.
 CONFIGMAP_DATA_MAX = 1024 * 1024
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_QUALIFIED_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-_ENV_VAR_NAME = re.compile(r"^[^=\s]+$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_QUALIFIED_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?\Z")
+_CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+\Z")
+_ENV_VAR_NAME = re.compile(r"^[^=\s]+\Z")
 # resource.Quantity: a signed decimal, then a binary (Ki..Ei) or decimal (n..E)
 # suffix or a decimal exponent.
 _QUANTITY = re.compile(
