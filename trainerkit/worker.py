@@ -636,10 +636,11 @@ class _LogReporter:
     """Command-line default: the outcome (and errors) on stderr."""
 
     def progress(self, report: ProgressReport) -> None:
-        pass
+        """Not shown: the command line reports the outcome only (progress goes to
+        the spec's progress file when it names one)."""
 
     def finishing(self) -> None:
-        pass
+        """Nothing to say between the training's return and its outcome."""
 
     def outcome(self, outcome: Outcome) -> None:
         log.info("training %s", outcome.status.value)
