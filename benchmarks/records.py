@@ -102,8 +102,8 @@ def run(settings: Settings) -> list[Row]:
 
 
 def _store_missing() -> str | None:
-    if importlib.util.find_spec("trainerkit.sqlite_store") is None:
-        return "trainerkit/sqlite_store.py does not exist yet (the SQLite records store is not written)"
+    if importlib.util.find_spec("trainerkit.store.sqlite") is None:
+        return "trainerkit/store/sqlite.py does not exist (the SQLite records store is not written)"
     return None
 
 

@@ -24,7 +24,7 @@ from trainerkit.trainers.kubernetes.manifest import (
     owner_patch,
 )
 from trainerkit.trainers.kubernetes.validation import configmap_problems, job_problems, parse_quantity
-from trainerkit.worker import TrainingSpec
+from trainerkit.runner import TrainingSpec
 from tests.training_modules import Adder, JsonModel
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from trainerkit.info import TrainingStatus
-from trainerkit.rundir import Outcome
-from trainerkit.worker import TrainingSpec
+from trainerkit.runner import Outcome
+from trainerkit.runner import TrainingSpec
 from tests import kubernetes_modules as pods
 from tests.kubernetes_fixtures import wait_until
 

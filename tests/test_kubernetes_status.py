@@ -6,7 +6,7 @@ import datetime
 import json
 
 from trainerkit.info import ErrorDetail, ProgressReport, TrainingStatus
-from trainerkit.rundir import Outcome
+from trainerkit.runner import Outcome
 from trainerkit.trainers.kubernetes.manifest import ANNOTATION_CANCELED, ANNOTATION_PROGRESS
 from trainerkit.trainers.kubernetes.status import training_info
 

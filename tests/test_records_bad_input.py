@@ -15,8 +15,8 @@ import trainerkit
 from trainerkit import TrainingStatus
 from trainerkit.errors import StoreError
 from trainerkit.info import ErrorDetail, TrainingInfo, utcnow
-from trainerkit.sqlite_store import SQLiteTrainingStore
-from trainerkit.state_dir import DATABASE_FILE
+from trainerkit.store.sqlite import SQLiteTrainingStore
+from trainerkit.store.state_dir import DATABASE_FILE
 from trainerkit.store import TrainingQuery
 from trainerkit.trainers.local import LocalModelTrainer
 from tests.records_fixtures import REPO_ROOT, WAIT, local_config

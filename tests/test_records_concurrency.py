@@ -9,7 +9,7 @@ import threading
 
 from trainerkit import TrainingStatus
 from trainerkit.errors import TrainingNotFoundError
-from trainerkit.state_dir import DATABASE_FILE
+from trainerkit.store.state_dir import DATABASE_FILE
 from tests.records_fixtures import WAIT, Child, local_config
 from tests.training_modules import Adder, Failing
 

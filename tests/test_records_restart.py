@@ -142,7 +142,7 @@ def test_a_training_whose_model_was_saved_before_its_process_died_reads_complete
     record change; if the process dies between the two, the model decides."""
     from trainerkit.info import TrainingInfo, utcnow
     from trainerkit.module import save_model
-    from trainerkit.sqlite_store import SQLiteTrainingStore
+    from trainerkit.store.sqlite import SQLiteTrainingStore
     from tests.training_modules import JsonModel
 
     state = tmp_path / "state"

@@ -10,10 +10,10 @@ import sqlite3
 
 import pytest
 
-from trainerkit import sqlite_store
+from trainerkit.store import sqlite as sqlite_store
 from trainerkit.errors import StoreError, TrainingExistsError, TrainingNotFoundError
 from trainerkit.info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus
-from trainerkit.sqlite_store import SQLiteTrainingStore, list_statement
+from trainerkit.store.sqlite import SQLiteTrainingStore, list_statement
 from trainerkit.store import MemoryTrainingStore, TrainingQuery
 
 T0 = datetime.datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=datetime.timezone.utc)

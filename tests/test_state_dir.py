@@ -8,8 +8,8 @@ import pytest
 
 import trainerkit
 from trainerkit.errors import ConfigError
-from trainerkit.sqlite_store import SQLiteTrainingStore
-from trainerkit.state_dir import DATABASE_FILE, MEMORY_STATE_DIR, open_record_store, resolve_state_dir
+from trainerkit.store.sqlite import SQLiteTrainingStore
+from trainerkit.store.state_dir import DATABASE_FILE, MEMORY_STATE_DIR, open_record_store, resolve_state_dir
 from trainerkit.store import MemoryTrainingStore
 from tests.training_modules import Adder
 

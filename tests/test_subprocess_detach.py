@@ -15,7 +15,7 @@ import pytest
 import trainerkit
 from trainerkit import TrainingStatus
 from trainerkit.owner import owner_is_alive, parse_owner, process_owner, signal_owner
-from trainerkit.rundir import RunDirectory
+from trainerkit.trainers.subprocess.rundir import RunDirectory
 from tests.conftest import REPO_ROOT
 from tests.subprocess_fixtures import GRACE, WAIT, gate, gone, pids_in, release, wait_until
 

@@ -20,7 +20,7 @@ from trainerkit.errors import (
     TrainingCrashedError,
     TrainingStateError,
 )
-from trainerkit.rundir import ARGUMENTS_FILE
+from trainerkit.trainers.subprocess.rundir import ARGUMENTS_FILE
 from tests.subprocess_fixtures import GRACE, WAIT, gate, gone, pids_in, release, wait_until
 from tests.subprocess_modules import (
     Adder,

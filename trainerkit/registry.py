@@ -42,7 +42,7 @@ class BuiltinType:
 
 BUILTIN_TYPES: dict[str, BuiltinType] = {
     "LOCAL": BuiltinType("trainerkit.trainers.local:LocalModelTrainer"),
-    "SUBPROCESS": BuiltinType("trainerkit.trainers.subprocess:SubprocessModelTrainer"),
+    "SUBPROCESS": BuiltinType("trainerkit.trainers.subprocess.trainer:SubprocessModelTrainer"),
     "KUBERNETES": BuiltinType(
         "trainerkit.trainers.kubernetes:KubernetesModelTrainer",
         requires=("kubernetes",),

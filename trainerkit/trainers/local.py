@@ -28,7 +28,7 @@ from ..module import save_model
 from ..progress import TrainingContext, training_context
 from ..schema import option
 from ..logfile import capture_thread_output, read_lines
-from ..state_dir import MEMORY_STATE_DIR, check_state_dir, open_record_store, resolve_state_dir
+from ..store.state_dir import MEMORY_STATE_DIR, check_state_dir, open_record_store, resolve_state_dir
 from ..store import TrainingStore
 from ..trainer import ModelTrainerBase, TrainingRequest
 

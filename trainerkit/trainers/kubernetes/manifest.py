@@ -30,7 +30,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from ... import ids
 from ...module import bind_train_arguments, class_path
-from ...worker import TrainingSpec, inline_arguments, pickle_arguments
+from ...runner import TrainingSpec, inline_arguments, pickle_arguments
 from .config import (
     ENV_IMAGE,
     ENV_POD_NAME,

@@ -43,8 +43,8 @@ import urllib.request
 from typing import Optional, Sequence
 
 from ...info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
-from ...rundir import Outcome
-from ...worker import (
+from ...runner import Outcome
+from ...runner import (
     CancelSignal,
     FileReporter,
     ReporterGroup,

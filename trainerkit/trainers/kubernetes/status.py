@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from ...errors import TrainingCanceledError, TrainingError
 from ...info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus
-from ...rundir import Outcome
+from ...runner import Outcome
 from .manifest import (
     ANNOTATION_CANCELED,
     ANNOTATION_MODEL_NAME,

@@ -33,7 +33,7 @@ from ...errors import ClusterError, ConfigError, InvalidTrainingIdError, Trainin
 from ...future import ModelTrainerFutureBase
 from ...info import ErrorDetail, TrainingInfo, TrainingStatus, utcnow
 from ...trainer import ModelTrainerBase, TrainingRequest
-from ...worker import check_importable_class
+from ...runner import check_importable_class
 from .api_errors import AlreadyExistsError, ConflictError, NotFoundError
 from .config import KubernetesTrainerConfig
 from .manifest import (

@@ -25,11 +25,11 @@ import datetime
 import json
 import logging
 import os
-import secrets
 import shutil
 from typing import Any, Mapping, Optional
 
-from .info import ErrorDetail, ProgressReport, TrainingStatus, _parse_time
+from ...info import ProgressReport, _parse_time
+from ...runner.outcome import Outcome, write_json_atomically
 
 log = logging.getLogger("trainerkit")
 
@@ -76,60 +76,6 @@ class WorkerRecord:
             start_time=start,
             detach=bool(data.get("detach", False)),
         )
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """How a training ended, as its worker reports it.
-
-    ``status`` is terminal; ``errors`` explain an ERRORED or CANCELED one;
-    ``progress`` is the last report, so nothing sent just before the end is lost.
-    """
-
-    status: TrainingStatus
-    time: datetime.datetime
-    errors: tuple[ErrorDetail, ...] = ()
-    progress: Optional[ProgressReport] = None
-
-    def __post_init__(self) -> None:
-        if not self.status.is_terminal:
-            raise ValueError(f"an outcome is a terminal status, not {self.status.value}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status.value,
-            "time": self.time.isoformat(),
-            "errors": [error.to_dict() for error in self.errors],
-            "progress": self.progress.to_dict() if self.progress else None,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Outcome":
-        time = _parse_time(data.get("time"))
-        if time is None:
-            raise ValueError("outcome without time")
-        progress = data.get("progress")
-        return cls(
-            status=TrainingStatus.parse(data["status"]),
-            time=time,
-            errors=tuple(ErrorDetail.from_dict(e) for e in data.get("errors") or ()),
-            progress=ProgressReport.from_dict(progress) if progress else None,
-        )
-
-
-def write_json_atomically(path: str, data: Mapping[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary sibling and a rename."""
-    tmp = f"{path}.tmp-{secrets.token_hex(4)}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _read_json(path: str) -> Optional[dict[str, Any]]:

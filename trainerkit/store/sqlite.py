@@ -2,7 +2,7 @@
 
 :class:`SQLiteTrainingStore` implements :class:`~trainerkit.store.TrainingStore`
 over one SQLite database (``<state dir>/trainings.sqlite3``, see
-:mod:`trainerkit.state_dir`). Any number of trainers (told apart by
+:mod:`trainerkit.store.state_dir`). Any number of trainers (told apart by
 ``trainer_name``), threads and processes may use the same file at once.
 
 Layout (schema version 1):
@@ -58,9 +58,9 @@ import threading
 import weakref
 from typing import Any, Iterator, Optional, Sequence
 
-from .errors import StoreError, TrainingExistsError, TrainingNotFoundError
-from .info import TrainingInfo, TrainingStatus
-from .store import UPDATABLE_FIELDS, TrainingQuery, TrainingStore
+from ..errors import StoreError, TrainingExistsError, TrainingNotFoundError
+from ..info import TrainingInfo, TrainingStatus
+from .base import UPDATABLE_FIELDS, TrainingQuery, TrainingStore
 
 log = logging.getLogger("trainerkit")
 

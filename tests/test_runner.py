@@ -1,5 +1,5 @@
 """The worker side: training specs, run_training, reporters, and the
-``python -m trainerkit.worker --spec`` command line (the code path a
+``python -m trainerkit.runner --spec`` command line (the code path a
 Kubernetes pod runs too)."""
 
 from __future__ import annotations
@@ -14,11 +14,7 @@ import pytest
 
 import trainerkit
 from trainerkit import TrainingStatus
-from trainerkit.rundir import Outcome
-from trainerkit.worker import (
-    EXIT_COMPLETED,
-    EXIT_ERRORED,
-    EXIT_USAGE,
+from trainerkit.runner import (
     CancelSignal,
     FileReporter,
     SpecError,
@@ -26,8 +22,10 @@ from trainerkit.worker import (
     inline_arguments,
     load_arguments,
     pickle_arguments,
+    Outcome,
     run_training,
 )
+from trainerkit.runner.__main__ import EXIT_COMPLETED, EXIT_ERRORED, EXIT_USAGE
 from tests.conftest import REPO_ROOT
 from tests.subprocess_modules import Adder, Point
 
@@ -101,7 +99,7 @@ def test_sigterm_while_training_makes_the_outcome_canceled_with_the_last_progres
     cancel = CancelSignal().install()
     try:
         recorder = Recorder()
-        outcome = run_training(spec_for(tmp_path, module="tests.test_worker:SelfCanceling", args=()), recorder, cancel)
+        outcome = run_training(spec_for(tmp_path, module="tests.test_runner:SelfCanceling", args=()), recorder, cancel)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert outcome.status is TrainingStatus.CANCELED
@@ -158,7 +156,7 @@ def test_the_file_reporter_shortens_the_outcome_to_fit_max_bytes(tmp_path):
 
 def worker_cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "trainerkit.worker", *args],
+        [sys.executable, "-m", "trainerkit.runner", *args],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )
 

@@ -1,8 +1,8 @@
-"""A SUBPROCESS pool worker: a supervisor process and the training process it forks.
+"""The supervisor of a SUBPROCESS pool worker, and the training process it forks.
 
 The SUBPROCESS trainer starts each worker as a fresh interpreter running
-:func:`trainerkit.worker.main` with ``--serve`` (what ``python -m
-trainerkit.worker --serve`` runs), in a session of its own, ahead of need.
+:func:`trainerkit.trainers.subprocess.worker.main` (what ``python -m
+trainerkit.trainers.subprocess`` runs), in a session of its own, ahead of need.
 A worker serves exactly one training, then exits:
 
 1. At start the supervisor forks the training process before anything else
@@ -14,7 +14,7 @@ A worker serves exactly one training, then exits:
    stdin. The supervisor records who runs the training (``worker.json`` in the
    run directory) and passes the spec on; the training process sends its
    stdout and stderr to the training's log file and runs
-   :func:`trainerkit.worker.run_training`.
+   :func:`trainerkit.runner.run_training`.
 3. The supervisor relays progress and the outcome to the trainer (JSON lines
    on ``--events-fd``) and writes the outcome (and, for detached trainings,
    the progress) to the run directory, so they outlive the trainer.
@@ -32,21 +32,18 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import faulthandler
-import importlib
 import json
 import os
 import selectors
 import signal
 import sys
 import time
-import traceback
 from typing import Any, Mapping, Optional
 
-from .info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
-from .owner import process_owner
-from .rundir import Outcome, RunDirectory, WorkerRecord
-from .worker import CancelSignal, JsonLinesReporter, SpecError, TrainingSpec, run_training
+from ...info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
+from ...owner import process_owner
+from ...runner import Outcome, SpecError, TrainingSpec
+from .rundir import RunDirectory, WorkerRecord
 
 #: Progress goes to the trainer (and the run directory) at most this often, in seconds.
 PROGRESS_INTERVAL = 0.1
@@ -65,97 +62,8 @@ _CRASH_HINTS = {
 }
 
 
-def serve(events_fd: int, settings: Mapping[str, Any]) -> int:
-    """Run one pool worker (the supervisor; the training process returns from here too)."""
-    preload = [str(name) for name in settings.get("preload") or ()]
-    sys_path = [str(entry) for entry in settings.get("sys_path") or ()]
-    spec_r, spec_w = os.pipe()
-    news_r, news_w = os.pipe()
-    supervisor_pid = os.getpid()
-    child = os.fork()
-    if child == 0:
-        os.close(spec_w)
-        os.close(news_r)
-        os.close(events_fd)
-        return _training_process(spec_r, news_w, preload, sys_path, supervisor_pid)
-    os.close(spec_r)
-    os.close(news_w)
-    try:
-        os.setpgid(child, child)  # also done by the child: whichever runs first wins the race
-    except OSError:
-        pass
-    try:
-        code = _Supervisor(child, spec_w, news_r, events_fd).run()
-    except BaseException:  # a bug here: leave its trace where someone will look
-        traceback.print_exc()
-        code = 70
-    # The supervisor runs no user code: nothing to finalize, and the sooner it is
-    # gone, the sooner its training's slot is free.
-    os._exit(code)
-
-
-# -- the training process -------------------------------------------------------------
-
-
-def _training_process(
-    spec_fd: int, news_fd: int, preload: list[str], sys_path: list[str], supervisor_pid: int
-) -> int:
-    try:
-        os.setpgid(0, 0)
-    except OSError:
-        pass
-    _die_with(supervisor_pid)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    news = os.fdopen(news_fd, "w", buffering=1, encoding="utf-8")
-    reporter = JsonLinesReporter(news)
-    sys.path[:0] = [entry for entry in sys_path if entry not in sys.path]
-    for name in preload:
-        try:
-            importlib.import_module(name)
-        except (Exception, SystemExit) as exc:  # the training itself will report it if it matters
-            sys.stderr.write(f"[trainerkit] preloading {name!r} failed: {type(exc).__name__}: {exc}\n")
-    reporter.send("ready")
-    line = _read_line(spec_fd)
-    os.close(spec_fd)
-    if not line:
-        return 0  # the worker was stopped before it got a training
-    spec = TrainingSpec.from_dict(json.loads(line))
-    if spec.log_path:
-        _redirect_output(spec.log_path)
-    faulthandler.enable()
-    cancel = CancelSignal().install()
-    run_training(spec, reporter, cancel)
-    return 0
-
-
-def _die_with(supervisor_pid: int) -> None:
-    """Ask Linux to SIGKILL this process when the supervisor dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != supervisor_pid:  # it died before the request took effect
-        os._exit(1)
-
-
-def _read_line(fd: int) -> bytes:
-    data = bytearray()
-    while not data.endswith(b"\n"):
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        data += chunk
-    return bytes(data).strip()
-
-
-def _redirect_output(path: str) -> None:
+def redirect_output(path: str) -> None:
+    """Send this process's stdout and stderr (file descriptors 1 and 2) to ``path``."""
     sys.stdout.flush()
     sys.stderr.flush()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -342,12 +250,12 @@ class _Supervisor:
             spec = TrainingSpec.from_dict(json.loads(line))
         except (ValueError, SpecError) as exc:
             self._close_spec()
-            self._finish(_errored("trainerkit.worker.SpecError", f"the worker got an unusable spec: {exc}"))
+            self._finish(_errored("trainerkit.runner.spec.SpecError", f"the worker got an unusable spec: {exc}"))
             return
         self.spec = spec
         if spec.log_path:
             try:
-                _redirect_output(spec.log_path)
+                redirect_output(spec.log_path)
             except OSError as exc:
                 self._close_spec()
                 self._finish(_errored("OSError", f"cannot open the training's log file {spec.log_path}: {exc}"))

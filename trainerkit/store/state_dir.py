@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 from typing import Mapping, Optional
 
-from .store import MemoryTrainingStore, TrainingStore
+from .base import TrainingStore
+from .memory import MemoryTrainingStore
 
 #: Environment variable that sets the state directory of every trainer that
 #: does not set ``state_dir`` in its config.
@@ -73,7 +74,7 @@ def resolve_state_dir(
 def open_record_store(configured: Optional[str] = None) -> TrainingStore:
     """The record store for a trainer whose ``state_dir`` config is ``configured``.
 
-    A :class:`~trainerkit.sqlite_store.SQLiteTrainingStore` on
+    A :class:`~trainerkit.store.sqlite.SQLiteTrainingStore` on
     ``<state dir>/trainings.sqlite3`` (created on first use), or a
     :class:`~trainerkit.store.MemoryTrainingStore` for ``:memory:``.
 
@@ -84,6 +85,6 @@ def open_record_store(configured: Optional[str] = None) -> TrainingStore:
     state_dir = resolve_state_dir(configured)
     if state_dir == MEMORY_STATE_DIR:
         return MemoryTrainingStore()
-    from .sqlite_store import SQLiteTrainingStore  # sqlite3 only for trainers that need it
+    from .sqlite import SQLiteTrainingStore  # sqlite3 only for trainers that need it
 
     return SQLiteTrainingStore(os.path.join(state_dir, DATABASE_FILE))

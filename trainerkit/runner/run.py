@@ -1,0 +1,281 @@
+"""Run one training in this process from a spec: the one train -> save -> outcome
+path of every training that runs outside the submitting process.
+
+:func:`run_training` imports the module by its path, rebuilds and binds the
+arguments, installs a :class:`~trainerkit.progress.TrainingContext` whose
+progress reports go to a :class:`Reporter`, trains, saves atomically with
+:func:`trainerkit.module.save_model` and reports the :class:`Outcome` (errors
+carry the exception's qualified type, message and traceback text).
+
+Reporting is pluggable: :class:`JsonLinesReporter` writes events to a pipe (a
+SUBPROCESS training process talks to its supervisor this way);
+:class:`FileReporter` writes the outcome (and progress) to files, such as a
+Kubernetes termination message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any, Optional, Protocol, TextIO
+
+from ..errors import TrainingCanceledError
+from ..info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
+from ..module import bind_train_arguments, check_module_class, import_object, save_model
+from ..progress import TrainingContext, training_context
+from .outcome import Outcome, write_json_atomically
+from .spec import TrainingSpec, load_arguments
+
+log = logging.getLogger("trainerkit")
+
+
+# -- reporting --------------------------------------------------------------------
+
+
+class Reporter(Protocol):
+    """Where a running training's news goes. Methods must not raise."""
+
+    def progress(self, report: ProgressReport) -> None:
+        """A ``report_progress`` call."""
+
+    def finishing(self) -> None:
+        """``train`` returned; the model is being saved (a cancel no longer stops it)."""
+
+    def outcome(self, outcome: Outcome) -> None:
+        """The end of the training."""
+
+
+class JsonLinesReporter:
+    """Events as JSON lines on a text stream (a pipe to the supervisor)::
+
+        {"event": "progress", "report": {...}}
+        {"event": "finishing"}
+        {"event": "outcome", "outcome": {...}}
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def send(self, event: str, **data: Any) -> None:
+        """Write one event line; a reader that has gone away is not an error."""
+        try:
+            self._stream.write(json.dumps({"event": event, **data}) + "\n")
+            self._stream.flush()
+        except (OSError, ValueError):
+            log.debug("event %s not delivered: the reader is gone", event)
+
+    def progress(self, report: ProgressReport) -> None:
+        self.send("progress", report=report.to_dict())
+
+    def finishing(self) -> None:
+        self.send("finishing")
+
+    def outcome(self, outcome: Outcome) -> None:
+        self.send("outcome", outcome=outcome.to_dict())
+
+
+class FileReporter:
+    """The outcome and the latest progress as JSON files (either may be None).
+
+    ``max_bytes`` bounds the outcome file (a Kubernetes termination message
+    holds 4096 bytes): tracebacks are shortened from the top to fit.
+    """
+
+    def __init__(
+        self,
+        outcome_path: Optional[str],
+        progress_path: Optional[str] = None,
+        max_bytes: Optional[int] = None,
+    ) -> None:
+        self.outcome_path = outcome_path
+        self.progress_path = progress_path
+        self.max_bytes = max_bytes
+
+    def progress(self, report: ProgressReport) -> None:
+        if self.progress_path:
+            try:
+                write_json_atomically(self.progress_path, report.to_dict())
+            except OSError as exc:
+                log.warning("cannot write progress to %s: %s", self.progress_path, exc)
+
+    def finishing(self) -> None:
+        pass  # files record only what lasts: progress and the outcome
+
+    def outcome(self, outcome: Outcome) -> None:
+        if not self.outcome_path:
+            return
+        data = outcome.to_dict()
+        if self.max_bytes is not None:
+            data = _fit(data, self.max_bytes)
+        try:
+            if self.outcome_path.startswith("/dev/"):  # a device (termination log): no rename
+                with open(self.outcome_path, "w", encoding="utf-8") as handle:
+                    json.dump(data, handle)
+            else:
+                write_json_atomically(self.outcome_path, data)
+        except OSError as exc:
+            log.error("cannot write the outcome to %s: %s", self.outcome_path, exc)
+
+
+def _fit(data: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    while len(json.dumps(data).encode("utf-8")) > max_bytes:
+        errors = data.get("errors") or []
+        longest = max(errors, key=lambda e: len(e.get("traceback", "")), default=None)
+        if longest is None or len(longest.get("traceback", "")) < 64:
+            for error in errors:
+                error["message"] = error.get("message", "")[: max(64, max_bytes // 4)]
+            data["progress"] = None
+            break
+        text = longest["traceback"]
+        longest["traceback"] = "...\n" + text[len(text) // 2 :]
+    return data
+
+
+# -- cancel -----------------------------------------------------------------------
+
+
+class CancelSignal:
+    """SIGTERM as a cancel of the training running in this process's main thread.
+
+    While armed, the first SIGTERM raises :class:`~trainerkit.TrainingCanceledError`
+    where the main thread is (a ``time.sleep`` included), so ``finally`` blocks
+    run; later ones only record the request. Disarmed (while the model is
+    saved), it only records it.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._armed = False
+
+    def install(self) -> "CancelSignal":
+        signal.signal(signal.SIGTERM, self._on_signal)
+        return self
+
+    def arm(self) -> None:
+        self._armed = True
+
+    def disarm(self) -> None:
+        self._armed = False
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        first = not self.requested
+        self.requested = True
+        if self._armed and first:
+            raise TrainingCanceledError("the training was canceled (SIGTERM)")
+
+
+# -- running a training -----------------------------------------------------------
+
+
+def apply_process_settings(spec: TrainingSpec) -> None:
+    """Make this process look like the submitter's: environment, cwd, sys.path."""
+    if spec.environ is not None:
+        for key in [k for k in os.environ if k not in spec.environ]:
+            del os.environ[key]
+        for key, value in spec.environ.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+    if spec.cwd:
+        try:
+            os.chdir(spec.cwd)
+        except OSError as exc:
+            raise FileNotFoundError(
+                f"cannot train in the working directory {spec.cwd}: {exc.strerror or exc}"
+            ) from None
+    if spec.sys_path is not None:
+        first = list(dict.fromkeys(spec.sys_path))
+        rest = [entry for entry in sys.path if entry not in set(first)]
+        sys.path[:] = first + rest
+        import importlib
+
+        importlib.invalidate_caches()
+
+
+def load_module_class(path: str) -> type:
+    """Import the module class named by ``path``; ImportError names the path."""
+    try:
+        module_class = import_object(path)
+    except ImportError as exc:
+        raise ImportError(f"the training process cannot import the module class {path!r}: {exc}") from exc
+    check_module_class(module_class)
+    return module_class
+
+
+def run_training(
+    spec: TrainingSpec,
+    reporter: Reporter,
+    cancel: Optional[CancelSignal] = None,
+    *,
+    apply_settings: bool = True,
+) -> Outcome:
+    """Run the training ``spec`` describes in this process and report how it ended.
+
+    Never raises for the training's own failures: they become an ERRORED
+    outcome (type, message, traceback text). A cancel (``cancel.requested``)
+    makes it CANCELED; once ``train`` has returned, a cancel no longer stops
+    the save.
+    """
+    cancel = cancel or CancelSignal()
+    latest: list[Optional[ProgressReport]] = [None]
+
+    def on_progress(report: ProgressReport) -> None:
+        latest[0] = report
+        reporter.progress(report)
+
+    status, errors = TrainingStatus.ERRORED, ()
+    try:
+        try:
+            cancel.arm()
+            if apply_settings:
+                apply_process_settings(spec)
+            module_class = load_module_class(spec.module)
+            args, kwargs = load_arguments(spec.arguments)
+            bind_train_arguments(module_class, args, kwargs)
+            context = TrainingContext(
+                spec.training_id, on_progress=on_progress, is_canceled=lambda: cancel.requested
+            )
+            with training_context(context):
+                model = module_class.train(*args, **kwargs)
+        finally:
+            cancel.disarm()
+        if cancel.requested:
+            status, errors = TrainingStatus.CANCELED, _canceled("canceled while training")
+        else:
+            reporter.finishing()
+            save_model(model, spec.save_path, training_id=spec.training_id)
+            status = TrainingStatus.COMPLETED
+    except BaseException as exc:  # the training's own failure, whatever it is
+        if cancel.requested:
+            status, errors = TrainingStatus.CANCELED, _canceled("canceled while training")
+        else:
+            log.debug("training %s errored", spec.training_id, exc_info=True)
+            status, errors = TrainingStatus.ERRORED, (ErrorDetail.from_exception(exc),)
+    outcome = Outcome(status=status, time=utcnow(), errors=tuple(errors), progress=latest[0])
+    reporter.outcome(outcome)
+    return outcome
+
+
+def _canceled(reason: str) -> tuple[ErrorDetail, ...]:
+    return (ErrorDetail("TrainingCanceledError", reason),)
+
+
+class ReporterGroup:
+    """Several reporters as one (None entries are left out)."""
+
+    def __init__(self, *reporters: "Optional[Reporter]") -> None:
+        self._reporters = [reporter for reporter in reporters if reporter is not None]
+
+    def progress(self, report: ProgressReport) -> None:
+        for reporter in self._reporters:
+            reporter.progress(report)
+
+    def finishing(self) -> None:
+        for reporter in self._reporters:
+            reporter.finishing()
+
+    def outcome(self, outcome: Outcome) -> None:
+        for reporter in self._reporters:
+            reporter.outcome(outcome)

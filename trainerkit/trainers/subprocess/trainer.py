@@ -1,0 +1,414 @@
+"""SUBPROCESS: every training in an OS process of its own.
+
+A segfault, an ``os._exit``, a memory blow-up or a stuck C extension in a
+training cannot take the caller down, and a cancel always works:
+
+* **Workers.** A training runs in a worker (see :mod:`trainerkit.supervisor`):
+  a fresh interpreter started by exec (running ``trainerkit.worker --serve``) that
+  supervises the one training process it forks at start. Workers are started
+  ahead of need (``ready_workers``), so starting a training is handing a spec
+  to a process that is already up; each serves exactly one training, then
+  exits, and a replacement is started at once. Exec rather than fork from the
+  caller: the caller's threads, locks, open connections and GPU contexts never
+  leak into a training (fork after threads is unsafe), and exec rather than a
+  multiprocessing spawn: the caller's ``__main__`` is never re-imported.
+* **Queue.** ``max_workers`` trainings run at once; the rest wait, ``QUEUED``,
+  in this process (no process is spent on a waiting training). A slot is free
+  again when the previous training's process has exited, so its memory (GPU
+  memory included) is back before the next one starts.
+* **Results.** Models come back through ``save_path`` (required here);
+  ``result()`` loads the saved model. Errors carry the exception's type,
+  message and the child's traceback text; progress reports show in
+  ``get_info()`` while the training runs.
+* **Failures.** A training process that exits without an outcome (non-zero
+  exit, ``os._exit``, SIGSEGV, SIGKILL, an out-of-memory kill) becomes ERRORED
+  with :class:`~trainerkit.errors.TrainingCrashedError` naming the exit code or
+  the signal; a module that cannot be imported there, with the ImportError.
+* **Cancel.** SIGTERM to the training's whole process group (the training sees
+  :class:`~trainerkit.TrainingCanceledError`, so ``finally`` blocks run), then
+  SIGKILL after ``cancel_grace_period``; processes the training started go too.
+* **Logs.** Each training's stdout and stderr go to ``<log_dir>/<id>.log``;
+  ``future.logs()`` reads them, ``logs(follow=True)`` until the training ends.
+* **Detach.** Records live in the SQLite store of the state directory and each
+  training's worker writes its identity and outcome to a run directory beside
+  it (:mod:`trainerkit.rundir`), so any process with the same config sees the
+  status and progress, cancels (a pid reused by another process is never
+  signalled) and loads results. Without ``detach``, trainings belong to the
+  submitting process: its normal exit waits for them (like LOCAL), and if it
+  dies they are stopped and recorded as interrupted. With ``detach: true``, or
+  after ``shutdown(wait=False)``, they run on without it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import logging
+import os
+import signal
+import threading
+import weakref
+from typing import Any, Iterator, Optional
+
+from ...durations import parse_duration
+from ...errors import ConfigError, TrainingStateError
+from ...future import ModelTrainerFutureBase
+from ...info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus, utcnow
+from ...logfile import read_lines
+from ...module import class_path
+from ...owner import owner_is_alive, signal_owner
+from ...runner import Outcome, TrainingSpec, check_importable_class, inline_arguments, pickle_arguments
+from ...store import TrainingQuery, TrainingStore
+from ...store.state_dir import MEMORY_STATE_DIR, STATE_DIR_ENV, open_record_store, resolve_state_dir
+from ...trainer import ModelTrainerBase, TrainingRequest
+from .config import SubprocessTrainerConfig
+from .dispatcher import _Dispatcher
+from .handles import _Run, _Worker, current_sys_path, describe_exit
+from .rundir import ARGUMENTS_FILE, RunDirectory, WorkerRecord
+
+log = logging.getLogger("trainerkit")
+
+#: Arguments pickled larger than this travel in a file of the run directory, not inline.
+INLINE_ARGUMENTS_LIMIT = 32 * 1024
+
+
+class SubprocessModelTrainer(ModelTrainerBase):
+    """``type: SUBPROCESS`` — one OS process per training (see the module docstring)."""
+
+    name = "SUBPROCESS"
+    ConfigSchema = SubprocessTrainerConfig
+    supports_detach = True
+
+    def __init__(self, config: SubprocessTrainerConfig, instance_name: str) -> None:
+        super().__init__(config, instance_name)
+        self._state_dir = resolve_state_dir(config.state_dir)
+        self._runs_root = os.path.join(self._state_dir, "runs")
+        self._log_dir = os.path.abspath(os.path.expanduser(config.log_dir)) if config.log_dir else os.path.join(
+            self._state_dir, "logs"
+        )
+        self._grace = parse_duration(config.cancel_grace_period).total_seconds()
+        self._cwd = os.path.abspath(os.path.expanduser(config.cwd)) if config.cwd else None
+        self._dispatcher = _Dispatcher(self)
+        self._pending = threading.local()  # arguments pickled by _check_request, for _submit
+        atexit.register(_wait_at_exit, weakref.ref(self))
+        # Idle workers must not outlive a trainer that is dropped without shutdown.
+        weakref.finalize(self, self._dispatcher.close).atexit = False
+
+    # -- hooks of the base class
+
+    def _create_store(self) -> TrainingStore:
+        if resolve_state_dir(self.config.state_dir) == MEMORY_STATE_DIR:
+            raise ConfigError(
+                f"trainer {self.instance_name!r} (type SUBPROCESS) needs a state directory, but "
+                f"${STATE_DIR_ENV} is {MEMORY_STATE_DIR!r}: trainings run in other processes, "
+                "which record into it; set state_dir in the trainer's config to a directory"
+            )
+        return open_record_store(self.config.state_dir)
+
+    def _check_request(self, request: TrainingRequest) -> None:
+        if request.save_path is None:
+            raise ValueError(
+                f"trainer {self.instance_name!r} (type SUBPROCESS) trains in another process, so "
+                "the model comes back only through save_path: pass save_path='/some/dir' to "
+                "train() (with save_with_id=True for one directory per training)"
+            )
+        check_importable_class(request.module_class)
+        if self._cwd and not os.path.isdir(self._cwd):
+            raise FileNotFoundError(
+                f"the working directory of trainer {self.instance_name!r} (cwd: "
+                f"{self._cwd}) does not exist; create it or change the config"
+            )
+        self._pending.payload = (
+            request.training_id,
+            pickle_arguments(request.module_class, request.args, request.kwargs),
+        )
+
+    def _submit(self, future: ModelTrainerFutureBase, request: TrainingRequest) -> None:
+        pending = getattr(self._pending, "payload", None)
+        self._pending.payload = None
+        if pending is not None and pending[0] == request.training_id:
+            payload = pending[1]
+        else:
+            payload = pickle_arguments(request.module_class, request.args, request.kwargs)
+        run_dir = self._run_dir(request.training_id)
+        run_dir.remove()  # a finished training replaced under the same external id
+        try:
+            os.makedirs(self._log_dir, exist_ok=True)
+            run_dir.create()
+            if len(payload) > INLINE_ARGUMENTS_LIMIT:
+                path = run_dir.file(ARGUMENTS_FILE)
+                with open(path, "wb") as handle:
+                    handle.write(payload)
+                arguments: dict[str, Any] = {"pickle_file": path, "remove_after_load": True}
+            else:
+                arguments = inline_arguments(payload)
+        except OSError as exc:
+            run_dir.remove()
+            raise OSError(
+                f"cannot prepare training {request.training_id} in {self._state_dir} "
+                f"(log dir {self._log_dir}): {exc.strerror or exc}; make it writable or set "
+                "state_dir/log_dir in the trainer's config"
+            ) from exc
+        assert request.save_path is not None
+        spec = TrainingSpec(
+            training_id=request.training_id,
+            module=class_path(request.module_class),
+            arguments=arguments,
+            save_path=request.save_path,
+            sys_path=tuple(current_sys_path()),
+            cwd=self._cwd or os.getcwd(),
+            environ={**os.environ, **self.config.env},
+            log_path=self._log_path(request.training_id),
+            run_dir=run_dir.path,
+            cancel_grace_period=self._grace,
+            detach=self.config.detach,
+            submitter=self._owner,
+        )
+        try:
+            self._dispatcher.submit(_Run(future, spec, run_dir))
+        except BaseException:
+            run_dir.remove()
+            raise
+
+    def _cancel_running(self, future: ModelTrainerFutureBase) -> bool:
+        run = self._dispatcher.find(future.id)
+        if run is None:
+            return self._cancel_elsewhere(future)
+        result = self._dispatcher.cancel(run)
+        if result == "queued":
+            self._mark_canceled(future, "canceled while queued")
+            return True
+        if result == "signaled":
+            log.info("cancel requested for training %s", future.id)
+        return result == "signaled"
+
+    def _training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
+        return read_lines(
+            self._log_path(future.id),
+            follow=follow,
+            finished=lambda: future.get_info().status.is_terminal,
+        )
+
+    def _reconcile(self, info: TrainingInfo) -> TrainingInfo:
+        """A live record whose submitting process is gone: the run directory says the rest."""
+        if info.status.is_terminal:
+            return info
+        owner = self._store.get_owner(info.id)
+        if not owner or owner == self._owner or owner_is_alive(owner) is not False:
+            return info  # its submitting process is alive and keeps the record current
+        run_dir = self._run_dir(info.id)
+        outcome = run_dir.read_outcome()
+        if outcome is not None:
+            return self._store_outcome(info.id, outcome)
+        record = run_dir.read_worker()
+        if record is None:
+            return super()._reconcile(info)  # never reached a worker: interrupted while queued
+        alive = owner_is_alive(record.supervisor)
+        if alive is False:
+            outcome = run_dir.read_outcome()  # written just before the worker exited?
+            if outcome is not None:
+                return self._store_outcome(info.id, outcome)
+            return self._store.update(
+                info.id,
+                status=TrainingStatus.ERRORED,
+                completion_time=utcnow(),
+                errors=(
+                    ErrorDetail(
+                        "trainerkit.errors.TrainingCrashedError",
+                        f"the worker process of the training ({record.supervisor}) ended without "
+                        "reporting an outcome: it was killed (SIGKILL by a user or the "
+                        "out-of-memory killer) or the machine restarted",
+                    ),
+                ),
+            )
+        changes: dict[str, Any] = {}
+        if info.status is TrainingStatus.QUEUED:
+            changes.update(status=TrainingStatus.RUNNING, start_time=record.start_time)
+        progress = run_dir.read_progress()
+        if progress is not None and _newer(progress, info.progress):
+            changes["progress"] = progress
+        return self._store.update(info.id, **changes) if changes else info
+
+    # -- public extras
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Take no more trainings.
+
+        With ``wait``, wait until queued and running trainings have finished.
+        Without, return at once and let them run on without this process (as
+        with ``detach: true``): this process's exit then waits only until its
+        queued trainings have started.
+        """
+        self._closed = True
+        if not wait:
+            self._dispatcher.release()
+        self._dispatcher.close()
+        if wait:
+            self._dispatcher.wait_idle()
+        super().shutdown(wait=wait)
+
+    def delete_training(self, training_id: str, delete_model: bool = False) -> None:
+        """As :meth:`ModelTrainerBase.delete_training`; also removes the log and run files."""
+        super().delete_training(training_id, delete_model=delete_model)
+        self._remove_files(training_id)
+
+    def purge_finished(self, older_than: Optional[datetime.timedelta] = None) -> list[str]:
+        """As :meth:`ModelTrainerBase.purge_finished`; also removes logs and run files."""
+        purged = super().purge_finished(older_than)
+        for training_id in purged:
+            self._remove_files(training_id)
+        return purged
+
+    def log_path(self, training_id: str) -> str:
+        """The log file of a training (stdout and stderr of its process)."""
+        return self._log_path(training_id)
+
+    # -- reports from the dispatcher (its thread)
+
+    def _on_running(self, run: _Run, record: WorkerRecord) -> None:
+        info = self._store.update(run.future.id, status=TrainingStatus.RUNNING, start_time=record.start_time)
+        run.future._apply(info)
+        if info.status is TrainingStatus.CANCELED and not run.cancel_requested:
+            # Canceled from another process while it was being handed over: stop it.
+            self._dispatcher.cancel(run)
+
+    def _on_progress(self, run: _Run, report: ProgressReport) -> None:
+        self._mark_progress(run.future, report)
+
+    def _on_outcome(self, run: _Run, outcome: Outcome) -> None:
+        info = self._store_outcome(run.future.id, outcome)
+        run.future._apply(info)
+        self._after_terminal(run.future, info)
+        level = logging.DEBUG if outcome.status is TrainingStatus.COMPLETED else logging.INFO
+        log.log(level, "training %s %s", run.future.id, outcome.status.value)
+
+    def _on_worker_lost(self, run: _Run, worker: _Worker, returncode: Optional[int]) -> None:
+        outcome = run.run_dir.read_outcome()  # written before the worker exited, if it could
+        if outcome is None:
+            if run.cancel_requested:
+                outcome = Outcome(
+                    TrainingStatus.CANCELED, utcnow(), (ErrorDetail("TrainingCanceledError", "canceled"),)
+                )
+            else:
+                detail = worker.stderr_text()
+                outcome = Outcome(
+                    TrainingStatus.ERRORED,
+                    utcnow(),
+                    (
+                        ErrorDetail(
+                            "trainerkit.errors.TrainingCrashedError",
+                            f"the worker process (pid {worker.pid}) of training {run.future.id} "
+                            f"{describe_exit(returncode)} before reporting an outcome",
+                            detail,
+                        ),
+                    ),
+                )
+        self._on_outcome(run, outcome)
+
+    def _on_start_failed(self, run: _Run, why: str, detail: str = "") -> None:
+        error = ErrorDetail("trainerkit.errors.TrainingCrashedError", why, detail)
+        self._on_outcome(run, Outcome(TrainingStatus.ERRORED, utcnow(), (error,)))
+
+    def _on_gone_while_queued(self, run: _Run, info: TrainingInfo) -> None:
+        run.future._apply(info)
+        self._after_terminal(run.future, info)
+        run.run_dir.remove()
+
+    def _finished_since(self, since: datetime.datetime) -> list[TrainingInfo]:
+        return self._store.list(
+            TrainingQuery(
+                trainer_name=self.instance_name,
+                status=frozenset(s for s in TrainingStatus if s.is_terminal),
+                since=since,
+            )
+        )
+
+    # -- internals
+
+    def _store_outcome(self, training_id: str, outcome: Outcome) -> TrainingInfo:
+        changes: dict[str, Any] = dict(
+            status=outcome.status, completion_time=outcome.time, errors=outcome.errors
+        )
+        if outcome.progress is not None:
+            changes["progress"] = outcome.progress
+        return self._store.update(training_id, **changes)
+
+    def _cancel_elsewhere(self, future: ModelTrainerFutureBase) -> bool:
+        """Cancel a training that another process submitted."""
+        info = self._load_info(future.id)
+        if info is None:
+            return False
+        future._apply(info)
+        if info.status.is_terminal:
+            return False
+        record = self._run_dir(future.id).read_worker()
+        if record is None:
+            # Still in its submitter's queue: the record's first final status wins, and
+            # that process drops it (or stops it, if it was just being handed over).
+            info = self._store.update(
+                future.id,
+                status=TrainingStatus.CANCELED,
+                completion_time=utcnow(),
+                errors=(ErrorDetail("TrainingCanceledError", "canceled while queued"),),
+            )
+            future._apply(info)
+            return info.status is TrainingStatus.CANCELED
+        try:
+            delivered = signal_owner(record.supervisor, signal.SIGTERM)
+        except ValueError:
+            raise TrainingStateError(
+                f"training {future.id} runs on another host ({record.supervisor}); cancel it "
+                "from a process on that host"
+            ) from None
+        except PermissionError:
+            raise TrainingStateError(
+                f"training {future.id} runs as another user ({record.supervisor}); cancel it as "
+                "that user"
+            ) from None
+        if not delivered:  # its worker is gone: the record catches up
+            future._apply(self._load_info(future.id) or info)
+            return False
+        log.info("cancel requested for training %s (worker %s)", future.id, record.supervisor)
+        return True
+
+    def _run_dir(self, training_id: str) -> RunDirectory:
+        return RunDirectory(os.path.join(self._runs_root, training_id))
+
+    def _log_path(self, training_id: str) -> str:
+        return os.path.join(self._log_dir, f"{training_id}.log")
+
+    def _remove_files(self, training_id: str) -> None:
+        self._run_dir(training_id).remove()
+        try:
+            os.unlink(self._log_path(training_id))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot remove the log of training %s: %s", training_id, exc)
+
+    def _wait_at_exit(self) -> None:
+        if not self._dispatcher.must_wait_at_exit():
+            return
+        # Only handing detached trainings over (milliseconds) is not worth a warning.
+        level = logging.WARNING if self._dispatcher.waits_for_trainings() else logging.DEBUG
+        log.log(
+            level,
+            "waiting for the trainings of SUBPROCESS trainer %r before exiting (detach: true, "
+            "or shutdown(wait=False), lets started ones run on without this process)",
+            self.instance_name,
+        )
+        self._dispatcher.wait_for_exit()
+
+
+def _wait_at_exit(ref: "weakref.ReferenceType[SubprocessModelTrainer]") -> None:
+    trainer = ref()
+    if trainer is not None:
+        trainer._wait_at_exit()
+
+
+def _newer(report: ProgressReport, than: Optional[ProgressReport]) -> bool:
+    if than is None:
+        return True
+    if report.time is None or than.time is None:
+        return report != than
+    return report.time > than.time
