@@ -33,7 +33,7 @@ from typing import Any, Mapping, Optional
 from . import ids
 from .errors import ConfigError
 from .registry import register_import_class, resolve_type
-from .schema import defaults_of, did_you_mean, validate
+from .schema import defaults_of, did_you_mean
 
 ROOT_KEY = "model_management"
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -212,15 +212,3 @@ def load_yaml_specs(path: "str | os.PathLike[str]") -> dict[str, TrainerSpec]:
     """Read and validate a YAML config file."""
     return load_trainer_specs(read_yaml(path), source=os.fspath(path))
 
-
-def validate_with_schema(schema: Optional[type], raw: Any, where: str) -> tuple[Any, list[str]]:
-    """Default config validation of a trainer type (used by ModelTrainerBase)."""
-    import aconfig
-
-    if schema is None:
-        if raw in (None, {}):
-            return aconfig.Config({}, override_env_vars=False), []
-        if not isinstance(raw, Mapping):
-            return None, [f"{where}: expected a mapping, got {raw!r}"]
-        return aconfig.Config(dict(raw), override_env_vars=False), []
-    return validate(schema, raw, where)

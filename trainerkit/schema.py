@@ -88,10 +88,6 @@ def _given(value: Any) -> str:
     return f"{text} ({type(value).__name__})"
 
 
-class _Invalid(Exception):
-    pass
-
-
 def validate(schema: type[T], raw: Any, key_path: str) -> tuple[Optional[T], list[str]]:
     """Convert ``raw`` into a ``schema`` instance, collecting every problem.
 
@@ -100,6 +96,27 @@ def validate(schema: type[T], raw: Any, key_path: str) -> tuple[Optional[T], lis
     problems: list[str] = []
     result = _convert_dataclass(schema, {} if raw is None else raw, key_path, problems)
     return (result if not problems else None), problems
+
+
+def validate_with_schema(schema: Optional[type], raw: Any, key_path: str) -> tuple[Any, list[str]]:
+    """A trainer type's default config validation (``ModelTrainerBase.validate_config``).
+
+    With a ``schema``, as :func:`validate`. Without one, ``raw`` must be a
+    mapping (or null) and comes back as an ``aconfig.Config`` for the trainer
+    to check itself.
+
+    Returns:
+        ``(config, [])`` on success, ``(None, problems)`` otherwise.
+    """
+    if schema is not None:
+        return validate(schema, raw, key_path)
+    import aconfig  # only for trainer types without a schema
+
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        return None, [f"{key_path}: expected a mapping, got {raw!r}"]
+    return aconfig.Config(dict(raw), override_env_vars=False), []
 
 
 def _convert_dataclass(schema: type, raw: Any, key_path: str, problems: list[str]) -> Any:
