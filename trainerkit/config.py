@@ -69,13 +69,17 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 
 def read_yaml(path: "str | os.PathLike[str]") -> Any:
-    """Parse a YAML config file, with clear errors for a missing or broken file."""
+    """Parse a YAML config file (YAML 1.2 core schema, as everywhere in
+    trainerkit: see :mod:`trainerkit.yaml_core`), with clear errors for a
+    missing or broken file."""
     import yaml  # imported when a file is read, to keep `import trainerkit` light
+
+    from .yaml_core import load_yaml
 
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as handle:
-            return yaml.safe_load(handle)
+            return load_yaml(handle)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except IsADirectoryError:

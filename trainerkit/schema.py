@@ -19,6 +19,9 @@ from .durations import parse_duration
 
 T = TypeVar("T")
 
+# Booleans in YAML 1.1 (PyYAML's safe_load), text in YAML 1.2: worth a hint.
+_YAML_1_1_BOOLEAN_WORDS = frozenset({"yes", "no", "on", "off", "y", "n"})
+
 
 def option(
     default: Any = dataclasses.MISSING,
@@ -238,7 +241,10 @@ def _convert(annotation: Any, value: Any, path: str, problems: list[str]) -> Any
             return None
     if annotation is bool:
         if not isinstance(value, bool):
-            problems.append(f"{path}: expected a boolean (true/false), got {_given(value)}")
+            hint = ""
+            if isinstance(value, str) and value.strip().lower() in _YAML_1_1_BOOLEAN_WORDS:
+                hint = "; write true or false (trainerkit reads YAML 1.2, where yes/no/on/off are text)"
+            problems.append(f"{path}: expected a boolean (true/false), got {_given(value)}{hint}")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -1,108 +1,22 @@
 """Training arguments from the command line: ``--arg KEY=VALUE`` and ``--args-file``.
 
-Values are read with the YAML 1.2 *core* schema, not PyYAML's YAML 1.1 rules:
-``true``/``false`` are booleans but ``yes``, ``no``, ``on`` and ``off`` stay
-text; ``1e-3`` is a float (YAML 1.1 makes it a string); ``010`` is ten, not
-octal eight; ``1:30`` and ``2024-01-31`` stay text. A value that starts with
-``[`` or ``{`` is a YAML flow list or mapping, one in quotes is a string, and
-anything else that is not a number, boolean or null is taken verbatim.
+Values are read as YAML with the 1.2 core schema, the same rules as config
+files (:mod:`trainerkit.yaml_core`): ``true``/``false`` are booleans, ``yes``,
+``no``, ``on`` and ``off`` are text. A value that starts with ``[`` or ``{`` is
+a YAML flow list or mapping, one in quotes is a string, and anything else that
+is not a number, boolean or null is taken verbatim.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
+from ..yaml_core import describe_error, load_yaml, parse_plain_scalar
 from .exit_codes import CommandError, ExitCode
-
-_NULL = "tag:yaml.org,2002:null"
-_BOOL = "tag:yaml.org,2002:bool"
-_INT = "tag:yaml.org,2002:int"
-_FLOAT = "tag:yaml.org,2002:float"
-
-# The YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1023-core-schema).
-_CORE_PATTERNS: tuple[tuple[str, "re.Pattern[str]"], ...] = (
-    (_NULL, re.compile(r"(?:~|null|Null|NULL|)\Z")),
-    (_BOOL, re.compile(r"(?:true|True|TRUE|false|False|FALSE)\Z")),
-    (_INT, re.compile(r"(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)\Z")),
-    (
-        _FLOAT,
-        re.compile(
-            r"(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-            r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))\Z"
-        ),
-    ),
-)
-
-
-def _core_tag(text: str) -> Optional[str]:
-    for tag, pattern in _CORE_PATTERNS:
-        if pattern.match(text):
-            return tag
-    return None
-
-
-def _convert(tag: str, text: str) -> Any:
-    if tag == _NULL:
-        return None
-    if tag == _BOOL:
-        return text.lower() == "true"
-    if tag == _INT:
-        if text.startswith("0o"):
-            return int(text[2:], 8)
-        if text.startswith("0x"):
-            return int(text[2:], 16)
-        return int(text, 10)
-    lowered = text.lower()
-    if lowered.endswith(".inf"):
-        return -math.inf if lowered.startswith("-") else math.inf
-    if lowered == ".nan":
-        return math.nan
-    return float(text)
-
-
-def parse_scalar(text: str) -> Any:
-    """A plain (unquoted) YAML 1.2 core scalar: None, bool, int, float, or ``text`` itself."""
-    stripped = text.strip()
-    tag = _core_tag(stripped)
-    if tag is None or (tag == _NULL and stripped != text and text):
-        return text
-    return _convert(tag, stripped)
-
-
-class CoreSchemaLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with the YAML 1.2 core schema's implicit types
-    (no YAML 1.1 ``yes``/``no`` booleans, sexagesimals, octal ``0``-prefixes or
-    timestamps)."""
-
-    yaml_implicit_resolvers: dict = {}
-
-
-for _tag, _pattern in _CORE_PATTERNS:
-    CoreSchemaLoader.add_implicit_resolver(_tag, _pattern, None)
-CoreSchemaLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:merge", re.compile(r"<<\Z"), ["<"]
-)
-
-
-def _construct_core(loader: CoreSchemaLoader, node: yaml.ScalarNode) -> Any:
-    text = loader.construct_scalar(node).strip()
-    tag = _core_tag(text)
-    if tag == node.tag or (node.tag == _FLOAT and tag == _INT):
-        value = _convert(tag, text)
-        return float(value) if node.tag == _FLOAT else value
-    raise yaml.constructor.ConstructorError(
-        None, None, f"{text!r} is not a valid {node.tag.rpartition(':')[2]}", node.start_mark
-    )
-
-
-for _tag in (_NULL, _BOOL, _INT, _FLOAT):
-    CoreSchemaLoader.add_constructor(_tag, _construct_core)
 
 
 def parse_value(text: str) -> Any:
@@ -113,18 +27,10 @@ def parse_value(text: str) -> Any:
     """
     if text.lstrip()[:1] in ("[", "{", "'", '"'):
         try:
-            return yaml.load(text, Loader=CoreSchemaLoader)  # noqa: S506 - a safe loader
+            return load_yaml(text)
         except yaml.YAMLError as exc:
-            raise ValueError(f"not valid YAML: {_yaml_problem(exc)}") from None
-    return parse_scalar(text)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    problem = getattr(exc, "problem", None)
-    mark = getattr(exc, "problem_mark", None)
-    if problem and mark is not None:
-        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
-    return str(exc).replace("\n", " ")
+            raise ValueError(f"not valid YAML: {describe_error(exc)}") from None
+    return parse_plain_scalar(text)
 
 
 def parse_arg_options(options: Sequence[str]) -> dict[str, Any]:
@@ -178,7 +84,7 @@ def load_args_file(path: str) -> dict[str, Any]:
             if extension == ".json":
                 data = json.load(handle)
             else:
-                data = yaml.load(handle, Loader=CoreSchemaLoader)  # noqa: S506 - a safe loader
+                data = load_yaml(handle)
     except FileNotFoundError:
         raise CommandError(f"--args-file {path}: no such file", ExitCode.USAGE) from None
     except IsADirectoryError:
@@ -196,7 +102,7 @@ def load_args_file(path: str) -> dict[str, Any]:
         ) from None
     except yaml.YAMLError as exc:
         raise CommandError(
-            f"--args-file {path}: not valid YAML: {_yaml_problem(exc)}", ExitCode.USAGE
+            f"--args-file {path}: not valid YAML: {describe_error(exc)}", ExitCode.USAGE
         ) from None
     if data is None:
         return {}
