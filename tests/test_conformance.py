@@ -1,0 +1,90 @@
+"""The backend conformance suite (trainerkit.testing) run against every built-in
+trainer type: LOCAL, SUBPROCESS, and KUBERNETES against the fake cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from typing import Any, Iterator
+
+import pytest
+
+from trainerkit.testing import BackendConformance
+from tests.kubernetes_fixtures import (  # noqa: F401 - fixtures
+    TRAINER,
+    cluster_config,
+    fake_kube_factory,
+    kube,
+    models_dir,
+)
+
+
+class TestLocalConformance(BackendConformance):
+    @pytest.fixture
+    def trainer_config(self, tmp_path) -> dict[str, Any]:
+        return {"type": "LOCAL", "config": {"max_workers": 1, "state_dir": str(tmp_path / "state")}}
+
+
+class TestSubprocessConformance(BackendConformance):
+    needs_save_path = True
+
+    @pytest.fixture
+    def trainer_config(self, tmp_path) -> dict[str, Any]:
+        return {
+            "type": "SUBPROCESS",
+            "config": {
+                "max_workers": 1,
+                "state_dir": str(tmp_path / "state"),
+                "cancel_grace_period": "300ms",
+            },
+        }
+
+
+class TestKubernetesConformance(BackendConformance):
+    needs_save_path = True
+    bounded_concurrency = False  # the cluster's scheduler decides; see hold_queue below
+
+    @pytest.fixture
+    def trainer_config(self, cluster_config) -> dict[str, Any]:  # noqa: F811 - the fixture
+        return cluster_config()["model_management"]["trainers"][TRAINER]
+
+    @pytest.fixture
+    def save_dir(self, models_dir) -> str:  # noqa: F811 - the fixture
+        return str(models_dir)  # mounted into the pods
+
+    @pytest.fixture
+    def hold_queue(self, kube):  # noqa: F811 - the fixture
+        @contextlib.contextmanager
+        def hold(trainer) -> Iterator[None]:
+            kube.set_unschedulable(True)  # pods stay Pending: the training is QUEUED
+            try:
+                yield
+            finally:
+                kube.set_unschedulable(False)
+
+        return hold
+
+    # Not strict: the assertion passes whenever the pod happens to start in a later
+    # wall-clock second than the submission (about a third of runs), so a strict
+    # xfail would flake. Make it strict once start_time is precise.
+    @pytest.mark.xfail(
+        strict=False,
+        reason="KUBERNETES start_time is the container's startedAt, which Kubernetes truncates to "
+        "whole seconds, while submission_time (the submitted annotation) and completion_time (the "
+        "pod entry's outcome) have microseconds: a pod that starts within the second of its "
+        "submission reports start_time < submission_time",
+    )
+    def test_info_times_are_in_order_submission_start_completion(self, trainer, save_dir) -> None:
+        super().test_info_times_are_in_order_submission_start_completion(trainer, save_dir)
+
+
+def test_import_trainerkit_imports_neither_pytest_nor_the_suite(python_executable):
+    # Workers and pods import trainerkit.testing.modules; their images need not have pytest.
+    code = (
+        "import sys, trainerkit, trainerkit.testing.modules\n"
+        "loaded = sorted(n for n in ('pytest', 'trainerkit.testing.conformance') if n in sys.modules)\n"
+        "print(','.join(loaded))\n"
+    )
+    result = subprocess.run([python_executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""

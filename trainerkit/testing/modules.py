@@ -1,0 +1,121 @@
+"""Trainable modules that the backend conformance suite trains.
+
+They live in the installed package, not in a test directory, so that any
+process a backend starts (a worker process, a pod whose image has trainerkit
+installed) can import them by their path, ``trainerkit.testing.modules:Quick``.
+Their arguments are plain JSON values (strings and numbers), so every backend
+can carry them to where the training runs.
+
+Trainings that must be held in ``train`` (:class:`Blocking`) coordinate with
+the test through files in a *gate directory* that both sides can see, never
+through in-memory events: see :class:`trainerkit.testing.FileGate`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import trainerkit
+
+#: File that :class:`Blocking` creates in its gate directory once it is inside ``train``.
+ENTERED = "entered"
+#: File whose existence in the gate directory lets :class:`Blocking` return.
+RELEASE = "release"
+
+#: Prefix of the lines that :class:`Chatty` prints.
+LINE_PREFIX = "conformance line"
+
+# How often Blocking looks at its gate. A short pause between looks keeps a
+# held training from spinning a CPU; it is never used as timing by a test.
+_POLL_INTERVAL = 0.01
+
+
+class ConformanceError(Exception):
+    """The exception :class:`Failing` raises: a custom type, defined in an
+    importable module, so that a backend can rebuild it from its qualified
+    name ``trainerkit.testing.modules.ConformanceError``."""
+
+
+class Quick(trainerkit.ModuleBase):
+    """Trains at once and remembers ``value``; saved and loaded by
+    :class:`trainerkit.ModuleBase` (a pickle of the instance)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    @classmethod
+    def train(cls, value: int = 1) -> "Quick":
+        """Return a model holding ``value``."""
+        return cls(value)
+
+
+class Progress(trainerkit.ModuleBase):
+    """Reports ``steps`` progress reports (``step`` 1..steps of ``total``
+    steps, metric ``loss`` = 1/step), then returns."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    @classmethod
+    def train(cls, steps: int = 3) -> "Progress":
+        """Report each step, then return a model holding ``steps``."""
+        for step in range(1, steps + 1):
+            trainerkit.report_progress(step=step, total=steps, loss=1.0 / step)
+        return cls(steps)
+
+
+class Chatty(trainerkit.ModuleBase):
+    """Prints ``lines`` lines ``conformance line <n>`` on standard output
+    (flushed one by one), then returns."""
+
+    @classmethod
+    def train(cls, lines: int = 3) -> "Chatty":
+        """Print the lines, then return a model."""
+        for number in range(lines):
+            print(f"{LINE_PREFIX} {number}", flush=True)
+        return cls()
+
+
+class Failing(trainerkit.ModuleBase):
+    """Raises :class:`ConformanceError` with ``message`` from ``train``."""
+
+    @classmethod
+    def train(cls, message: str = "conformance failure") -> "Failing":
+        """Raise :class:`ConformanceError` (never returns)."""
+        raise ConformanceError(message)
+
+
+class Blocking(trainerkit.ModuleBase):
+    """Holds its training inside ``train`` until the test releases it.
+
+    Creates ``<gate>/entered`` once inside ``train``, then loops in pure
+    Python, calling :func:`trainerkit.check_canceled` on every turn, until
+    ``<gate>/release`` exists. A cancel therefore lands within one turn on
+    every backend, including those that only honour cancellation points.
+    """
+
+    @classmethod
+    def train(cls, gate: str) -> "Blocking":
+        """Wait at the gate directory ``gate``; return a model once released."""
+        with open(os.path.join(gate, ENTERED), "w", encoding="utf-8") as handle:
+            handle.write(str(os.getpid()))
+        release = os.path.join(gate, RELEASE)
+        while not os.path.exists(release):
+            trainerkit.check_canceled()
+            time.sleep(_POLL_INTERVAL)
+        return cls()
+
+
+class NeedsArgs(trainerkit.ModuleBase):
+    """Takes a required positional argument and a required keyword-only one,
+    for the tests of arguments refused at submission."""
+
+    def __init__(self, data: str, epochs: int) -> None:
+        self.data = data
+        self.epochs = epochs
+
+    @classmethod
+    def train(cls, data: str, *, epochs: int) -> "NeedsArgs":
+        """Return a model holding its arguments."""
+        return cls(data, epochs)
