@@ -5,6 +5,11 @@ separated by thread: while a training runs, whatever its thread writes to
 ``sys.stdout``/``sys.stderr`` and every ``logging`` record it emits are also
 appended to the training's own log file (they still reach the console as
 before). Output of threads the training starts itself is not attributed.
+
+The process-wide hooks this needs (tee streams in ``sys.stdout`` and
+``sys.stderr``, one handler on the root logger) exist only while at least one
+capture is active: the first capture installs them, the last one to end
+removes them, leaving alone any stream that other code has put in place since.
 """
 
 from __future__ import annotations
@@ -22,38 +27,69 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class _Router:
-    """Maps thread ids to the log file their output also goes to."""
+    """Maps thread ids to the log file their output also goes to, and owns the
+    process-wide hooks while any capture is active."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.sinks: dict[int, Any] = {}
         self.handler = _ThreadLogHandler(self)
+        self.active = 0  # captures that have started and not yet ended
+        self.tees: list[tuple[str, "_TeeStream"]] = []  # what we put in sys, oldest first
 
     def sink(self) -> Any:
         return self.sinks.get(threading.get_ident())
+
+    def install(self) -> None:
+        """Tee ``sys.stdout``/``sys.stderr`` and hook the root logger. Lock held.
+
+        Checked at every capture start, not only the first: test runners and
+        notebooks swap ``sys.stdout`` while trainings run.
+        """
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if stream is not None and not (isinstance(stream, _TeeStream) and stream.router is self):
+                tee = _TeeStream(stream, self)
+                setattr(sys, name, tee)
+                self.tees.append((name, tee))
+        root = logging.getLogger()
+        if self.handler not in root.handlers:
+            root.addHandler(self.handler)
+
+    def uninstall(self) -> None:
+        """Undo :meth:`install`, newest first. Lock held.
+
+        A stream is put back only where our tee is still the one in ``sys``:
+        one that other code installed meanwhile is theirs to keep.
+        """
+        for name, tee in reversed(self.tees):
+            if getattr(sys, name) is tee:
+                setattr(sys, name, tee.original)
+        self.tees.clear()
+        logging.getLogger().removeHandler(self.handler)
 
 
 class _TeeStream(io.TextIOBase):
     """Writes through to the original stream, and to the current thread's sink."""
 
     def __init__(self, original: TextIO, router: _Router) -> None:
-        self._original = original
-        self._router = router
+        self.original = original
+        self.router = router
 
     def write(self, text: str) -> int:
-        sink = self._router.sink()
+        sink = self.router.sink()
         if sink is not None:
             try:
                 sink.write(text)
             except (OSError, ValueError):
                 pass  # a full disk or closed log must never break the training's prints
-        return self._original.write(text)
+        return self.original.write(text)
 
     def flush(self) -> None:
-        self._original.flush()
+        self.original.flush()
 
     def __getattr__(self, name: str):  # encoding, fileno, isatty... of the original
-        return getattr(self._original, name)
+        return getattr(self.original, name)
 
 
 class _ThreadLogHandler(logging.Handler):
@@ -73,17 +109,6 @@ class _ThreadLogHandler(logging.Handler):
 
 
 _router = _Router()
-
-
-def _install() -> None:
-    # Re-checked at every training: test runners and notebooks swap sys.stdout.
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        if stream is not None and not isinstance(stream, _TeeStream):
-            setattr(sys, name, _TeeStream(stream, _router))
-    root = logging.getLogger()
-    if _router.handler not in root.handlers:
-        root.addHandler(_router.handler)
 
 
 class _LazyFile:
@@ -106,17 +131,32 @@ class _LazyFile:
 
 @contextlib.contextmanager
 def capture_thread_output(path: str) -> Iterator[None]:
-    """Also append this thread's stdout, stderr and log records to ``path``."""
+    """Also append this thread's stdout, stderr and log records to ``path``
+    while the block runs (the file is created at the first write).
+
+    Captures may overlap across threads, and nest in one thread (the inner
+    one wins until it ends). When the last active capture ends, ``sys.stdout``,
+    ``sys.stderr`` and the root logger are as they were before the first.
+    """
+    router = _router  # the one this capture starts on is the one it ends on
     sink: Any = _LazyFile(path)
     ident = threading.get_ident()
-    with _router.lock:
-        _install()
-        _router.sinks[ident] = sink
+    with router.lock:
+        router.install()
+        router.active += 1
+        outer = router.sinks.get(ident)
+        router.sinks[ident] = sink
     try:
         yield
     finally:
-        with _router.lock:
-            _router.sinks.pop(ident, None)
+        with router.lock:
+            if outer is None:
+                router.sinks.pop(ident, None)
+            else:
+                router.sinks[ident] = outer
+            router.active -= 1
+            if router.active == 0:
+                router.uninstall()
         sink.close()
 
 
