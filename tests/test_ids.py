@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import string
 
@@ -155,3 +156,18 @@ def test_a_name_ending_in_a_newline_is_encoded_not_verbatim():
     assert ids.trainer_name_from_id(training_id) == "0\n"
     with pytest.raises(InvalidTrainingIdError):
         ids.split_training_id("default--abc\n")
+
+
+def test_a_forked_child_draws_other_ids_than_its_parent():
+    ids.new_training_id("default")  # the generator exists before the fork
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and leave
+        os.write(write_end, ids.new_training_id("default").encode())
+        os._exit(0)
+    os.close(write_end)
+    child_id = os.read(read_end, 100).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert child_id.startswith("default--")
+    assert ids.new_training_id("default") != child_id

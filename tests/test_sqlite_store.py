@@ -7,6 +7,8 @@ import dataclasses
 import datetime
 import os
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -316,3 +318,22 @@ def test_a_database_path_that_is_a_directory_is_refused(tmp_path):
     (tmp_path / "trainings.sqlite3").mkdir()
     with pytest.raises(StoreError, match="is a directory"):
         SQLiteTrainingStore(tmp_path / "trainings.sqlite3")
+
+
+def test_changes_still_queued_at_interpreter_exit_are_saved(db_path, tmp_path):
+    script = f"""
+import time
+from tests.test_sqlite_store import make_info
+from trainerkit.info import TrainingStatus
+from trainerkit.store.sqlite import SQLiteTrainingStore
+
+store = SQLiteTrainingStore({db_path!r})
+store.add(make_info("late"))
+commit = store._commit
+store._commit = lambda entries: (time.sleep(0.5), commit(entries))[1]  # a slow disk
+store.update("default--late", status=TrainingStatus.RUNNING)
+# No close(), no flush(): the interpreter exits while the change is queued.
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert SQLiteTrainingStore(db_path).get("default--late").status is TrainingStatus.RUNNING

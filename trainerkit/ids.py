@@ -182,15 +182,25 @@ def check_trainer_name(name: object) -> str | None:
 
 def new_training_id(trainer_name: str) -> str:
     """A fresh id for a training of ``trainer_name`` (60 random bits)."""
-    bits = _random.getrandbits(5 * UNIQUE_LENGTH)
+    bits = (_random or _start_random()).getrandbits(5 * UNIQUE_LENGTH)
     unique = "".join(_UNIQUE_ALPHABET[(bits >> (5 * i)) & 31] for i in range(UNIQUE_LENGTH))
     return id_prefix(trainer_name) + unique
 
 
 # Ids need uniqueness, not secrecy: a Mersenne Twister seeded from the OS
 # (reseeded in forked children) avoids a getrandom() system call per id.
-_random = random.Random(secrets.randbits(128))
-os.register_at_fork(after_in_child=lambda: _random.seed(secrets.randbits(128)))
+# Created at the first id, not at import: importing trainerkit registers nothing.
+_random: "random.Random | None" = None
+
+
+def _start_random() -> random.Random:
+    global _random
+    # Two threads racing here each make and register their own generator;
+    # both are reseeded after a fork, so either is safe to use.
+    generator = random.Random(secrets.randbits(128))
+    os.register_at_fork(after_in_child=lambda: generator.seed(secrets.randbits(128)))
+    _random = generator
+    return generator
 
 
 def external_training_id(trainer_name: str, external_id: object) -> str:

@@ -40,7 +40,7 @@ process that is killed loses the status changes of its last few milliseconds
 (those trainings died with it and read as interrupted; a saved model still
 marks its training completed, see ``ModelTrainerBase._reconcile``).
 :meth:`SQLiteTrainingStore.flush` waits until everything is on disk; it runs
-at interpreter exit and on ``close()``. If the writer cannot commit (a full
+at interpreter exit (registered when the first store opens) and on ``close()``. If the writer cannot commit (a full
 disk), it keeps the changes and retries; ``flush`` raises that StoreError.
 """
 
@@ -185,6 +185,7 @@ class SQLiteTrainingStore(TrainingStore):
         # Connections inherited through fork(): never used or closed in the child.
         self._inherited: list[sqlite3.Connection] = []
         self._reset_writer()
+        _register_process_hooks()
         _open_stores.add(self)
         with self._lock:
             self._connection()
@@ -854,5 +855,17 @@ def _flush_at_exit() -> None:
                 log.error("exiting with unsaved training record changes: %s", exc)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_flush_at_exit)
+_process_hooks_registered = False
+
+
+def _register_process_hooks() -> None:
+    """At the first store of the process (not at import): reset locks and
+    write-behind state in forked children, and flush pending changes at exit.
+    A race of two first stores registers both hooks twice, which is harmless:
+    each is idempotent."""
+    global _process_hooks_registered
+    if _process_hooks_registered:
+        return
+    _process_hooks_registered = True
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+    atexit.register(_flush_at_exit)
