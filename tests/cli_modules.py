@@ -71,4 +71,4 @@ class NoLogsLocalTrainer(LocalModelTrainer):
     """A trainer type that keeps no per-training logs (the base class's default)."""
 
     name = "CLI_TEST_NO_LOGS"
-    _training_logs = ModelTrainerBase._training_logs
+    training_logs = ModelTrainerBase.training_logs

@@ -184,7 +184,7 @@ def test_documented_environment_error_is_real(monkeypatch):
 @pytest.fixture
 def acme_module(tmp_path, monkeypatch):
     """The doc's acme_trainerkit.py, importable, and the ACME type unregistered around the test."""
-    code = _fenced(_generated_block(_doc("configuration.md"), "acme_trainerkit.py"))
+    code = _fenced(_generated_block(_doc("backends.md"), "acme_trainerkit.py"))
     package_dir = tmp_path / "site"
     package_dir.mkdir()
     (package_dir / "acme_trainerkit.py").write_text(code)

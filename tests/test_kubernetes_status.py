@@ -155,7 +155,7 @@ def test_canceled_annotation_wins_and_keeps_its_reason():
     info = training_info(canceled, [pod(state={"running": {"startedAt": "2026-01-01T00:01:00Z"}})])
     assert info.status is TrainingStatus.CANCELED
     assert info.completion_time.isoformat() == "2026-01-01T00:03:00+00:00"
-    assert info.errors == (ErrorDetail("TrainingCanceledError", "canceled while running"),)
+    assert info.errors == (ErrorDetail("trainerkit.errors.TrainingCanceledError", "canceled while running"),)
 
 
 def test_suspended_job_without_cancel_is_queued_and_says_so():

@@ -124,36 +124,51 @@ def test_a_state_dir_that_cannot_be_created_is_refused(tmp_path, monkeypatch, fa
         parent.chmod(0o700)
 
 
-class ReadOnlyStore(SQLiteTrainingStore):
+_real_connect = sqlite3.connect
+
+
+def _store_opened_with(connect, path):
+    """A SQLiteTrainingStore whose connection ``connect`` opened in place of
+    ``sqlite3.connect``: how these tests give a store storage that fails."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sqlite3, "connect", connect)
+        return SQLiteTrainingStore(path)  # connects now, and keeps that connection
+
+
+def read_only_store(path):
     """Opens the file the way SQLite does when it may not write it."""
 
-    def _connect(self):
-        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    def connect(database, **options):
+        return _real_connect(f"file:{database}?mode=ro", uri=True, **options)
+
+    return _store_opened_with(connect, path)
 
 
 def test_a_read_only_database_is_refused_when_opened_not_at_the_first_training(db_path):
     SQLiteTrainingStore(db_path).close()
     with pytest.raises(StoreError, match=re.escape(db_path) + r" is read-only .*make it and its directory"):
-        ReadOnlyStore(db_path)
+        read_only_store(db_path)
 
 
 def test_a_trainer_over_a_read_only_database_fails_to_build(db_path, manager_factory, monkeypatch):
     SQLiteTrainingStore(db_path).close()
-    monkeypatch.setattr(LocalModelTrainer, "_create_store", lambda self: ReadOnlyStore(db_path))
+    monkeypatch.setattr(LocalModelTrainer, "create_store", lambda self: read_only_store(db_path))
     manager = manager_factory(local_config(os.path.dirname(db_path)))
     with pytest.raises(StoreError, match="read-only"):
         manager.get_trainer("default")
 
 
-class FullDiskStore(SQLiteTrainingStore):
+def full_disk_store(path):
     """The database may not grow past its current size: SQLite's own
     "database or disk is full" (SQLITE_FULL) for any write that needs a page."""
 
-    def _connect(self):
-        conn = super()._connect()
+    def connect(database, **options):
+        conn = _real_connect(database, **options)
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {max(pages, 1)}")
         return conn
+
+    return _store_opened_with(connect, path)
 
 
 class _FailingWrites:
@@ -172,21 +187,21 @@ class _FailingWrites:
         return getattr(self._conn, name)
 
 
-class InjectedFullStore(SQLiteTrainingStore):
-    def _connect(self):
-        return _FailingWrites(super()._connect())
+def injected_full_store(path):
+    return _store_opened_with(lambda database, **options: _FailingWrites(_real_connect(database, **options)), path)
 
 
-@pytest.fixture(params=[FullDiskStore, InjectedFullStore], ids=["sqlite-full", "injected-error"])
-def full_store_class(request, db_path):
-    SQLiteTrainingStore(db_path).close()  # the schema exists; the disk fills up afterwards
+@pytest.fixture(params=[full_disk_store, injected_full_store], ids=["sqlite-full", "injected-error"])
+def open_full_store(request, db_path):
+    """Opens a store on a disk that is full (once the schema exists)."""
+    SQLiteTrainingStore(db_path).close()
     return request.param
 
 
 def test_a_full_disk_fails_a_submission_cleanly_and_records_nothing(
-    full_store_class, db_path, monkeypatch, manager_factory, tmp_path
+    open_full_store, db_path, monkeypatch, manager_factory, tmp_path
 ):
-    monkeypatch.setattr(LocalModelTrainer, "_create_store", lambda self: full_store_class(db_path))
+    monkeypatch.setattr(LocalModelTrainer, "create_store", lambda self: open_full_store(db_path))
     trainer = manager_factory(local_config(os.path.dirname(db_path))).get_trainer("default")
     big_tag = "t" * 5000  # more than the free space of any page
     with pytest.raises(StoreError, match=re.escape(db_path) + r" is full .*nothing was changed. Free space"):
@@ -214,11 +229,11 @@ def _free_space(store):
 
 
 def test_a_full_disk_keeps_an_update_in_memory_reports_it_and_saves_it_once_space_is_freed(
-    full_store_class, db_path
+    open_full_store, db_path
 ):
     info = new_info("keep-me")
     SQLiteTrainingStore(db_path).add(info)
-    store = full_store_class(db_path)
+    store = open_full_store(db_path)
     huge = ErrorDetail("builtins.MemoryError", "out of memory", "Traceback line\n" * 2000)
     updated = store.update(info.id, status=TrainingStatus.ERRORED, completion_time=utcnow(), errors=(huge,))
     assert store.get(info.id) == updated  # this process sees its own change at once
@@ -240,7 +255,7 @@ class ReportsAHugeMetric(trainerkit.ModuleBase):
 
 def test_a_full_disk_during_a_training_does_not_stop_it_and_loses_no_record(db_path, monkeypatch, manager_factory):
     SQLiteTrainingStore(db_path).close()
-    monkeypatch.setattr(LocalModelTrainer, "_create_store", lambda self: FullDiskStore(db_path))
+    monkeypatch.setattr(LocalModelTrainer, "create_store", lambda self: full_disk_store(db_path))
     trainer = manager_factory(local_config(os.path.dirname(db_path))).get_trainer("default")
     future = trainer.train(ReportsAHugeMetric)  # a small record still fits
     future.result(timeout=WAIT)

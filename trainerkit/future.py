@@ -1,17 +1,19 @@
 """The training future: one state machine, one Condition, every trainer type.
 
 :class:`ModelTrainerFutureBase` *is* a ``concurrent.futures.Future``, so
-``concurrent.futures.wait`` and ``as_completed`` accept it as is. Trainers never
-touch its state directly: they persist a new :class:`~trainerkit.TrainingInfo`
-and hand it to :meth:`ModelTrainerFutureBase._apply`, the single place where
-status transitions happen (first terminal status wins).
+``concurrent.futures.wait`` and ``as_completed`` accept it as is. Its status is
+the :class:`~trainerkit.TrainingInfo` it holds; trainers change it only through
+their ``mark_*`` reporters, which persist a new info and hand it to
+:meth:`ModelTrainerFutureBase._apply`, the single place where transitions
+happen (first terminal status wins). The ``concurrent.futures`` side is driven
+through that class's public methods only (``set_result``, ``set_exception``,
+``cancel``, ``set_running_or_notify_cancel``) when the training ends.
 """
 
 from __future__ import annotations
 
 import builtins
 import concurrent.futures
-import concurrent.futures._base as cf_base
 import importlib
 import os
 import sys
@@ -52,8 +54,8 @@ class ModelTrainerFutureBase(concurrent.futures.Future):
         self._info = info
         self._model: Any = NO_MODEL
         self._exception_obj: Optional[BaseException] = None
-        if info.status.is_terminal or info.status is TrainingStatus.RUNNING:
-            self._apply_cf_state(info.status)
+        if info.status.is_terminal:
+            self._settle_cf(info.status)
 
     # -- identity ---------------------------------------------------------------
 
@@ -66,6 +68,12 @@ class ModelTrainerFutureBase(concurrent.futures.Future):
     def save_path(self) -> Optional[str]:
         """Where the model is saved (None when it is kept in memory only)."""
         return self._info.save_path
+
+    @property
+    def cached_info(self) -> TrainingInfo:
+        """The latest :class:`TrainingInfo` this handle holds, without asking the
+        trainer (``get_info()`` refreshes it first, for trainings run elsewhere)."""
+        return self._info
 
     @property
     def trainer(self) -> "ModelTrainerBase":
@@ -112,7 +120,7 @@ class ModelTrainerFutureBase(concurrent.futures.Future):
 
         With ``follow=True`` it keeps yielding lines until the training ends.
         """
-        return self._trainer._training_logs(self, follow=follow)
+        return self._trainer.training_logs(self, follow=follow)
 
     # -- controlling ------------------------------------------------------------
 
@@ -206,33 +214,26 @@ class ModelTrainerFutureBase(concurrent.futures.Future):
             if exception is not None:
                 self._exception_obj = exception
             self._condition.notify_all()
-        self._apply_cf_state(info.status)
+        if info.status.is_terminal:
+            self._settle_cf(info.status)
 
-    def _apply_cf_state(self, status: TrainingStatus) -> None:
-        # Mirror our status onto concurrent.futures' state so that its wait()
-        # and as_completed() see transitions; results themselves stay ours.
-        if status is TrainingStatus.QUEUED:
-            return
+    def _settle_cf(self, status: TrainingStatus) -> None:
+        # The concurrent.futures side stays PENDING until the training ends, then
+        # ends the same way, so that its wait() and as_completed() see the end;
+        # results themselves stay ours (result() loads the model).
         if status is TrainingStatus.CANCELED:
-            with self._condition:
-                if self._state in (cf_base.FINISHED, cf_base.CANCELLED_AND_NOTIFIED):
-                    return
-                self._state = cf_base.CANCELLED
-                self._condition.notify_all()
-            self.set_running_or_notify_cancel()
-            self._invoke_callbacks()
+            concurrent.futures.Future.cancel(self)
+            concurrent.futures.Future.set_running_or_notify_cancel(self)
             return
-        with self._condition:
-            pending = self._state == cf_base.PENDING
-            finished = self._state in (cf_base.FINISHED, cf_base.CANCELLED_AND_NOTIFIED)
-        if finished:
-            return
-        if pending:
-            self.set_running_or_notify_cancel()
-        if status is TrainingStatus.COMPLETED:
-            concurrent.futures.Future.set_result(self, None)
-        elif status is TrainingStatus.ERRORED:
-            concurrent.futures.Future.set_exception(self, self._training_exception())
+        if not concurrent.futures.Future.set_running_or_notify_cancel(self):
+            return  # already ended (a canceled future never completes)
+        try:
+            if status is TrainingStatus.COMPLETED:
+                concurrent.futures.Future.set_result(self, None)
+            else:
+                concurrent.futures.Future.set_exception(self, self._training_exception())
+        except concurrent.futures.InvalidStateError:
+            pass  # another thread settled it first
 
     def set_result(self, result: Any) -> None:  # pragma: no cover - guard
         raise RuntimeError("a training future's result is set by its trainer")

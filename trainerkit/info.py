@@ -51,6 +51,12 @@ class TrainingStatus(str, enum.Enum):
 _TERMINAL = frozenset({TrainingStatus.COMPLETED, TrainingStatus.ERRORED, TrainingStatus.CANCELED})
 
 
+def qualified_name(exc_type: type) -> str:
+    """``module.QualName`` of a class (bare for builtins): how error types are recorded."""
+    module = exc_type.__module__
+    return exc_type.__qualname__ if module == "builtins" else f"{module}.{exc_type.__qualname__}"
+
+
 @dataclasses.dataclass(frozen=True)
 class ErrorDetail:
     """One error of a training: the exception's dotted type name, its message
@@ -66,10 +72,14 @@ class ErrorDetail:
         import traceback as traceback_module
 
         exc_type = type(exc)
-        module = exc_type.__module__
-        name = exc_type.__qualname__ if module == "builtins" else f"{module}.{exc_type.__qualname__}"
         text = "".join(traceback_module.format_exception(exc_type, exc, exc.__traceback__))
-        return cls(type=name, message=str(exc), traceback=text)
+        return cls(type=qualified_name(exc_type), message=str(exc), traceback=text)
+
+    @classmethod
+    def of(cls, exc_type: type, message: str, traceback: str = "") -> "ErrorDetail":
+        """An error of type ``exc_type`` that was not raised as such (a crash, a
+        cancel), recorded under the type's qualified name."""
+        return cls(type=qualified_name(exc_type), message=message, traceback=traceback)
 
     def to_dict(self) -> dict[str, str]:
         return {"type": self.type, "message": self.message, "traceback": self.traceback}

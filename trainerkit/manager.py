@@ -80,6 +80,11 @@ class TrainerManager:
             trainer = self._trainers.get(name)
             if trainer is None:
                 trainer = spec.trainer_class(spec.config, name)
+                try:
+                    trainer.open()  # an unusable state directory or cluster fails here
+                except BaseException:
+                    trainer.shutdown(wait=False)
+                    raise
                 self._trainers[name] = trainer
             return trainer
 

@@ -1,17 +1,24 @@
-"""The trainer base class: everything every trainer type shares.
+"""The trainer base class: the user API every trainer type shares, and the
+backend contract (docs/backends.md).
 
 Submission checks, ids, save paths, records, status transitions, progress
-plumbing, listing, deletion and retention live here, once. A backend adds only
-what is its own, by implementing:
+plumbing, listing, deletion and retention live here, once. A backend is a
+subclass that adds only how to start, observe and stop a run, by implementing:
 
-* :meth:`ModelTrainerBase._submit` — start (or queue) a training;
-* :meth:`ModelTrainerBase._cancel_running` — stop one;
-* optionally :meth:`_check_request`, :meth:`_create_store`,
-  :meth:`_refresh_observed`, :meth:`_training_logs`, :meth:`shutdown`.
+* :meth:`ModelTrainerBase.start_training` — start (or queue) a training;
+* :meth:`ModelTrainerBase.cancel_training` — stop a queued or running one;
+* optionally :meth:`~ModelTrainerBase.prepare_training` (refuse a request, or
+  prepare what ``start_training`` needs, before anything is recorded),
+  :meth:`~ModelTrainerBase.create_store`, :meth:`~ModelTrainerBase.observe_trainings`
+  (for trainings run elsewhere), :meth:`~ModelTrainerBase.recover_training`
+  (a live record whose owning process is gone), :meth:`~ModelTrainerBase.training_logs`
+  and :meth:`~ModelTrainerBase.shutdown`.
 
-Backends report what happens through the ``_mark_*`` methods; those persist the
-change to the :class:`~trainerkit.store.TrainingStore` and then apply it to the
-future, so records and futures never disagree.
+A backend reports what happens only through the ``mark_*`` reporter methods
+(running, progress, completed, errored, canceled, outcome, observed). Each
+persists the change to the trainer's :class:`~trainerkit.store.TrainingStore`
+and then applies it to the future, so records and futures never disagree; the
+first terminal status wins. Backends never touch a store or a future's internals.
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ import os
 import shutil
 import threading
 import weakref
-from typing import Any, ClassVar, Iterator, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Optional, Sequence
 
 from . import ids
 from .durations import parse_duration
 from .errors import (
     InvalidTrainingIdError,
+    TrainingCanceledError,
+    TrainingInterruptedError,
     ModelLoadError,
     StoreError,
     TrainingNotFoundError,
@@ -46,7 +55,11 @@ from .module import (
     resolve_save_path,
 )
 from .owner import owner_is_alive, process_owner
+from .schema import validate_with_schema
 from .store import MemoryTrainingStore, TrainingQuery, TrainingStore, normalize_statuses, normalize_tags
+
+if TYPE_CHECKING:
+    from .runner import Outcome
 
 log = logging.getLogger("trainerkit")
 
@@ -62,6 +75,8 @@ class TrainingRequest:
     save_path: Optional[str]
     model_name: Optional[str]
     tags: tuple[str, ...]
+    #: What :meth:`ModelTrainerBase.prepare_training` returned for this request.
+    prepared: Any = None
 
 
 class ModelTrainerBase(abc.ABC):
@@ -69,7 +84,10 @@ class ModelTrainerBase(abc.ABC):
 
     Subclasses set ``name`` (the config ``type``) and ``ConfigSchema`` (a
     dataclass declared with :func:`trainerkit.schema.option`) and are built as
-    ``Trainer(config, instance_name)`` with the validated config.
+    ``Trainer(config, instance_name)`` with the validated config. A subclass
+    that overrides ``__init__`` calls ``super().__init__(config, instance_name)``
+    first; the record store is created (:meth:`create_store`) when first needed,
+    so it may use whatever the subclass's ``__init__`` set up.
     """
 
     #: The type name used in config (``type: LOCAL``).
@@ -82,6 +100,10 @@ class ModelTrainerBase(abc.ABC):
     #: updated, after the submitting process exits (``trainerkit train --detach``
     #: refuses types where this is False, such as LOCAL, whose trainings are threads).
     supports_detach: ClassVar[bool] = False
+    #: True when the backend pushes every change to its futures itself once
+    #: :meth:`observe_trainings` has been called for them (a watch), so that
+    #: no polling thread is needed; False: the base polls every ``observe_interval``.
+    pushes_updates: ClassVar[bool] = False
 
     def __init__(self, config: Any, instance_name: str) -> None:
         problem = ids.check_trainer_name(instance_name)
@@ -100,18 +122,46 @@ class ModelTrainerBase(abc.ABC):
         self._pinned: dict[str, ModelTrainerFutureBase] = {}
         self._observed: "weakref.WeakSet[ModelTrainerFutureBase]" = weakref.WeakSet()
         self._observer: Optional[threading.Thread] = None
-        self._store = self._create_store()
+        self._store_instance: Optional[TrainingStore] = None
         retention = getattr(config, "retention_duration", None)
         self._retention: Optional[datetime.timedelta] = (
             parse_duration(retention) if retention is not None else None
         )
         self._stop = threading.Event()
         self._purger: Optional[threading.Thread] = None
-        if self._retention is not None:
-            self._purger = threading.Thread(
-                target=self._purge_loop, name=f"trainerkit-retention-{instance_name}", daemon=True
-            )
-            self._purger.start()
+
+    def open(self) -> "ModelTrainerBase":
+        """Open the trainer's records now (and start retention); return the trainer.
+
+        The factory (:meth:`TrainerManager.get_trainer`) calls it right after
+        construction, so that an unusable state directory fails there; a
+        trainer built directly opens on first use. Calling it again does nothing.
+        """
+        with self._lock:
+            if self._store_instance is not None:
+                return self
+            self._store_instance = self.create_store()
+            if self._retention is not None and not self._closed:
+                self._purger = threading.Thread(
+                    target=self._purge_loop, name=f"trainerkit-retention-{self.instance_name}", daemon=True
+                )
+                self._purger.start()
+        return self
+
+    @property
+    def owner(self) -> str:
+        """The identity (``host|pid|start``) of this process, recorded as the owner of
+        the trainings it submits (see :mod:`trainerkit.owner`)."""
+        return self._owner
+
+    @property
+    def _store(self) -> TrainingStore:
+        store = self._store_instance
+        if store is None:
+            self.open()
+            store = self._store_instance
+            assert store is not None
+        return store
 
     # -- class-level helpers ----------------------------------------------------------
 
@@ -123,8 +173,6 @@ class ModelTrainerBase(abc.ABC):
         The default validates against ``ConfigSchema``; a type without a schema
         receives the mapping as an ``aconfig.Config`` and must check it itself.
         """
-        from .config import validate_with_schema
-
         return validate_with_schema(cls.ConfigSchema, raw, key_path)
 
     @classmethod
@@ -176,7 +224,9 @@ class ModelTrainerBase(abc.ABC):
             model_name=model_name,
             tags=tag_tuple,
         )
-        self._check_request(request)
+        prepared = self.prepare_training(request)
+        if prepared is not None:
+            request = dataclasses.replace(request, prepared=prepared)
         info = TrainingInfo(
             id=training_id,
             trainer_name=self.instance_name,
@@ -193,7 +243,7 @@ class ModelTrainerBase(abc.ABC):
             self._futures[training_id] = future
             self._pinned[training_id] = future
         try:
-            self._submit(future, request)
+            self.start_training(future, request)
         except BaseException:
             with self._lock:
                 if self._pinned.get(training_id) is future:
@@ -330,77 +380,178 @@ class ModelTrainerBase(abc.ABC):
         self._stop.set()
         if self._purger is not None and wait and self._purger is not threading.current_thread():
             self._purger.join(timeout=5)
-        self._store.close()
+        if self._store_instance is not None:
+            self._store_instance.close()
 
-    # -- for backends: hooks ----------------------------------------------------------
-
-    @abc.abstractmethod
-    def _submit(self, future: ModelTrainerFutureBase, request: TrainingRequest) -> None:
-        """Start or queue the training. Raising here undoes the submission."""
+    # -- the backend contract: hooks -----------------------------------------------------
 
     @abc.abstractmethod
-    def _cancel_running(self, future: ModelTrainerFutureBase) -> bool:
-        """Stop a QUEUED or RUNNING training this trainer manages; see ``_cancel``."""
+    def start_training(self, future: ModelTrainerFutureBase, request: TrainingRequest) -> None:
+        """Start or queue the training ``request`` describes; ``future`` is its handle.
 
-    def _check_request(self, request: TrainingRequest) -> None:
-        """Refuse a request this backend cannot run (raise a clear error)."""
+        Called once per training, after its QUEUED record exists. Report what
+        happens next through the ``mark_*`` methods, from any thread. Raising
+        here undoes the submission (the record is removed) and the error reaches
+        the caller of ``train()``.
+        """
 
-    def _create_store(self) -> TrainingStore:
-        """The record store of this trainer."""
+    @abc.abstractmethod
+    def cancel_training(self, future: ModelTrainerFutureBase) -> bool:
+        """Stop a QUEUED or RUNNING training.
+
+        Returns True when the training is (or will end) CANCELED, False when it
+        was already finishing. A queued training is usually marked at once
+        (:meth:`mark_canceled`); a running one when it has stopped.
+        """
+
+    def prepare_training(self, request: TrainingRequest) -> Any:
+        """Refuse a request this backend cannot run (raise a clear error), or
+        prepare what :meth:`start_training` needs.
+
+        Called before anything is recorded; what it returns reaches
+        :meth:`start_training` as ``request.prepared``. The default accepts
+        everything and prepares nothing.
+        """
+        return None
+
+    def create_store(self) -> TrainingStore:
+        """The record store of this trainer (default: in this process's memory)."""
         return MemoryTrainingStore()
 
-    def _training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
-        """The output of a training, line by line."""
+    def training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
+        """The output of a training, line by line (``follow``: until it ends)."""
         raise NotImplementedError(
             f"trainer type {self.name} keeps no logs of trainings; read the output where the "
             "training itself writes it"
         )
 
-    def _refresh_observed(self, futures: Sequence[ModelTrainerFutureBase]) -> None:
-        """Bring futures of trainings run elsewhere up to date (default: from the store)."""
+    def observe_trainings(self, futures: Sequence[ModelTrainerFutureBase]) -> None:
+        """Bring futures of trainings that run elsewhere up to date.
+
+        Called every ``observe_interval`` seconds, from one thread, while someone
+        waits on such a future. The default reads the records (for trainings
+        another process of the same trainer runs); a backend whose trainings
+        report elsewhere reads that and calls :meth:`mark_observed`.
+        """
         for future in futures:
             info = self._load_info(future.id)
             if info is None:
                 info = dataclasses.replace(
-                    future._info,
+                    future.cached_info,
                     status=TrainingStatus.ERRORED,
                     completion_time=utcnow(),
-                    errors=(ErrorDetail("TrainingNotFoundError", "the training's record was deleted"),),
+                    errors=(ErrorDetail.of(TrainingNotFoundError, "the training's record was deleted"),),
                 )
-            future._apply(info)
+            self.mark_observed(future, info)
 
-    # -- for backends: reporting -------------------------------------------------------
+    def recover_training(self, info: TrainingInfo) -> Optional[Mapping[str, Any]]:
+        """A QUEUED or RUNNING record whose owning process is gone: what is it now?
 
-    def _mark_running(self, future: ModelTrainerFutureBase) -> None:
-        info = self._record(future, status=TrainingStatus.RUNNING, start_time=utcnow())
+        Return the record changes that bring it up to date (the base persists
+        them; ``{}`` when the training is still fine, running on without that
+        process), or None for the default: COMPLETED when the model was saved
+        for this very training, else ERRORED, interrupted.
+        """
+        return None
+
+    def find_future(self, training_id: str) -> Optional[ModelTrainerFutureBase]:
+        """The future of ``training_id`` that this trainer handed out and that is
+        still in use, or None (for backends that learn of changes by id)."""
+        with self._lock:
+            return self._futures.get(training_id)
+
+    # -- the backend contract: reporters ----------------------------------------------------
+
+    def mark_running(
+        self, future: ModelTrainerFutureBase, *, start_time: Optional[datetime.datetime] = None
+    ) -> TrainingInfo:
+        """The training started (at ``start_time``, default now). Returns the new info."""
+        info = self._record(future, status=TrainingStatus.RUNNING, start_time=start_time or utcnow())
         future._apply(info)
+        return info
 
-    def _mark_progress(self, future: ModelTrainerFutureBase, report: ProgressReport) -> None:
+    def mark_progress(self, future: ModelTrainerFutureBase, report: ProgressReport) -> TrainingInfo:
+        """The training's latest ``report_progress``."""
         info = self._record(future, progress=report)
         future._apply(info)
+        return info
 
-    def _mark_completed(self, future: ModelTrainerFutureBase, model: Any = NO_MODEL) -> None:
-        info = self._record(future, status=TrainingStatus.COMPLETED, completion_time=utcnow())
+    def mark_completed(
+        self,
+        future: ModelTrainerFutureBase,
+        model: Any = NO_MODEL,
+        *,
+        time: Optional[datetime.datetime] = None,
+        progress: Optional[ProgressReport] = None,
+    ) -> TrainingInfo:
+        """The training completed; ``model`` is the trained instance when this
+        process holds it (``result()`` returns it without loading)."""
+        info = self._finish(future, TrainingStatus.COMPLETED, (), time, progress)
         future._apply(info, model=model)
         self._after_terminal(future, info)
+        return info
 
-    def _mark_errored(
-        self, future: ModelTrainerFutureBase, error: "BaseException | ErrorDetail"
-    ) -> None:
+    def mark_errored(
+        self,
+        future: ModelTrainerFutureBase,
+        error: "BaseException | ErrorDetail",
+        *,
+        time: Optional[datetime.datetime] = None,
+        progress: Optional[ProgressReport] = None,
+    ) -> TrainingInfo:
+        """The training failed with ``error`` (an exception raised in this process,
+        which ``result()`` then raises as is, or the :class:`ErrorDetail` of one
+        raised elsewhere, which ``result()`` rebuilds)."""
         detail = error if isinstance(error, ErrorDetail) else ErrorDetail.from_exception(error)
-        info = self._record(
-            future, status=TrainingStatus.ERRORED, completion_time=utcnow(), errors=(detail,)
-        )
+        info = self._finish(future, TrainingStatus.ERRORED, (detail,), time, progress)
         future._apply(info, exception=error if isinstance(error, BaseException) else None)
         self._after_terminal(future, info)
+        return info
 
-    def _mark_canceled(self, future: ModelTrainerFutureBase, reason: str = "") -> None:
-        errors = (ErrorDetail("TrainingCanceledError", reason),) if reason else ()
-        info = self._record(
-            future, status=TrainingStatus.CANCELED, completion_time=utcnow(), errors=errors
-        )
+    def mark_canceled(
+        self,
+        future: ModelTrainerFutureBase,
+        reason: str = "",
+        *,
+        time: Optional[datetime.datetime] = None,
+        progress: Optional[ProgressReport] = None,
+    ) -> TrainingInfo:
+        """The training was canceled (``reason``: when, or by whom)."""
+        errors = (ErrorDetail.of(TrainingCanceledError, reason),) if reason else ()
+        info = self._finish(future, TrainingStatus.CANCELED, errors, time, progress)
         future._apply(info)
         self._after_terminal(future, info)
+        return info
+
+    def mark_outcome(self, future: ModelTrainerFutureBase, outcome: "Outcome") -> TrainingInfo:
+        """How a training run by :func:`trainerkit.runner.run_training` ended,
+        as its :class:`~trainerkit.runner.Outcome` says (status, time, errors,
+        last progress)."""
+        info = self._finish(future, outcome.status, outcome.errors, outcome.time, outcome.progress)
+        future._apply(info)
+        self._after_terminal(future, info)
+        return info
+
+    def mark_observed(self, future: ModelTrainerFutureBase, info: TrainingInfo) -> TrainingInfo:
+        """Take ``info``, read from where the training's record lives (this
+        trainer's store or the system that runs it), as the training's state."""
+        future._apply(info)
+        if info.status.is_terminal:
+            self._after_terminal(future, info)
+        return info
+
+    def _finish(
+        self,
+        future: ModelTrainerFutureBase,
+        status: TrainingStatus,
+        errors: Sequence[ErrorDetail],
+        time: Optional[datetime.datetime],
+        progress: Optional[ProgressReport],
+    ) -> TrainingInfo:
+        changes: dict[str, Any] = dict(status=status, completion_time=time or utcnow(), errors=tuple(errors))
+        if progress is not None:
+            changes["progress"] = progress
+        return self._record(future, **changes)
 
     def _record(self, future: ModelTrainerFutureBase, **changes: Any) -> TrainingInfo:
         """Persist ``changes`` to the training's record; return the new info.
@@ -415,7 +566,7 @@ class ModelTrainerBase(abc.ABC):
         except StoreError as exc:
             log.error("training %s stopped: its record could not be updated: %s", future.id, exc)
             info = dataclasses.replace(
-                future._info,
+                future.cached_info,
                 status=TrainingStatus.ERRORED,
                 completion_time=utcnow(),
                 errors=(ErrorDetail.from_exception(exc),),
@@ -450,6 +601,9 @@ class ModelTrainerBase(abc.ABC):
         owner = self._store.get_owner(info.id)
         if not owner or owner == self._owner or owner_is_alive(owner) is not False:
             return info
+        changes = self.recover_training(info)
+        if changes is not None:
+            return self._store.update(info.id, **changes) if changes else info
         if info.save_path and self._holds_model_of(info):
             # The model was saved (atomically, with its training id) before its
             # process died, only the final record change was lost: it completed.
@@ -462,8 +616,8 @@ class ModelTrainerBase(abc.ABC):
             status=TrainingStatus.ERRORED,
             completion_time=utcnow(),
             errors=(
-                ErrorDetail(
-                    "trainerkit.errors.TrainingInterruptedError",
+                ErrorDetail.of(
+                    TrainingInterruptedError,
                     f"training was interrupted: the process that ran it ({owner}) exited while "
                     f"the training was {info.status.value}",
                 ),
@@ -475,14 +629,17 @@ class ModelTrainerBase(abc.ABC):
             return self._pinned.get(future.id) is future
 
     def _fresh_info(self, future: ModelTrainerFutureBase) -> TrainingInfo:
-        if future._info.status.is_terminal or self._is_owned_here(future):
-            return future._info
-        self._refresh_observed([future])
-        return future._info
+        if future.cached_info.status.is_terminal or self._is_owned_here(future):
+            return future.cached_info
+        self.observe_trainings([future])
+        return future.cached_info
 
     def _ensure_observed(self, future: ModelTrainerFutureBase) -> None:
         """Make sure someone updates ``future`` until it ends."""
-        if future._info.status.is_terminal or self._is_owned_here(future):
+        if future.cached_info.status.is_terminal or self._is_owned_here(future):
+            return
+        if self.pushes_updates:
+            self.observe_trainings([future])
             return
         with self._lock:
             self._observed.add(future)
@@ -497,21 +654,21 @@ class ModelTrainerBase(abc.ABC):
     def _observe_loop(self) -> None:
         while not self._stop.is_set():
             with self._lock:
-                live = [f for f in self._observed if not f._info.status.is_terminal]
+                live = [f for f in self._observed if not f.cached_info.status.is_terminal]
                 if not live:
                     self._observer = None
                     return
             try:
-                self._refresh_observed(live)
+                self.observe_trainings(live)
             except Exception:  # keep observing; the next round may succeed
                 log.exception("refreshing trainings of %s failed", self.instance_name)
             del live
             self._stop.wait(self.observe_interval)
 
     def _cancel(self, future: ModelTrainerFutureBase) -> bool:
-        if future._info.status.is_terminal:
+        if future.cached_info.status.is_terminal:
             return False
-        return self._cancel_running(future)
+        return self.cancel_training(future)
 
     def _purge_loop(self) -> None:
         assert self._retention is not None

@@ -259,7 +259,7 @@ def run_training(
 
 
 def _canceled(reason: str) -> tuple[ErrorDetail, ...]:
-    return (ErrorDetail("TrainingCanceledError", reason),)
+    return (ErrorDetail.of(TrainingCanceledError, reason),)
 
 
 class ReporterGroup:

@@ -12,6 +12,7 @@ use SUBPROCESS for trainings that must die at once.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import datetime
@@ -69,6 +70,12 @@ class LocalTrainerConfig:
         doc="directory of the per-training log files (<training id>.log: what the training's "
         "thread prints and logs); null: <state dir>/logs (a temporary directory with "
         "state_dir ':memory:')",
+    )
+    capture_output: bool = option(
+        True,
+        doc="what a training's thread prints and logs goes to its own log file (future.logs()) "
+        "as well as to the terminal; false leaves sys.stdout, sys.stderr and logging untouched "
+        "(future.logs() then has nothing to show)",
     )
     retention_delete_models: bool = option(
         False,
@@ -183,14 +190,14 @@ class LocalModelTrainer(ModelTrainerBase):
         self._runs: dict[str, _RunState] = {}
         self._runs_lock = threading.Lock()
 
-    def _create_store(self) -> TrainingStore:
+    def create_store(self) -> TrainingStore:
         # Durable by default: records outlive this process (docs/records.md).
         return open_record_store(self.config.state_dir)
 
     def _log_path(self, training_id: str) -> str:
         return os.path.join(self._log_dir, f"{training_id}.log")
 
-    def _training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
+    def training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
         """What the training's thread printed and logged (see trainerkit.logfile)."""
         return read_lines(
             self._log_path(future.id),
@@ -198,7 +205,7 @@ class LocalModelTrainer(ModelTrainerBase):
             finished=lambda: future.get_info().status.is_terminal,
         )
 
-    def _submit(self, future: ModelTrainerFutureBase, request: TrainingRequest) -> None:
+    def start_training(self, future: ModelTrainerFutureBase, request: TrainingRequest) -> None:
         state = _RunState()
         with self._runs_lock:
             self._runs[request.training_id] = state
@@ -209,7 +216,7 @@ class LocalModelTrainer(ModelTrainerBase):
                 self._runs.pop(request.training_id, None)
             raise
 
-    def _cancel_running(self, future: ModelTrainerFutureBase) -> bool:
+    def cancel_training(self, future: ModelTrainerFutureBase) -> bool:
         with self._runs_lock:
             state = self._runs.get(future.id)
         if state is None:
@@ -227,7 +234,7 @@ class LocalModelTrainer(ModelTrainerBase):
                     state.injected = True
         if queued:
             # It never starts: its thread sees the flag and returns at once.
-            self._mark_canceled(future, "canceled while queued")
+            self.mark_canceled(future, "canceled while queued")
         log.info("cancel requested for training %s", future.id)
         return True
 
@@ -243,7 +250,7 @@ class LocalModelTrainer(ModelTrainerBase):
             with state.lock:
                 if state.canceled:
                     return
-            self._mark_running(future)
+            self.mark_running(future)
             with state.lock:
                 if state.canceled:  # canceled while being marked running: already recorded
                     return
@@ -263,30 +270,35 @@ class LocalModelTrainer(ModelTrainerBase):
             try:
                 context = TrainingContext(
                     request.training_id,
-                    on_progress=lambda report: self._mark_progress(future, report),
+                    on_progress=lambda report: self.mark_progress(future, report),
                     is_canceled=lambda: state.canceled,
                 )
-                with training_context(context), capture_thread_output(self._log_path(future.id)):
+                with training_context(context), self._output_capture(future.id):
                     model = request.module_class.train(*request.args, **request.kwargs)
             finally:
                 state.disarm()
         except BaseException as exc:  # the training's own failure, whatever it is
             error = exc
         if state.canceled:
-            self._mark_canceled(future, "canceled while running")
+            self.mark_canceled(future, "canceled while running")
             return
         if error is not None:
             log.info("training %s errored: %s: %s", future.id, type(error).__name__, error)
-            self._mark_errored(future, error)
+            self.mark_errored(future, error)
             return
         if request.save_path is not None:
             try:
                 save_model(model, request.save_path, training_id=request.training_id)
             except Exception as exc:
                 log.info("saving training %s to %s failed: %s", future.id, request.save_path, exc)
-                self._mark_errored(future, exc)
+                self.mark_errored(future, exc)
                 return
-        self._mark_completed(future, model)
+        self.mark_completed(future, model)
+
+    def _output_capture(self, training_id: str) -> Any:
+        if not self.config.capture_output:
+            return contextlib.nullcontext()
+        return capture_thread_output(self._log_path(training_id))
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop taking trainings; with ``wait``, let queued and running ones finish."""

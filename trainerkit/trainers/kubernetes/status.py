@@ -24,7 +24,7 @@ import json
 from typing import Any, Mapping, Optional, Sequence
 
 from ...errors import TrainingCanceledError, TrainingError
-from ...info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus
+from ...info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus, qualified_name
 from ...runner import Outcome
 from .manifest import (
     ANNOTATION_CANCELED,
@@ -39,8 +39,8 @@ from .manifest import (
 )
 
 #: Type name of errors that describe the Job or container rather than a Python exception.
-JOB_ERROR_TYPE = f"{TrainingError.__module__}.{TrainingError.__qualname__}"
-CANCELED_ERROR_TYPE = TrainingCanceledError.__name__
+JOB_ERROR_TYPE = qualified_name(TrainingError)
+CANCELED_ERROR_TYPE = qualified_name(TrainingCanceledError)
 
 _FAILED = ("Failed", "FailureTarget")
 _COMPLETE = ("Complete", "SuccessCriteriaMet")

@@ -28,8 +28,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Optional, Sequence
 
-from ... import ids
-from ...errors import ClusterError, ConfigError, InvalidTrainingIdError, TrainingExistsError, TrainingNotFoundError
+from ...errors import ClusterError, ConfigError, TrainingExistsError, TrainingNotFoundError
 from ...future import ModelTrainerFutureBase
 from ...info import ErrorDetail, TrainingInfo, TrainingStatus, utcnow
 from ...trainer import ModelTrainerBase, TrainingRequest
@@ -67,10 +66,11 @@ class KubernetesModelTrainer(ModelTrainerBase):
     ConfigSchema = KubernetesTrainerConfig
     supports_detach: ClassVar[bool] = True
 
+    #: The shared watch pushes every change to this trainer's futures (_on_cluster_change).
+    pushes_updates: ClassVar[bool] = True
+
     def __init__(self, config: KubernetesTrainerConfig, instance_name: str) -> None:
-        problem = ids.check_trainer_name(instance_name)
-        if problem:
-            raise InvalidTrainingIdError(problem)
+        super().__init__(config, instance_name)
         where = f"model_management.trainers.{instance_name}.config"
         # The kubernetes client is imported here, when a trainer is built, not
         # when a configuration that mentions KUBERNETES is loaded.
@@ -88,11 +88,12 @@ class KubernetesModelTrainer(ModelTrainerBase):
             where=where,
         )
         self._cache = ClusterCache(self._api, trainer_selector(instance_name), self._on_cluster_change)
+        self._jobs = KubernetesTrainingStore(self._api, self._cache, instance_name)
+        self._follow_lock = threading.Lock()  # guards _settling and _job_uids
         self._settling: dict[str, float] = {}
         # The uid of the Job each followed training is: a Job that later takes
         # the same name (an external id reused) is another training.
         self._job_uids: dict[str, str] = {}
-        super().__init__(config, instance_name)
         log.debug("trainer %s uses namespace %s on %s", instance_name, self.namespace, self._api.target.describe())
 
     @property
@@ -105,12 +106,12 @@ class KubernetesModelTrainer(ModelTrainerBase):
         """The API server and namespace this trainer uses, and where that setting came from."""
         return self._api.target
 
-    # -- hooks of ModelTrainerBase -------------------------------------------------------------
+    # -- the backend contract ---------------------------------------------------------------
 
-    def _create_store(self) -> KubernetesTrainingStore:
-        return KubernetesTrainingStore(self._api, self._cache, self.instance_name)
+    def create_store(self) -> KubernetesTrainingStore:
+        return self._jobs
 
-    def _check_request(self, request: TrainingRequest) -> None:
+    def prepare_training(self, request: TrainingRequest) -> None:
         if request.save_path is None:
             raise ValueError(
                 "a KUBERNETES training runs in a pod, so its model comes back only through "
@@ -123,9 +124,9 @@ class KubernetesModelTrainer(ModelTrainerBase):
         # names the API server would refuse fail here, before anything is sent.
         self._manifests(request, utcnow(), nonce="000000")
 
-    def _submit(self, future: ModelTrainerFutureBase, request: TrainingRequest) -> None:
+    def start_training(self, future: ModelTrainerFutureBase, request: TrainingRequest) -> None:
         self._start_watch()
-        manifests = self._manifests(request, future._info.submission_time, nonce=secrets.token_hex(3))
+        manifests = self._manifests(request, future.cached_info.submission_time, nonce=secrets.token_hex(3))
         config_map_name = manifests.config_map["metadata"]["name"]
         self._api.create_configmap(manifests.config_map)
         try:
@@ -139,13 +140,13 @@ class KubernetesModelTrainer(ModelTrainerBase):
             self._quietly(self._api.delete_job, job["metadata"]["name"], job["metadata"].get("uid"))
             self._quietly(self._api.delete_configmap, config_map_name)
             raise
-        with self._lock:
+        with self._follow_lock:
             self._job_uids[request.training_id] = job["metadata"]["uid"]
-        self._store.confirm(request.training_id, job)
-        self._apply(future, self._store.info(job, self._cache.pods(request.training_id)))
+        self._jobs.confirm(request.training_id, job)
+        self._apply(future, self._jobs.info(job, self._cache.pods(request.training_id)))
         log.info("submitted training %s as Job %s/%s", request.training_id, self.namespace, request.training_id)
 
-    def _cancel_running(self, future: ModelTrainerFutureBase) -> bool:
+    def cancel_training(self, future: ModelTrainerFutureBase) -> bool:
         for _ in range(_CANCEL_ATTEMPTS):
             job = self._api.get_job(future.id)
             if job is None:
@@ -153,7 +154,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
                     f"cannot cancel training {future.id}: its Job no longer exists in namespace "
                     f"{self.namespace!r} (deleted, or removed by ttl_after_finished)"
                 )
-            info = self._store.info(job, self._pods_of(future.id))
+            info = self._jobs.info(job, self._pods_of(future.id))
             if info.status.is_terminal:
                 self._apply(future, info)
                 return info.status is TrainingStatus.CANCELED
@@ -163,7 +164,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
             except ConflictError:
                 continue  # the Job changed since it was read: look again
             self._cache.remember_job(job)
-            self._apply(future, self._store.info(job, self._pods_of(future.id)))
+            self._apply(future, self._jobs.info(job, self._pods_of(future.id)))
             log.info("canceled training %s (Job suspended)", future.id)
             return True
         raise ClusterError(
@@ -171,20 +172,14 @@ class KubernetesModelTrainer(ModelTrainerBase):
             "attempts; try again"
         )
 
-    def _refresh_observed(self, futures: Sequence[ModelTrainerFutureBase]) -> None:
-        """Bring futures up to date from the shared watch (no request per future)."""
+    def observe_trainings(self, futures: Sequence[ModelTrainerFutureBase]) -> None:
+        """Bring futures up to date from the shared watch (no request per future);
+        from then on the watch pushes every change (see _on_cluster_change)."""
         self._start_watch()
         for future in futures:
             self._update(future)
 
-    def _ensure_observed(self, future: ModelTrainerFutureBase) -> None:
-        # The shared watch pushes every change to every future of this trainer
-        # (see _on_cluster_change): start it instead of a polling observer.
-        if future._info.status.is_terminal:
-            return
-        self._refresh_observed([future])
-
-    def _training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
+    def training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
         if follow:
             self._start_watch()
         return self._log_lines(future.id, follow)
@@ -244,7 +239,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
                 "or delete that Job"
             )
         info = training_info(existing, self._pods_of(name))
-        if not (info.status.is_terminal and self._store.replaces_finished(name)):
+        if not (info.status.is_terminal and self._jobs.replaces_finished(name)):
             raise TrainingExistsError(
                 f"a training with id {name!r} already exists and is {info.status.value}; choose "
                 "another external_training_id"
@@ -274,21 +269,20 @@ class KubernetesModelTrainer(ModelTrainerBase):
         return self._api.list_pods(training_selector(training_id)).get("items") or []
 
     def _apply(self, future: ModelTrainerFutureBase, info: TrainingInfo) -> None:
-        future._apply(info)
+        self.mark_observed(future, info)
         if info.status.is_terminal:
-            with self._lock:
+            with self._follow_lock:
                 self._settling.pop(future.id, None)
                 self._job_uids.pop(future.id, None)
-            self._after_terminal(future, info)
 
     def _deleted(self, future: ModelTrainerFutureBase) -> TrainingInfo:
         return dataclasses.replace(
-            future._info,
+            future.cached_info,
             status=TrainingStatus.ERRORED,
             completion_time=utcnow(),
             errors=(
-                ErrorDetail(
-                    "trainerkit.errors.TrainingNotFoundError",
+                ErrorDetail.of(
+                    TrainingNotFoundError,
                     f"the Job of training {future.id} was deleted from namespace {self.namespace!r} "
                     "before it finished",
                 ),
@@ -298,19 +292,18 @@ class KubernetesModelTrainer(ModelTrainerBase):
     def _on_cluster_change(self, training_ids: set[str]) -> None:
         """Called by the watch with the trainings whose Job or pods changed."""
         for training_id in training_ids:
-            with self._lock:
-                future = self._futures.get(training_id)
+            future = self.find_future(training_id)
             if future is not None:
                 self._update(future)
 
     def _update(self, future: ModelTrainerFutureBase) -> None:
         """Apply what the cluster says about ``future``'s training now."""
-        if future._info.status.is_terminal or self._store.is_pending(future.id):
+        if future.cached_info.status.is_terminal or self._jobs.is_pending(future.id):
             return  # a submission in progress applies its own first state
-        job, pods = self._store.job_and_pods(future.id)
+        job, pods = self._jobs.job_and_pods(future.id)
         if job is not None:
             uid = job["metadata"].get("uid")
-            with self._lock:
+            with self._follow_lock:
                 expected = self._job_uids.setdefault(future.id, uid)
             if uid != expected:
                 # Another Job under this name: the cache is behind a replacement
@@ -322,7 +315,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
         if job is None:
             self._apply(future, self._deleted(future))
             return
-        info = self._store.info(job, pods)
+        info = self._jobs.info(job, pods)
         if info.status.is_terminal and not pods_settled(job, pods) and not self._settle_expired(future.id):
             return  # the pod's final status (and its error) is on its way
         self._apply(future, info)
@@ -331,7 +324,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
         """Whether a finished Job's pods have had long enough to report; the first
         call starts the clock and schedules one more look for when it runs out."""
         now = time.monotonic()
-        with self._lock:
+        with self._follow_lock:
             first = self._settling.get(training_id)
             if first is None:
                 self._settling[training_id] = now
@@ -347,7 +340,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
         generation = self._cache.generation if follow else 0
         several = False
         while True:
-            job, pods = self._store.job_and_pods(training_id)
+            job, pods = self._jobs.job_and_pods(training_id)
             if job is None:
                 if not shown:
                     raise TrainingNotFoundError(

@@ -258,7 +258,6 @@ class _Dispatcher:
                 worker.run = run
                 run.worker = worker
                 if self._write(worker, run.spec.to_dict()):
-                    run.spec_sent = True
                     self.lock.notify_all()
                     if run.cancel_requested:  # canceled while waiting for a worker
                         self._signal(worker, signal.SIGTERM)
@@ -335,7 +334,7 @@ class _Dispatcher:
             queued = {run.future.id: run for run in self.queue}
         if not queued:
             return
-        since = min(run.future._info.submission_time for run in queued.values())
+        since = min(run.future.cached_info.submission_time for run in queued.values())
         for info in trainer._finished_since(since):
             run = queued.get(info.id)
             if run is None:

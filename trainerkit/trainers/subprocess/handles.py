@@ -34,7 +34,6 @@ class _Run:
         self.worker: Optional[_Worker] = None
         self.cancel_requested = False
         self.detached = spec.detach
-        self.spec_sent = False  # the worker has the spec: it can run on without this process
         self.attempts = 0
 
 

@@ -40,7 +40,8 @@ import sys
 import time
 from typing import Any, Mapping, Optional
 
-from ...info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
+from ...errors import TrainingCanceledError, TrainingCrashedError, TrainingInterruptedError
+from ...info import ErrorDetail, ProgressReport, TrainingStatus, qualified_name, utcnow
 from ...owner import process_owner
 from ...runner import Outcome, SpecError, TrainingSpec
 from .rundir import RunDirectory, WorkerRecord
@@ -250,7 +251,7 @@ class _Supervisor:
             spec = TrainingSpec.from_dict(json.loads(line))
         except (ValueError, SpecError) as exc:
             self._close_spec()
-            self._finish(_errored("trainerkit.runner.spec.SpecError", f"the worker got an unusable spec: {exc}"))
+            self._finish(_errored(qualified_name(SpecError), f"the worker got an unusable spec: {exc}"))
             return
         self.spec = spec
         if spec.log_path:
@@ -408,7 +409,7 @@ class _Supervisor:
     def _outcome_from_exit(self, status: int) -> Outcome:
         if self.cancel_requested:
             how = "killed after the grace period" if self.killed else "stopped"
-            return _outcome(TrainingStatus.CANCELED, ErrorDetail("TrainingCanceledError", f"canceled while training ({how})"))
+            return _outcome(TrainingStatus.CANCELED, ErrorDetail.of(TrainingCanceledError, f"canceled while training ({how})"))
         if self.interrupted:
             return self._interrupted_outcome()
         pid = self.child
@@ -429,12 +430,12 @@ class _Supervisor:
                 "outcome (os._exit() or sys.exit() outside train(), or a crash)"
             )
         self._note(message)
-        return _errored("trainerkit.errors.TrainingCrashedError", message, self._log_tail())
+        return _errored(qualified_name(TrainingCrashedError), message, self._log_tail())
 
     def _interrupted_outcome(self) -> Outcome:
         submitter = self.spec.submitter if self.spec else ""
         return _errored(
-            "trainerkit.errors.TrainingInterruptedError",
+            qualified_name(TrainingInterruptedError),
             f"the training was stopped because the process that submitted it "
             f"({submitter or 'unknown'}) exited; set detach: true in the trainer's config "
             "for trainings that outlive their caller",

@@ -46,19 +46,18 @@ import datetime
 import logging
 import os
 import signal
-import threading
 import weakref
 from typing import Any, Iterator, Optional
 
 from ...durations import parse_duration
-from ...errors import ConfigError, TrainingStateError
+from ...errors import ConfigError, TrainingCanceledError, TrainingCrashedError, TrainingStateError
 from ...future import ModelTrainerFutureBase
 from ...info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus, utcnow
 from ...logfile import read_lines
 from ...module import class_path
 from ...owner import owner_is_alive, signal_owner
 from ...runner import Outcome, TrainingSpec, check_importable_class, inline_arguments, pickle_arguments
-from ...store import TrainingQuery, TrainingStore
+from ...store import TrainingStore
 from ...store.state_dir import MEMORY_STATE_DIR, STATE_DIR_ENV, open_record_store, resolve_state_dir
 from ...trainer import ModelTrainerBase, TrainingRequest
 from .config import SubprocessTrainerConfig
@@ -89,14 +88,13 @@ class SubprocessModelTrainer(ModelTrainerBase):
         self._grace = parse_duration(config.cancel_grace_period).total_seconds()
         self._cwd = os.path.abspath(os.path.expanduser(config.cwd)) if config.cwd else None
         self._dispatcher = _Dispatcher(self)
-        self._pending = threading.local()  # arguments pickled by _check_request, for _submit
         atexit.register(_wait_at_exit, weakref.ref(self))
         # Idle workers must not outlive a trainer that is dropped without shutdown.
         weakref.finalize(self, self._dispatcher.close).atexit = False
 
-    # -- hooks of the base class
+    # -- the backend contract
 
-    def _create_store(self) -> TrainingStore:
+    def create_store(self) -> TrainingStore:
         if resolve_state_dir(self.config.state_dir) == MEMORY_STATE_DIR:
             raise ConfigError(
                 f"trainer {self.instance_name!r} (type SUBPROCESS) needs a state directory, but "
@@ -105,7 +103,8 @@ class SubprocessModelTrainer(ModelTrainerBase):
             )
         return open_record_store(self.config.state_dir)
 
-    def _check_request(self, request: TrainingRequest) -> None:
+    def prepare_training(self, request: TrainingRequest) -> bytes:
+        """Refuse what cannot run in another process; return the pickled arguments."""
         if request.save_path is None:
             raise ValueError(
                 f"trainer {self.instance_name!r} (type SUBPROCESS) trains in another process, so "
@@ -118,18 +117,10 @@ class SubprocessModelTrainer(ModelTrainerBase):
                 f"the working directory of trainer {self.instance_name!r} (cwd: "
                 f"{self._cwd}) does not exist; create it or change the config"
             )
-        self._pending.payload = (
-            request.training_id,
-            pickle_arguments(request.module_class, request.args, request.kwargs),
-        )
+        return pickle_arguments(request.module_class, request.args, request.kwargs)
 
-    def _submit(self, future: ModelTrainerFutureBase, request: TrainingRequest) -> None:
-        pending = getattr(self._pending, "payload", None)
-        self._pending.payload = None
-        if pending is not None and pending[0] == request.training_id:
-            payload = pending[1]
-        else:
-            payload = pickle_arguments(request.module_class, request.args, request.kwargs)
+    def start_training(self, future: ModelTrainerFutureBase, request: TrainingRequest) -> None:
+        payload: bytes = request.prepared
         run_dir = self._run_dir(request.training_id)
         run_dir.remove()  # a finished training replaced under the same external id
         try:
@@ -162,7 +153,7 @@ class SubprocessModelTrainer(ModelTrainerBase):
             run_dir=run_dir.path,
             cancel_grace_period=self._grace,
             detach=self.config.detach,
-            submitter=self._owner,
+            submitter=self.owner,
         )
         try:
             self._dispatcher.submit(_Run(future, spec, run_dir))
@@ -170,51 +161,44 @@ class SubprocessModelTrainer(ModelTrainerBase):
             run_dir.remove()
             raise
 
-    def _cancel_running(self, future: ModelTrainerFutureBase) -> bool:
+    def cancel_training(self, future: ModelTrainerFutureBase) -> bool:
         run = self._dispatcher.find(future.id)
         if run is None:
             return self._cancel_elsewhere(future)
         result = self._dispatcher.cancel(run)
         if result == "queued":
-            self._mark_canceled(future, "canceled while queued")
+            self.mark_canceled(future, "canceled while queued")
             return True
         if result == "signaled":
             log.info("cancel requested for training %s", future.id)
         return result == "signaled"
 
-    def _training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
+    def training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
         return read_lines(
             self._log_path(future.id),
             follow=follow,
             finished=lambda: future.get_info().status.is_terminal,
         )
 
-    def _reconcile(self, info: TrainingInfo) -> TrainingInfo:
+    def recover_training(self, info: TrainingInfo) -> Optional[dict[str, Any]]:
         """A live record whose submitting process is gone: the run directory says the rest."""
-        if info.status.is_terminal:
-            return info
-        owner = self._store.get_owner(info.id)
-        if not owner or owner == self._owner or owner_is_alive(owner) is not False:
-            return info  # its submitting process is alive and keeps the record current
         run_dir = self._run_dir(info.id)
         outcome = run_dir.read_outcome()
         if outcome is not None:
-            return self._store_outcome(info.id, outcome)
+            return _outcome_changes(outcome)
         record = run_dir.read_worker()
         if record is None:
-            return super()._reconcile(info)  # never reached a worker: interrupted while queued
-        alive = owner_is_alive(record.supervisor)
-        if alive is False:
+            return None  # never reached a worker: interrupted while queued
+        if owner_is_alive(record.supervisor) is False:
             outcome = run_dir.read_outcome()  # written just before the worker exited?
             if outcome is not None:
-                return self._store_outcome(info.id, outcome)
-            return self._store.update(
-                info.id,
+                return _outcome_changes(outcome)
+            return dict(
                 status=TrainingStatus.ERRORED,
                 completion_time=utcnow(),
                 errors=(
-                    ErrorDetail(
-                        "trainerkit.errors.TrainingCrashedError",
+                    ErrorDetail.of(
+                        TrainingCrashedError,
                         f"the worker process of the training ({record.supervisor}) ended without "
                         "reporting an outcome: it was killed (SIGKILL by a user or the "
                         "out-of-memory killer) or the machine restarted",
@@ -227,7 +211,7 @@ class SubprocessModelTrainer(ModelTrainerBase):
         progress = run_dir.read_progress()
         if progress is not None and _newer(progress, info.progress):
             changes["progress"] = progress
-        return self._store.update(info.id, **changes) if changes else info
+        return changes
 
     # -- public extras
 
@@ -266,19 +250,16 @@ class SubprocessModelTrainer(ModelTrainerBase):
     # -- reports from the dispatcher (its thread)
 
     def _on_running(self, run: _Run, record: WorkerRecord) -> None:
-        info = self._store.update(run.future.id, status=TrainingStatus.RUNNING, start_time=record.start_time)
-        run.future._apply(info)
+        info = self.mark_running(run.future, start_time=record.start_time)
         if info.status is TrainingStatus.CANCELED and not run.cancel_requested:
             # Canceled from another process while it was being handed over: stop it.
             self._dispatcher.cancel(run)
 
     def _on_progress(self, run: _Run, report: ProgressReport) -> None:
-        self._mark_progress(run.future, report)
+        self.mark_progress(run.future, report)
 
     def _on_outcome(self, run: _Run, outcome: Outcome) -> None:
-        info = self._store_outcome(run.future.id, outcome)
-        run.future._apply(info)
-        self._after_terminal(run.future, info)
+        self.mark_outcome(run.future, outcome)
         level = logging.DEBUG if outcome.status is TrainingStatus.COMPLETED else logging.INFO
         log.log(level, "training %s %s", run.future.id, outcome.status.value)
 
@@ -287,71 +268,43 @@ class SubprocessModelTrainer(ModelTrainerBase):
         if outcome is None:
             if run.cancel_requested:
                 outcome = Outcome(
-                    TrainingStatus.CANCELED, utcnow(), (ErrorDetail("TrainingCanceledError", "canceled"),)
+                    TrainingStatus.CANCELED, utcnow(), (ErrorDetail.of(TrainingCanceledError, "canceled"),)
                 )
             else:
-                detail = worker.stderr_text()
-                outcome = Outcome(
-                    TrainingStatus.ERRORED,
-                    utcnow(),
-                    (
-                        ErrorDetail(
-                            "trainerkit.errors.TrainingCrashedError",
-                            f"the worker process (pid {worker.pid}) of training {run.future.id} "
-                            f"{describe_exit(returncode)} before reporting an outcome",
-                            detail,
-                        ),
-                    ),
+                message = (
+                    f"the worker process (pid {worker.pid}) of training {run.future.id} "
+                    f"{describe_exit(returncode)} before reporting an outcome"
                 )
+                error = ErrorDetail.of(TrainingCrashedError, message, worker.stderr_text())
+                outcome = Outcome(TrainingStatus.ERRORED, utcnow(), (error,))
         self._on_outcome(run, outcome)
 
     def _on_start_failed(self, run: _Run, why: str, detail: str = "") -> None:
-        error = ErrorDetail("trainerkit.errors.TrainingCrashedError", why, detail)
+        error = ErrorDetail.of(TrainingCrashedError, why, detail)
         self._on_outcome(run, Outcome(TrainingStatus.ERRORED, utcnow(), (error,)))
 
     def _on_gone_while_queued(self, run: _Run, info: TrainingInfo) -> None:
-        run.future._apply(info)
-        self._after_terminal(run.future, info)
+        self.mark_observed(run.future, info)
         run.run_dir.remove()
 
     def _finished_since(self, since: datetime.datetime) -> list[TrainingInfo]:
-        return self._store.list(
-            TrainingQuery(
-                trainer_name=self.instance_name,
-                status=frozenset(s for s in TrainingStatus if s.is_terminal),
-                since=since,
-            )
-        )
+        return self.list_trainings(status=_FINISHED, since=since)
 
     # -- internals
-
-    def _store_outcome(self, training_id: str, outcome: Outcome) -> TrainingInfo:
-        changes: dict[str, Any] = dict(
-            status=outcome.status, completion_time=outcome.time, errors=outcome.errors
-        )
-        if outcome.progress is not None:
-            changes["progress"] = outcome.progress
-        return self._store.update(training_id, **changes)
 
     def _cancel_elsewhere(self, future: ModelTrainerFutureBase) -> bool:
         """Cancel a training that another process submitted."""
         info = self._load_info(future.id)
         if info is None:
             return False
-        future._apply(info)
+        self.mark_observed(future, info)
         if info.status.is_terminal:
             return False
         record = self._run_dir(future.id).read_worker()
         if record is None:
             # Still in its submitter's queue: the record's first final status wins, and
             # that process drops it (or stops it, if it was just being handed over).
-            info = self._store.update(
-                future.id,
-                status=TrainingStatus.CANCELED,
-                completion_time=utcnow(),
-                errors=(ErrorDetail("TrainingCanceledError", "canceled while queued"),),
-            )
-            future._apply(info)
+            info = self.mark_canceled(future, "canceled while queued")
             return info.status is TrainingStatus.CANCELED
         try:
             delivered = signal_owner(record.supervisor, signal.SIGTERM)
@@ -366,7 +319,7 @@ class SubprocessModelTrainer(ModelTrainerBase):
                 "that user"
             ) from None
         if not delivered:  # its worker is gone: the record catches up
-            future._apply(self._load_info(future.id) or info)
+            self.mark_observed(future, self._load_info(future.id) or info)
             return False
         log.info("cancel requested for training %s (worker %s)", future.id, record.supervisor)
         return True
@@ -412,3 +365,13 @@ def _newer(report: ProgressReport, than: Optional[ProgressReport]) -> bool:
     if report.time is None or than.time is None:
         return report != than
     return report.time > than.time
+
+
+_FINISHED = tuple(status for status in TrainingStatus if status.is_terminal)
+
+
+def _outcome_changes(outcome: Outcome) -> dict[str, Any]:
+    changes: dict[str, Any] = dict(status=outcome.status, completion_time=outcome.time, errors=outcome.errors)
+    if outcome.progress is not None:
+        changes["progress"] = outcome.progress
+    return changes
