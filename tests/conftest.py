@@ -40,5 +40,14 @@ def manager_factory():
 
 
 @pytest.fixture
+def isolated_registry(monkeypatch):
+    """Trainer types registered during the test (by code or import_class:)
+    are forgotten after it."""
+    from trainerkit import registry
+
+    monkeypatch.setattr(registry, "_registered", dict(registry._registered))
+
+
+@pytest.fixture
 def python_executable():
     return sys.executable

@@ -22,7 +22,6 @@ import pytest
 
 import trainerkit
 from trainerkit import ids
-from trainerkit.registry import unregister_trainer_type
 from trainerkit.schema import describe_schema
 from trainerkit.trainers.local import LocalTrainerConfig
 
@@ -182,7 +181,7 @@ def test_documented_environment_error_is_real(monkeypatch):
 
 
 @pytest.fixture
-def acme_module(tmp_path, monkeypatch):
+def acme_module(tmp_path, monkeypatch, isolated_registry):
     """The doc's acme_trainerkit.py, importable, and the ACME type unregistered around the test."""
     code = _fenced(_generated_block(_doc("backends.md"), "acme_trainerkit.py"))
     package_dir = tmp_path / "site"
@@ -190,9 +189,7 @@ def acme_module(tmp_path, monkeypatch):
     (package_dir / "acme_trainerkit.py").write_text(code)
     monkeypatch.syspath_prepend(str(package_dir))
     monkeypatch.delitem(sys.modules, "acme_trainerkit", raising=False)
-    unregister_trainer_type("ACME")
     yield package_dir
-    unregister_trainer_type("ACME")
     sys.modules.pop("acme_trainerkit", None)
 
 

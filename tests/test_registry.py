@@ -134,13 +134,7 @@ class Impostor(LocalModelTrainer):
     name = "CUSTOM_FOR_TEST"
 
 
-@pytest.fixture
-def clean_registry():
-    yield
-    registry.unregister_trainer_type("CUSTOM_FOR_TEST")
-
-
-def test_import_class_registers_the_class_as_in_caikit(clean_registry):
+def test_import_class_registers_the_class_as_in_caikit(isolated_registry):
     manager = trainerkit.TrainerManager.from_dict(
         {"model_management": {"trainers": {"mine": {
             "type": "CUSTOM_FOR_TEST",
@@ -154,7 +148,7 @@ def test_import_class_registers_the_class_as_in_caikit(clean_registry):
     assert "CUSTOM_FOR_TEST" in registry.available_types()
 
 
-def test_a_conflicting_registration_fails_naming_both_classes(clean_registry):
+def test_a_conflicting_registration_fails_naming_both_classes(isolated_registry):
     registry.register_trainer_type(CustomTrainer)
     registry.register_trainer_type(CustomTrainer)  # same class again: harmless
     with pytest.raises(ConfigError, match="already registered.*CustomTrainer.*Impostor"):

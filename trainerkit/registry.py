@@ -154,12 +154,6 @@ def register_trainer_type(cls: "type[ModelTrainerBase]", *, source: Optional[Typ
         _registered[name] = (cls, source)
 
 
-def unregister_trainer_type(name: str) -> None:
-    """Forget a type registered by code (tests use this to stay independent)."""
-    with _lock:
-        _registered.pop(name, None)
-
-
 def register_import_class(path: str, where: str) -> "type[ModelTrainerBase]":
     """Import ``path`` (``import_class:`` in config) and register it."""
     try:

@@ -487,13 +487,6 @@ class SQLiteTrainingStore(TrainingStore):
 
     # -- connections ----------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        """Open a raw connection to :attr:`path` (tests override it to simulate
-        storage that fails)."""
-        return sqlite3.connect(
-            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-        )
-
     def _connection(self) -> sqlite3.Connection:
         """This process's connection, opened (and checked) when needed. Lock held."""
         if self._conn is not None and self._pid == os.getpid():
@@ -513,7 +506,9 @@ class SQLiteTrainingStore(TrainingStore):
                 "point state_dir (or TRAINERKIT_STATE_DIR) at another directory"
             )
         try:
-            conn = self._connect()
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
         except sqlite3.Error as exc:
             raise self._error(exc, "opening the record store") from exc
         try:
