@@ -22,38 +22,57 @@ def local_manager(**config):
     )
 
 
-def test_the_config_key_wins_over_the_environment():
-    env = {"TRAINERKIT_STATE_DIR": "/env/state", "XDG_STATE_HOME": "/xdg", "HOME": "/home/u"}
-    assert resolve_state_dir("/configured", env) == "/configured"
+@pytest.fixture
+def environment(monkeypatch):
+    """Sets exactly the given variables among those that choose the state dir."""
+
+    def set_only(**variables):
+        for name in ("TRAINERKIT_STATE_DIR", "XDG_STATE_HOME", "HOME"):
+            if name in variables:
+                monkeypatch.setenv(name, variables[name])
+            else:
+                monkeypatch.delenv(name, raising=False)
+
+    return set_only
 
 
-def test_the_environment_variable_wins_over_xdg_and_home():
-    env = {"TRAINERKIT_STATE_DIR": "/env/state", "XDG_STATE_HOME": "/xdg", "HOME": "/home/u"}
-    assert resolve_state_dir(None, env) == "/env/state"
+def test_the_config_key_wins_over_the_environment(environment):
+    environment(TRAINERKIT_STATE_DIR="/env/state", XDG_STATE_HOME="/xdg", HOME="/home/u")
+    assert resolve_state_dir("/configured") == "/configured"
 
 
-def test_xdg_state_home_comes_next():
-    assert resolve_state_dir(None, {"XDG_STATE_HOME": "/xdg", "HOME": "/home/u"}) == "/xdg/trainerkit"
+def test_the_environment_variable_wins_over_xdg_and_home(environment):
+    environment(TRAINERKIT_STATE_DIR="/env/state", XDG_STATE_HOME="/xdg", HOME="/home/u")
+    assert resolve_state_dir(None) == "/env/state"
 
 
-def test_a_relative_xdg_state_home_is_ignored_as_the_xdg_spec_says():
-    env = {"XDG_STATE_HOME": "relative/state", "HOME": "/home/u"}
-    assert resolve_state_dir(None, env) == "/home/u/.local/state/trainerkit"
+def test_xdg_state_home_comes_next(environment):
+    environment(XDG_STATE_HOME="/xdg", HOME="/home/u")
+    assert resolve_state_dir(None) == "/xdg/trainerkit"
 
 
-def test_the_default_is_under_the_home_directory():
-    assert resolve_state_dir(None, {"HOME": "/home/u"}) == "/home/u/.local/state/trainerkit"
+def test_a_relative_xdg_state_home_is_ignored_as_the_xdg_spec_says(environment):
+    environment(XDG_STATE_HOME="relative/state", HOME="/home/u")
+    assert resolve_state_dir(None) == "/home/u/.local/state/trainerkit"
 
 
-def test_relative_and_tilde_paths_become_absolute(tmp_path, monkeypatch):
+def test_the_default_is_under_the_home_directory(environment):
+    environment(HOME="/home/u")
+    assert resolve_state_dir(None) == "/home/u/.local/state/trainerkit"
+
+
+def test_relative_and_tilde_paths_become_absolute(tmp_path, monkeypatch, environment):
     monkeypatch.chdir(tmp_path)
-    assert resolve_state_dir("records", {}) == str(tmp_path / "records")
-    assert resolve_state_dir("~/records", {"HOME": "/home/u"}) == os.path.expanduser("~/records")
+    environment(HOME="/home/u")
+    assert resolve_state_dir("records") == str(tmp_path / "records")
+    assert resolve_state_dir("~/records") == "/home/u/records"
 
 
-def test_memory_opts_out_of_durable_records():
-    assert resolve_state_dir(MEMORY_STATE_DIR, {}) == MEMORY_STATE_DIR
-    assert resolve_state_dir(None, {"TRAINERKIT_STATE_DIR": MEMORY_STATE_DIR}) == MEMORY_STATE_DIR
+def test_memory_opts_out_of_durable_records(environment):
+    environment()
+    assert resolve_state_dir(MEMORY_STATE_DIR) == MEMORY_STATE_DIR
+    environment(TRAINERKIT_STATE_DIR=MEMORY_STATE_DIR)
+    assert resolve_state_dir(None) == MEMORY_STATE_DIR
     assert isinstance(open_record_store(MEMORY_STATE_DIR), MemoryTrainingStore)
 
 

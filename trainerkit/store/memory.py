@@ -1,4 +1,4 @@
-"""Records in this process's memory only (``state_dir: ':memory:'``, and tests)."""
+"""Records in this process's memory only (``state_dir: ':memory:'``)."""
 
 from __future__ import annotations
 

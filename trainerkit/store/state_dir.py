@@ -19,7 +19,7 @@ when the process exits.
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional
+from typing import Optional
 
 from .base import TrainingStore
 from .memory import MemoryTrainingStore
@@ -42,20 +42,17 @@ def check_state_dir(value: object) -> Optional[str]:
     return None
 
 
-def resolve_state_dir(
-    configured: Optional[str] = None, environ: Optional[Mapping[str, str]] = None
-) -> str:
+def resolve_state_dir(configured: Optional[str] = None) -> str:
     """The state directory to use: an absolute path, or :data:`MEMORY_STATE_DIR`.
 
     Args:
         configured: the trainer's ``state_dir`` config value (None: not set).
-        environ: the environment to read (default ``os.environ``).
 
     ``~`` is expanded and a relative path is made absolute against the
     current directory, so the answer does not change if the process later
     changes directory.
     """
-    env = os.environ if environ is None else environ
+    env = os.environ
     chosen = configured
     if chosen is None:
         chosen = env.get(STATE_DIR_ENV) or None
