@@ -64,19 +64,6 @@ class TestKubernetesConformance(BackendConformance):
 
         return hold
 
-    # Not strict: the assertion passes whenever the pod happens to start in a later
-    # wall-clock second than the submission (about a third of runs), so a strict
-    # xfail would flake. Make it strict once start_time is precise.
-    @pytest.mark.xfail(
-        strict=False,
-        reason="KUBERNETES start_time is the container's startedAt, which Kubernetes truncates to "
-        "whole seconds, while submission_time (the submitted annotation) and completion_time (the "
-        "pod entry's outcome) have microseconds: a pod that starts within the second of its "
-        "submission reports start_time < submission_time",
-    )
-    def test_info_times_are_in_order_submission_start_completion(self, trainer, save_dir) -> None:
-        super().test_info_times_are_in_order_submission_start_completion(trainer, save_dir)
-
 
 def test_import_trainerkit_imports_neither_pytest_nor_the_suite(python_executable):
     # Workers and pods import trainerkit.testing.modules; their images need not have pytest.

@@ -189,3 +189,14 @@ def test_a_retry_between_attempts_stays_running_and_counts_attempts():
     assert info.status is TrainingStatus.RUNNING
     assert info.detail == "attempt 2 of 3"
     assert info.start_time.isoformat() == "2026-01-01T00:01:00+00:00"
+
+
+def test_a_pod_started_within_its_submission_second_does_not_start_before_it_was_submitted():
+    # Kubernetes timestamps have whole seconds; the submission annotation has microseconds.
+    submitted = "2026-01-01T00:01:00.750000+00:00"
+    info = training_info(
+        job(annotations={"trainerkit.io/submission-time": submitted}),
+        [pod(state={"running": {"startedAt": "2026-01-01T00:01:00Z"}})],
+    )
+    assert info.status is TrainingStatus.RUNNING
+    assert info.start_time == info.submission_time == datetime.datetime.fromisoformat(submitted)

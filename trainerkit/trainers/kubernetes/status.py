@@ -92,7 +92,9 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
     submission = _parse_time(annotations.get(ANNOTATION_SUBMITTED)) or _parse_time(
         metadata.get("creationTimestamp")
     )
-    start = _earliest_start(containers)
+    # Kubernetes timestamps have whole seconds: a pod that started within the
+    # second it was submitted would seem to start before its submission.
+    start = _not_before(_earliest_start(containers), submission)
     progress = _latest_progress(pods, containers)
     record = dict(
         id=metadata.get("name", ""),
@@ -132,7 +134,7 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         return TrainingInfo(
             **record,
             status=TrainingStatus.COMPLETED,
-            start_time=start or _parse_time(status.get("startTime")),
+            start_time=start or _not_before(_parse_time(status.get("startTime")), submission),
             completion_time=ended
             or _parse_time(status.get("completionTime"))
             or _parse_time(complete.get("lastTransitionTime"))
@@ -177,6 +179,14 @@ def _container_status(pod: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
 def _ever_started(state: Mapping[str, Any]) -> bool:
     current = state.get("state") or {}
     return "running" in current or "terminated" in current or "terminated" in (state.get("lastState") or {})
+
+
+def _not_before(
+    time: Optional[datetime.datetime], floor: Optional[datetime.datetime]
+) -> Optional[datetime.datetime]:
+    if time is None or floor is None:
+        return time
+    return max(time, floor)
 
 
 def _earliest_start(containers: Sequence[tuple[Mapping[str, Any], Any]]) -> Optional[datetime.datetime]:
