@@ -4,6 +4,11 @@ Every message names the input, the problem and what to do about it. Errors
 that a caller is likely to catch with a builtin type also derive from it
 (``ConfigError`` is a ``ValueError``, ``TrainingNotFoundError`` a ``LookupError``,
 ``TrainingCanceledError`` a ``concurrent.futures.CancelledError``).
+
+Where an error's type is recorded as text (``ErrorDetail.type``,
+``TrainingError.error_type``), it is the qualified class name
+(``trainerkit.errors.TrainingCrashedError``; builtins bare, ``ValueError``),
+never a bare trainerkit name, so it can be imported and rebuilt.
 """
 
 from __future__ import annotations
@@ -104,8 +109,8 @@ class ClusterPermissionError(ClusterError, PermissionError):
 class TrainingError(TrainerkitError):
     """A training failed and its own exception type could not be rebuilt here.
 
-    Carries the remote ``error_type`` (dotted name), ``message`` and
-    ``remote_traceback`` text.
+    Carries the remote ``error_type`` (its qualified class name, as in
+    ``ErrorDetail.type``), ``message`` and ``remote_traceback`` text.
     """
 
     def __init__(

@@ -21,6 +21,7 @@ import threading
 from typing import TYPE_CHECKING, Optional
 
 from .errors import ConfigError
+from .info import qualified_name
 from .module import import_object
 
 if TYPE_CHECKING:
@@ -206,7 +207,7 @@ def resolve_type(type_name: str, where: str) -> "type[ModelTrainerBase]":
             raise ConfigError(
                 f"{where}: trainer type {type_name!r} comes from entry point "
                 f"{entry_point.value!r} of {_distribution_of(entry_point)}, which failed to "
-                f"import: {type(exc).__name__}: {exc}"
+                f"import: {qualified_name(type(exc))}: {exc}"
             ) from exc
         cls = _check_trainer_class(cls, f"{where} (entry point {entry_point.value!r})")
         if cls.name != type_name:

@@ -19,7 +19,7 @@ import traceback
 from typing import Any, Callable, Mapping, Optional, TextIO
 
 from ..errors import ConfigError, TrainerkitError
-from ..info import TrainingInfo, TrainingStatus, utcnow
+from ..info import TrainingInfo, TrainingStatus, qualified_name, utcnow
 from .exit_codes import CommandError, ExitCode, exit_code_for
 from .parser import CONFIG_ENV
 from .progress_display import NullDisplay, follow, open_display
@@ -150,7 +150,7 @@ def _import_module_class(path: str) -> type:
     except Exception as exc:  # the module's own code failed while importing
         module_name = path.partition(":")[0] if ":" in path else path.rpartition(".")[0]
         raise CommandError(
-            f"importing {path} failed: {type(exc).__name__}: {exc}",
+            f"importing {path} failed: {qualified_name(type(exc))}: {exc}",
             ExitCode.USAGE,
             f"see the traceback with: python -c 'import {module_name}'",
         ) from None
@@ -629,7 +629,7 @@ def run_command(name: str, args: argparse.Namespace) -> int:
                 "report it with the traceback above"
             )
             code = ExitCode.FAILURE
-            message, hint = f"{type(exc).__name__}: {exc}", ""
+            message, hint = f"{qualified_name(type(exc))}: {exc}", ""
         else:
             message = exc.message if isinstance(exc, CommandError) else str(exc)
             hint = exc.hint if isinstance(exc, CommandError) else ""
