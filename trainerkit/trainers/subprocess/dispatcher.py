@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ...info import ProgressReport
 from ...runner import Outcome
-from .handles import STDERR_TAIL, _Run, _Worker, _report, current_sys_path, describe_exit
+from .exits import describe_exit
+from .handles import STDERR_TAIL, _Run, _Worker, _report, current_sys_path
 from .rundir import WorkerRecord
 
 if TYPE_CHECKING:

@@ -7,7 +7,6 @@ import fcntl
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 from typing import Any, Optional
@@ -140,15 +139,3 @@ def _worker_command(events_fd: int, settings: dict[str, Any]) -> list[str]:
 def current_sys_path() -> list[str]:
     cwd = os.getcwd()
     return [os.path.abspath(entry) if entry else cwd for entry in sys.path if isinstance(entry, str)]
-
-
-def describe_exit(returncode: Optional[int]) -> str:
-    if returncode is None:
-        return "stopped answering"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"was killed by {name} ({-returncode})"
-    return f"exited with code {returncode}"

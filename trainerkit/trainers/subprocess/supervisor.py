@@ -41,9 +41,10 @@ import time
 from typing import Any, Mapping, Optional
 
 from ...errors import TrainingCanceledError, TrainingCrashedError, TrainingInterruptedError
-from ...info import ErrorDetail, ProgressReport, TrainingStatus, qualified_name, utcnow
+from ...info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
 from ...owner import process_owner
 from ...runner import Outcome, SpecError, TrainingSpec
+from .exits import describe_exit, ended, errored, signal_hint
 from .rundir import RunDirectory, WorkerRecord
 
 #: Progress goes to the trainer (and the run directory) at most this often, in seconds.
@@ -51,17 +52,6 @@ PROGRESS_INTERVAL = 0.1
 #: How long the supervisor tries to deliver its last events to a trainer that does not read.
 FLUSH_TIMEOUT = 5.0
 _LOG_TAIL_LINES = 40
-
-_CRASH_HINTS = {
-    signal.SIGKILL: "sent from outside the training: by a user, or by the kernel's "
-    "out-of-memory killer when memory ran out (see dmesg, or the container's OOMKilled status)",
-    signal.SIGSEGV: "a crash in native code; the training's log ends with the fault report",
-    signal.SIGBUS: "a crash in native code; the training's log ends with the fault report",
-    signal.SIGABRT: "aborted by native code; the training's log ends with the fault report",
-    signal.SIGFPE: "a crash in native code; the training's log ends with the fault report",
-    signal.SIGILL: "a crash in native code; the training's log ends with the fault report",
-}
-
 
 def redirect_output(path: str) -> None:
     """Send this process's stdout and stderr (file descriptors 1 and 2) to ``path``."""
@@ -251,7 +241,7 @@ class _Supervisor:
             spec = TrainingSpec.from_dict(json.loads(line))
         except (ValueError, SpecError) as exc:
             self._close_spec()
-            self._finish(_errored(qualified_name(SpecError), f"the worker got an unusable spec: {exc}"))
+            self._finish(errored(SpecError, f"the worker got an unusable spec: {exc}"))
             return
         self.spec = spec
         if spec.log_path:
@@ -259,7 +249,7 @@ class _Supervisor:
                 redirect_output(spec.log_path)
             except OSError as exc:
                 self._close_spec()
-                self._finish(_errored("OSError", f"cannot open the training's log file {spec.log_path}: {exc}"))
+                self._finish(errored(OSError, f"cannot open the training's log file {spec.log_path}: {exc}"))
                 return
         record = WorkerRecord(
             supervisor=process_owner(),
@@ -274,7 +264,7 @@ class _Supervisor:
                 self.run_dir.write_worker(record)
             except OSError as exc:
                 self._close_spec()
-                self._finish(_errored("OSError", f"cannot write the run directory {spec.run_dir}: {exc}"))
+                self._finish(errored(OSError, f"cannot write the run directory {spec.run_dir}: {exc}"))
                 return
         try:
             assert self.spec_w is not None
@@ -409,33 +399,21 @@ class _Supervisor:
     def _outcome_from_exit(self, status: int) -> Outcome:
         if self.cancel_requested:
             how = "killed after the grace period" if self.killed else "stopped"
-            return _outcome(TrainingStatus.CANCELED, ErrorDetail.of(TrainingCanceledError, f"canceled while training ({how})"))
+            return ended(TrainingStatus.CANCELED, ErrorDetail.of(TrainingCanceledError, f"canceled while training ({how})"))
         if self.interrupted:
             return self._interrupted_outcome()
-        pid = self.child
-        if os.WIFSIGNALED(status):
-            number = os.WTERMSIG(status)
-            try:
-                name = signal.Signals(number).name
-            except ValueError:
-                name = f"signal {number}"
-            hint = _CRASH_HINTS.get(number)
-            message = f"the training process (pid {pid}) was killed by signal {name} ({number})" + (
-                f": {hint}" if hint else ""
-            )
-        else:
-            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
-            message = (
-                f"the training process (pid {pid}) exited with code {code} before reporting an "
-                "outcome (os._exit() or sys.exit() outside train(), or a crash)"
-            )
+        code = os.waitstatus_to_exitcode(status)
+        message = f"the training process (pid {self.child}) {describe_exit(code)}" + (
+            signal_hint(code) if code < 0 else " before reporting an outcome (os._exit() or "
+            "sys.exit() outside train(), or a crash)"
+        )
         self._note(message)
-        return _errored(qualified_name(TrainingCrashedError), message, self._log_tail())
+        return errored(TrainingCrashedError, message, self._log_tail())
 
     def _interrupted_outcome(self) -> Outcome:
         submitter = self.spec.submitter if self.spec else ""
-        return _errored(
-            qualified_name(TrainingInterruptedError),
+        return errored(
+            TrainingInterruptedError,
             f"the training was stopped because the process that submitted it "
             f"({submitter or 'unknown'}) exited; set detach: true in the trainer's config "
             "for trainings that outlive their caller",
@@ -514,12 +492,3 @@ class _Supervisor:
             return ""
         lines = text.splitlines()[-_LOG_TAIL_LINES:]
         return "Last lines of the training's log:\n" + "\n".join(lines) + "\n" if lines else ""
-
-
-def _outcome(status: TrainingStatus, *errors: ErrorDetail) -> Outcome:
-    return Outcome(status=status, time=utcnow(), errors=errors)
-
-
-def _errored(error_type: str, message: str, traceback_text: str = "") -> Outcome:
-    return _outcome(TrainingStatus.ERRORED, ErrorDetail(error_type, message, traceback_text))
-

@@ -62,7 +62,8 @@ from ...store.state_dir import MEMORY_STATE_DIR, STATE_DIR_ENV, open_record_stor
 from ...trainer import ModelTrainerBase, TrainingRequest
 from .config import SubprocessTrainerConfig
 from .dispatcher import _Dispatcher
-from .handles import _Run, _Worker, current_sys_path, describe_exit
+from .exits import describe_exit, signal_hint
+from .handles import _Run, _Worker, current_sys_path
 from .rundir import ARGUMENTS_FILE, RunDirectory, WorkerRecord
 
 log = logging.getLogger("trainerkit")
@@ -273,7 +274,7 @@ class SubprocessModelTrainer(ModelTrainerBase):
             else:
                 message = (
                     f"the worker process (pid {worker.pid}) of training {run.future.id} "
-                    f"{describe_exit(returncode)} before reporting an outcome"
+                    f"{describe_exit(returncode)} before reporting an outcome{signal_hint(returncode)}"
                 )
                 error = ErrorDetail.of(TrainingCrashedError, message, worker.stderr_text())
                 outcome = Outcome(TrainingStatus.ERRORED, utcnow(), (error,))
