@@ -35,3 +35,15 @@ def test_every_recorded_error_type_is_rebuilt_as_itself(name):
 def test_a_training_error_names_the_remote_type_qualified():
     error = errors.TrainingError("boom", error_type="acme.errors.BoomError")
     assert str(error) == "acme.errors.BoomError: boom"
+
+
+class Outer:
+    class NestedError(Exception):
+        """An exception class defined inside another class."""
+
+
+def test_a_nested_exception_class_is_rebuilt_as_itself():
+    detail = ErrorDetail.from_exception(Outer.NestedError("deep"))
+    assert detail.type == f"{__name__}.Outer.NestedError"
+    rebuilt = rebuild_exception(detail.type, detail.message, detail.traceback)
+    assert type(rebuilt) is Outer.NestedError and str(rebuilt) == "deep"

@@ -272,17 +272,23 @@ def rebuild_exception(error_type: str, message: str, traceback_text: str) -> Bas
     ``remote_traceback`` and as an exception note.
     """
     exc_class: Any = None
-    module_name, _, qualname = error_type.rpartition(".")
-    if not module_name:
+    parts = error_type.split(".")
+    if len(parts) == 1:
         exc_class = getattr(builtins, error_type, None)
     else:
-        module = sys.modules.get(module_name)
-        if module is None and module_name in sys.builtin_module_names:
-            module = importlib.import_module(module_name)
-        obj: Any = module
-        for part in qualname.split("."):
-            obj = getattr(obj, part, None) if obj is not None else None
-        exc_class = obj
+        # The longest dotted prefix that is a module; the rest is a (nested) class's qualname.
+        for split in range(len(parts) - 1, 0, -1):
+            module_name = ".".join(parts[:split])
+            module = sys.modules.get(module_name)
+            if module is None and module_name in sys.builtin_module_names:
+                module = importlib.import_module(module_name)
+            if module is None:
+                continue
+            obj: Any = module
+            for part in parts[split:]:
+                obj = getattr(obj, part, None) if obj is not None else None
+            exc_class = obj
+            break
     rebuilt: Optional[BaseException] = None
     if isinstance(exc_class, type) and issubclass(exc_class, Exception):
         try:

@@ -283,10 +283,17 @@ def defaults_of(schema: type) -> dict[str, Any]:
 
 
 def describe_schema(schema: type) -> list[tuple[str, str, str, str]]:
-    """``(key, type, default, doc)`` rows for documentation and ``--help``."""
+    """``(key, type, default, doc)`` rows for documentation and ``--help``: the
+    keys the schema class declares first, then those it inherits (shared keys
+    such as ``max_workers`` and ``retention_duration``), nearest class first."""
     hints = typing.get_type_hints(schema)
+    rank = {}
+    for depth, klass in enumerate(schema.__mro__):
+        for name in vars(klass).get("__annotations__", {}):
+            rank.setdefault(name, depth)
+    fields = sorted(dataclasses.fields(schema), key=lambda field: rank.get(field.name, 0))
     rows = []
-    for field in dataclasses.fields(schema):
+    for field in fields:
         if not field.init:
             continue
         if field.default is not dataclasses.MISSING:

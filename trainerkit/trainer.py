@@ -56,6 +56,7 @@ from .module import (
 )
 from .owner import owner_is_alive, process_owner
 from .schema import validate_with_schema
+from .trainer_config import TrainerConfig
 from .store import MemoryTrainingStore, TrainingQuery, TrainingStore, normalize_statuses, normalize_tags
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ class ModelTrainerBase(abc.ABC):
         self._observed: "weakref.WeakSet[ModelTrainerFutureBase]" = weakref.WeakSet()
         self._observer: Optional[threading.Thread] = None
         self._store_instance: Optional[TrainingStore] = None
-        retention = getattr(config, "retention_duration", None)
+        retention = config.retention_duration if isinstance(config, TrainerConfig) else None
         self._retention: Optional[datetime.timedelta] = (
             parse_duration(retention) if retention is not None else None
         )
@@ -363,7 +364,7 @@ class ModelTrainerBase(abc.ABC):
                 # The trainer lets go; a future the caller still holds keeps its model.
                 self._pinned.pop(info.id, None)
                 self._futures.pop(info.id, None)
-        if getattr(self.config, "retention_delete_models", False):
+        if isinstance(self.config, TrainerConfig) and self.config.retention_delete_models:
             for info in purged:
                 if info.save_path:
                     try:

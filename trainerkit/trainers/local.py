@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
-import datetime
 import logging
 import os
 import queue
@@ -29,58 +28,28 @@ from ..module import save_model
 from ..progress import TrainingContext, training_context
 from ..schema import option
 from ..logfile import capture_thread_output, read_lines
-from ..store.state_dir import MEMORY_STATE_DIR, check_state_dir, open_record_store, resolve_state_dir
+from ..store.state_dir import MEMORY_STATE_DIR, open_record_store, resolve_state_dir
 from ..store import TrainingStore
 from ..trainer import ModelTrainerBase, TrainingRequest
+from ..trainer_config import MachineTrainerConfig
 
 log = logging.getLogger("trainerkit")
 
 
 @dataclasses.dataclass(frozen=True)
-class LocalTrainerConfig:
-    """Config keys of ``type: LOCAL``."""
+class LocalTrainerConfig(MachineTrainerConfig):
+    """Config keys of ``type: LOCAL`` (and the shared ones of MachineTrainerConfig)."""
 
-    max_workers: int = option(
-        1,
-        minimum=1,
-        doc="trainings that run at once; the others wait QUEUED. Default 1: a training "
-        "usually saturates the machine (all cores, or the GPU's memory), so running two at "
-        "once makes both slower or runs out of memory; raise it for light trainings",
-    )
-    retention_duration: Optional[datetime.timedelta] = option(
-        None,
-        doc="finished trainings are forgotten this long after they end (caikit syntax: "
-        "'7d12h', '90m'); null keeps them until deleted",
-    )
     interrupt_on_cancel: bool = option(
         True,
         doc="cancel() also raises TrainingCanceledError inside the running training's thread, "
         "which stops pure-Python loops; false leaves cancel cooperative only",
-    )
-    state_dir: Optional[str] = option(
-        None,
-        check=check_state_dir,
-        doc="directory of the durable training records (trainings.sqlite3, shareable by "
-        "trainers and processes); null: $TRAINERKIT_STATE_DIR, else $XDG_STATE_HOME/trainerkit, "
-        "else ~/.local/state/trainerkit; ':memory:' keeps records in this process only "
-        "(see docs/records.md)",
-    )
-    log_dir: Optional[str] = option(
-        None,
-        doc="directory of the per-training log files (<training id>.log: what the training's "
-        "thread prints and logs); null: <state dir>/logs (a temporary directory with "
-        "state_dir ':memory:')",
     )
     capture_output: bool = option(
         True,
         doc="what a training's thread prints and logs goes to its own log file (future.logs()) "
         "as well as to the terminal; false leaves sys.stdout, sys.stderr and logging untouched "
         "(future.logs() then has nothing to show)",
-    )
-    retention_delete_models: bool = option(
-        False,
-        doc="when retention_duration purges a finished training, also delete its saved model "
-        "directory (only a directory trainerkit saved for that very training)",
     )
 
 

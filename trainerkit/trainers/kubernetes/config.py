@@ -19,6 +19,7 @@ import re
 from typing import Any, Literal, Mapping, Optional
 
 from ...schema import option
+from ...trainer_config import TrainerConfig
 from . import validation as rules
 
 #: Label and annotation prefix that trainerkit reserves for its own keys.
@@ -117,7 +118,7 @@ class ResourcesConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class KubernetesTrainerConfig:
+class KubernetesTrainerConfig(TrainerConfig):
     """Config keys of ``type: KUBERNETES`` (one batch/v1 Job per training)."""
 
     image: str = option(
@@ -240,16 +241,6 @@ class KubernetesTrainerConfig:
     )
     request_timeout: float = option(
         30.0, minimum=1.0, doc="seconds before an API request without an answer fails"
-    )
-    retention_duration: Optional[datetime.timedelta] = option(
-        None,
-        doc="trainerkit deletes finished Jobs this long after they end ('7d'); see also "
-        "ttl_after_finished, which the cluster applies itself",
-    )
-    retention_delete_models: bool = option(
-        False,
-        doc="when retention_duration purges a finished training, also delete its saved model "
-        "directory (only a directory trainerkit saved for that very training)",
     )
 
     def validate(self) -> list[str]:

@@ -8,7 +8,8 @@ import re
 from typing import Literal, Optional
 
 from ...schema import option
-from ...store.state_dir import MEMORY_STATE_DIR, check_state_dir
+from ...store.state_dir import MEMORY_STATE_DIR
+from ...trainer_config import MachineTrainerConfig, check_directory
 
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _ENV_NAME = re.compile(r"^[^=\0]+\Z")
@@ -28,23 +29,10 @@ def _check_env(env: dict) -> Optional[str]:
     return None
 
 
-def _check_path(value: str) -> Optional[str]:
-    if not value.strip() or "\0" in value:
-        return f"{value!r} is not a usable directory path"
-    return None
-
-
 @dataclasses.dataclass(frozen=True)
-class SubprocessTrainerConfig:
-    """Config keys of ``type: SUBPROCESS``."""
+class SubprocessTrainerConfig(MachineTrainerConfig):
+    """Config keys of ``type: SUBPROCESS`` (and the shared ones of MachineTrainerConfig)."""
 
-    max_workers: int = option(
-        1,
-        minimum=1,
-        doc="trainings that run at once; the others wait QUEUED. Default 1, as for LOCAL: a "
-        "training usually takes the whole machine (all cores, or the GPU's memory); raise it "
-        "for light trainings",
-    )
     start_method: Literal["prestarted", "exec"] = option(
         "prestarted",
         doc="'prestarted': ready_workers worker processes are started ahead of need, so a "
@@ -76,15 +64,9 @@ class SubprocessTrainerConfig:
     )
     cwd: Optional[str] = option(
         None,
-        check=_check_path,
+        check=check_directory,
         doc="working directory of trainings; null: the submitting process's working "
         "directory at train() time",
-    )
-    log_dir: Optional[str] = option(
-        None,
-        check=_check_path,
-        doc="directory of the per-training log files (<training id>.log, stdout and stderr "
-        "together); null: <state dir>/logs",
     )
     cancel_grace_period: datetime.timedelta = option(
         "10s",
@@ -98,25 +80,6 @@ class SubprocessTrainerConfig:
         doc="trainings keep running when the submitting process exits; its normal exit "
         "then waits only until its queued trainings have started. false: its normal exit waits "
         "for them, and if it is killed they are stopped (recorded as interrupted)",
-    )
-    retention_duration: Optional[datetime.timedelta] = option(
-        None,
-        doc="finished trainings are forgotten this long after they end (caikit syntax: "
-        "'7d12h', '90m'); null keeps them until deleted",
-    )
-    retention_delete_models: bool = option(
-        False,
-        doc="when retention_duration purges a finished training, also delete its saved model "
-        "directory (only a directory trainerkit saved for that very training)",
-    )
-    state_dir: Optional[str] = option(
-        None,
-        check=check_state_dir,
-        doc="directory of the durable training records (trainings.sqlite3, shared with LOCAL "
-        "trainers and other processes) and of the trainings' run directories; null: "
-        "$TRAINERKIT_STATE_DIR, else $XDG_STATE_HOME/trainerkit, else "
-        "~/.local/state/trainerkit. ':memory:' is refused: trainings in other processes need "
-        "durable records",
     )
 
     def validate(self) -> list[str]:

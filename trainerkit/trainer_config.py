@@ -1,0 +1,70 @@
+"""The config keys that trainer types share, declared once.
+
+A type's ``ConfigSchema`` subclasses :class:`TrainerConfig` (retention, which
+the base class applies) or :class:`MachineTrainerConfig` (also the keys of
+types whose trainings run on this machine and keep their records in the state
+directory), then adds its own keys. The shared validator
+(:func:`trainerkit.schema.validate_with_schema`) checks them all alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Optional
+
+from .schema import option
+from .store.state_dir import check_state_dir
+
+
+def check_directory(value: str) -> Optional[str]:
+    """A config ``check`` for a directory path: the problem with ``value``, or None."""
+    if not value.strip() or "\0" in value:
+        return f"{value!r} is not a usable directory path"
+    return None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainerConfig:
+    """Keys every built-in type has: how long finished trainings are kept."""
+
+    retention_duration: Optional[datetime.timedelta] = option(
+        None,
+        doc="finished trainings are forgotten (their records deleted; for KUBERNETES their "
+        "Jobs) this long after they end (caikit syntax: '7d12h', '90m'); null keeps them until "
+        "deleted",
+    )
+    retention_delete_models: bool = option(
+        False,
+        doc="when retention_duration purges a finished training, also delete its saved model "
+        "directory (only a directory trainerkit saved for that very training)",
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MachineTrainerConfig(TrainerConfig):
+    """Keys of types whose trainings run on this machine (LOCAL, SUBPROCESS)."""
+
+    max_workers: int = option(
+        1,
+        minimum=1,
+        doc="trainings that run at once; the others wait QUEUED. Default 1: a training usually "
+        "saturates the machine (all cores, or the GPU's memory), so running two at once makes "
+        "both slower or runs out of memory; raise it for light trainings",
+    )
+    state_dir: Optional[str] = option(
+        None,
+        check=check_state_dir,
+        doc="directory of the durable training records (trainings.sqlite3, shareable by "
+        "trainers and processes; SUBPROCESS keeps its run directories there too); null: "
+        "$TRAINERKIT_STATE_DIR, else $XDG_STATE_HOME/trainerkit, else "
+        "~/.local/state/trainerkit; ':memory:' keeps records in this process only (LOCAL "
+        "only; see docs/records.md)",
+    )
+    log_dir: Optional[str] = option(
+        None,
+        check=check_directory,
+        doc="directory of the per-training log files (<training id>.log: what the training "
+        "prints and logs); null: <state dir>/logs (a temporary directory with state_dir "
+        "':memory:')",
+    )
