@@ -363,19 +363,11 @@ class _Dispatcher:
         log.debug("SUBPROCESS worker %d: %s", worker.pid, data.decode("utf-8", "replace").rstrip())
 
     def _read_events(self, worker: _Worker) -> None:
-        try:
-            data = os.read(worker.events_fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
+        lines = worker.events.read()
+        if lines is None:
             self._worker_exited(worker)
             return
-        worker.buffer += data
-        while b"\n" in worker.buffer:
-            line, _, rest = bytes(worker.buffer).partition(b"\n")
-            worker.buffer = bytearray(rest)
+        for line in lines:
             try:
                 event = json.loads(line)
             except ValueError:

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from ...future import ModelTrainerFutureBase
 from ...runner import TrainingSpec
+from .protocol import LineReader
 from .rundir import RunDirectory
 
 log = logging.getLogger("trainerkit")
@@ -43,7 +44,7 @@ class _Worker:
         self.process = process
         self.events_fd = events_fd
         self.stderr_fd = process.stderr.fileno() if process.stderr else -1
-        self.buffer = bytearray()
+        self.events = LineReader(events_fd)
         self.stderr_tail = bytearray()
         self.ready = False
         self.run: Optional[_Run] = None

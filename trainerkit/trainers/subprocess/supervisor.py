@@ -45,6 +45,7 @@ from ...info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
 from ...owner import process_owner
 from ...runner import Outcome, SpecError, TrainingSpec
 from .exits import describe_exit, ended, errored, signal_hint
+from .protocol import LineReader
 from .rundir import RunDirectory, WorkerRecord
 
 #: Progress goes to the trainer (and the run directory) at most this often, in seconds.
@@ -94,7 +95,7 @@ class _Supervisor:
         self.progress_sent_at = 0.0
         self.out = bytearray()
         self.stdin_buffer = bytearray()
-        self.news_buffer = bytearray()
+        self.news = LineReader(news_r)
         self.terms = 0
         self.terms_seen = 0
         os.set_blocking(events_fd, False)
@@ -197,19 +198,11 @@ class _Supervisor:
                 self._note("released by the submitting process: the training outlives it")
 
     def _read_news(self) -> None:
-        try:
-            data = os.read(self.news_r, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
+        lines = self.news.read()
+        if lines is None:
             self.selector.unregister(self.news_r)
             return
-        self.news_buffer += data
-        while b"\n" in self.news_buffer:
-            line, _, rest = bytes(self.news_buffer).partition(b"\n")
-            self.news_buffer = bytearray(rest)
+        for line in lines:
             self._on_news_line(line)
 
     def _on_news_line(self, line: bytes) -> None:
@@ -382,18 +375,7 @@ class _Supervisor:
 
     def _read_news_now(self) -> None:
         # An outcome sent just before the exit may still sit in the pipe.
-        try:
-            os.set_blocking(self.news_r, False)
-            while True:
-                data = os.read(self.news_r, 65536)
-                if not data:
-                    break
-                self.news_buffer += data
-        except (BlockingIOError, OSError):
-            pass
-        while b"\n" in self.news_buffer:
-            line, _, rest = bytes(self.news_buffer).partition(b"\n")
-            self.news_buffer = bytearray(rest)
+        for line in self.news.drain():
             self._on_news_line(line)
 
     def _outcome_from_exit(self, status: int) -> Outcome:
