@@ -12,7 +12,7 @@ import trainerkit
 from trainerkit.errors import ConfigError
 from trainerkit.trainers.kubernetes import KubernetesModelTrainer, KubernetesTrainerConfig
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO_ROOT  # noqa: E402
 WHERE = "model_management.trainers.cluster.config"
 
 
@@ -219,7 +219,7 @@ def test_the_keys_table_in_the_docs_matches_the_code():
     begin, end = "<!-- BEGIN generated: KUBERNETES keys -->\n", "<!-- END generated: KUBERNETES keys -->"
     table = doc[doc.index(begin) + len(begin) : doc.index(end)]
     assert table == kubernetes_keys_table(), (
-        "docs/kubernetes.md is out of date: paste tests.test_kubernetes_config.kubernetes_keys_table() into it"
+        "docs/kubernetes.md is out of date: paste tests.trainers.kubernetes.test_kubernetes_config.kubernetes_keys_table() into it"
     )
 
 

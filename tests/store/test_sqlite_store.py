@@ -323,7 +323,7 @@ def test_a_database_path_that_is_a_directory_is_refused(tmp_path):
 def test_changes_still_queued_at_interpreter_exit_are_saved(db_path, tmp_path):
     script = f"""
 import time
-from tests.test_sqlite_store import make_info
+from tests.store.test_sqlite_store import make_info
 from trainerkit.info import TrainingStatus
 from trainerkit.store.sqlite import SQLiteTrainingStore
 

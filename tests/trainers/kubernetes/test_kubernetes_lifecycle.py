@@ -31,7 +31,7 @@ from tests.kubernetes_fixtures import (  # noqa: F401 - fixtures
 from tests.training_modules import JsonModel
 
 TIMEOUT = 60
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO_ROOT  # noqa: E402
 
 
 def start_gated(trainer, gate_dir, models_dir, name="gated", **kwargs):

@@ -1,7 +1,7 @@
 """docs/cli.md shows a real ``trainerkit`` session, and it stays real.
 
 The session blocks are produced by running :data:`SESSIONS` (regenerate them with
-``.venv/bin/python -m tests.test_cli_docs`` from the repository root and review
+``.venv/bin/python -m tests.cli.test_cli_docs`` from the repository root and review
 the diff). The test runs the same commands again and compares the output, with
 what legitimately changes from run to run (training ids, times, durations, the
 directory, rate-limited progress lines, traceback bodies) normalised away.
@@ -21,7 +21,7 @@ import pytest
 
 from tests.cli_fixtures import cli_env
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO_ROOT  # noqa: E402
 DOC = os.path.join(REPO_ROOT, "docs", "cli.md")
 #: Where the documented session ran (it appears in the save paths it prints).
 DEMO_DIR = "/tmp/trainerkit-demo"
@@ -179,7 +179,7 @@ def _check_session(label: str, directory: str) -> None:
     diff = "\n".join(difflib.unified_diff(documented, fresh, "docs/cli.md", "trainerkit now", lineterm=""))
     assert fresh == documented, (
         f"docs/cli.md's {label!r} session differs from what trainerkit prints now; regenerate it "
-        f"with `.venv/bin/python -m tests.test_cli_docs` and review the diff:\n{diff}"
+        f"with `.venv/bin/python -m tests.cli.test_cli_docs` and review the diff:\n{diff}"
     )
 
 

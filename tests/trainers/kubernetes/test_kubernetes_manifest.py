@@ -27,7 +27,7 @@ from trainerkit.trainers.kubernetes.validation import configmap_problems, job_pr
 from trainerkit.runner import TrainingSpec
 from tests.training_modules import Adder, JsonModel
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO_ROOT  # noqa: E402
 KUBERNETES_VERSION = "1.37.0"
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 

@@ -99,7 +99,7 @@ def test_sigterm_while_training_makes_the_outcome_canceled_with_the_last_progres
     cancel = CancelSignal().install()
     try:
         recorder = Recorder()
-        outcome = run_training(spec_for(tmp_path, module="tests.test_runner:SelfCanceling", args=()), recorder, cancel)
+        outcome = run_training(spec_for(tmp_path, module="tests.runner.test_runner:SelfCanceling", args=()), recorder, cancel)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert outcome.status is TrainingStatus.CANCELED

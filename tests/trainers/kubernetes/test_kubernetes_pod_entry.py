@@ -16,7 +16,7 @@ from trainerkit.runner import TrainingSpec
 from tests import kubernetes_modules as pods
 from tests.kubernetes_fixtures import wait_until
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO_ROOT  # noqa: E402
 ENTRY = [sys.executable, "-m", "trainerkit.trainers.kubernetes.pod_entry"]
 
 

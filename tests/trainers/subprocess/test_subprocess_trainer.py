@@ -21,6 +21,7 @@ from trainerkit.errors import (
     TrainingStateError,
 )
 from trainerkit.trainers.subprocess.rundir import ARGUMENTS_FILE
+from tests.conftest import REPO_ROOT
 from tests.subprocess_fixtures import GRACE, WAIT, gate, gone, pids_in, release, wait_until
 from tests.subprocess_modules import (
     Adder,
@@ -534,11 +535,11 @@ def subprocess_keys_table():
 
 
 def test_the_config_keys_table_in_the_docs_matches_the_code():
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "subprocess.md")
+    path = os.path.join(REPO_ROOT, "docs", "subprocess.md")
     with open(path, encoding="utf-8") as handle:
         doc = handle.read()
     begin, end = "<!-- BEGIN generated: SUBPROCESS keys -->\n", "<!-- END generated: SUBPROCESS keys -->"
     table = doc[doc.index(begin) + len(begin) : doc.index(end)]
     assert table == subprocess_keys_table(), (
-        "docs/subprocess.md is out of date: paste tests.test_subprocess_trainer.subprocess_keys_table() into it"
+        "docs/subprocess.md is out of date: paste tests.trainers.subprocess.test_subprocess_trainer.subprocess_keys_table() into it"
     )

@@ -1,0 +1,1 @@
+"""Tests of trainerkit/runner/ (the layout of tests mirrors the package)."""

@@ -1,0 +1,1 @@
+"""Tests of trainerkit/store/ (the layout of tests mirrors the package)."""

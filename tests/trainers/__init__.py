@@ -1,0 +1,1 @@
+"""Tests of trainerkit/trainers/: LOCAL here, the packaged backends in subfolders."""

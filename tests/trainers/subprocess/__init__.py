@@ -1,0 +1,1 @@
+"""Tests of trainerkit/trainers/subprocess/ (the layout of tests mirrors the package)."""
