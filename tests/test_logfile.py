@@ -139,3 +139,39 @@ def test_a_local_training_leaves_no_hook_behind(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "clean"
+
+
+class _Recorder(io.StringIO):
+    """A stream that remembers each write (a line-buffered terminal shows them as they come)."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes = []
+
+    def write(self, text):
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_another_threads_line_never_lands_inside_a_half_written_line(tmp_path, monkeypatch):
+    screen = _Recorder()
+    monkeypatch.setattr(sys, "stdout", screen)
+    half_written, other_done = threading.Event(), threading.Event()
+
+    def other_thread():
+        half_written.wait(10)
+        sys.stdout.write("Training submitted.\n")  # the CLI's own line, mid-way through the training's
+        other_done.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    with capture_thread_output(str(tmp_path / "t.log")):
+        sys.stdout.write("tick 1")  # print() writes a line and its newline separately
+        half_written.set()
+        other_done.wait(10)
+        sys.stdout.write("\n")
+        sys.stdout.write("no newline yet")
+        sys.stdout.flush()  # a flush hands over a partial line
+    thread.join(10)
+    assert screen.writes == ["Training submitted.\n", "tick 1\n", "no newline yet"]
+    assert _lines(tmp_path / "t.log") == ["tick 1", "no newline yet"]

@@ -65,16 +65,26 @@ class _Router:
         for name, tee in reversed(self.tees):
             if getattr(sys, name) is tee:
                 setattr(sys, name, tee.original)
+            tee.release()
         self.tees.clear()
         logging.getLogger().removeHandler(self.handler)
 
 
 class _TeeStream(io.TextIOBase):
-    """Writes through to the original stream, and to the current thread's sink."""
+    """Writes through to the original stream, and to the current thread's sink.
+
+    What reaches the original stream is whole lines, each thread's assembled on
+    its own: ``print`` writes a line and its newline separately, and a line
+    buffered stream shared by threads (a terminal, rich's live display) would
+    otherwise splice another thread's line into the middle of it. A partial
+    line goes on at the thread's next newline or ``flush()``.
+    """
 
     def __init__(self, original: TextIO, router: _Router) -> None:
         self.original = original
         self.router = router
+        self._partial: dict[int, str] = {}  # per thread; dict operations are atomic
+        self._whole_lines = True
 
     def write(self, text: str) -> int:
         sink = self.router.sink()
@@ -83,10 +93,30 @@ class _TeeStream(io.TextIOBase):
                 sink.write(text)
             except (OSError, ValueError):
                 pass  # a full disk or closed log must never break the training's prints
-        return self.original.write(text)
+        if not self._whole_lines:
+            return self.original.write(text)
+        ident = threading.get_ident()
+        pending = self._partial.pop(ident, "") + text
+        cut = pending.rfind("\n") + 1
+        if cut < len(pending):
+            self._partial[ident] = pending[cut:]
+        if cut:
+            self.original.write(pending[:cut])
+        return len(text)
 
     def flush(self) -> None:
+        rest = self._partial.pop(threading.get_ident(), "")
+        if rest:
+            self.original.write(rest)
         self.original.flush()
+
+    def release(self) -> None:
+        """Out of ``sys``: pass writes straight through, and hand over every thread's partial line."""
+        self._whole_lines = False
+        for ident in list(self._partial):
+            rest = self._partial.pop(ident, "")
+            if rest:
+                self.original.write(rest)
 
     def __getattr__(self, name: str):  # encoding, fileno, isatty... of the original
         return getattr(self.original, name)
