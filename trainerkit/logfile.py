@@ -36,6 +36,7 @@ class _Router:
         self.handler = _ThreadLogHandler(self)
         self.active = 0  # captures that have started and not yet ended
         self.tees: list[tuple[str, "_TeeStream"]] = []  # what we put in sys, oldest first
+        self.spare: dict[str, "_TeeStream"] = {}  # the last tee of each stream, for reuse
 
     def sink(self) -> Any:
         return self.sinks.get(threading.get_ident())
@@ -49,7 +50,12 @@ class _Router:
         for name in ("stdout", "stderr"):
             stream = getattr(sys, name)
             if stream is not None and not (isinstance(stream, _TeeStream) and stream.router is self):
-                tee = _TeeStream(stream, self)
+                # The same tee again while the stream is the same: a training's
+                # start and end then cost no object churn.
+                tee = self.spare.get(name)
+                if tee is None or tee.original is not stream:
+                    tee = self.spare[name] = _TeeStream(stream, self)
+                tee.attach()
                 setattr(sys, name, tee)
                 self.tees.append((name, tee))
         root = logging.getLogger()
@@ -109,6 +115,13 @@ class _TeeStream(io.TextIOBase):
         if rest:
             self.original.write(rest)
         self.original.flush()
+
+    def attach(self) -> None:
+        """Back in ``sys``: assemble whole lines again."""
+        self._whole_lines = True
+
+    def close(self) -> None:
+        """Closing (or collecting) the tee leaves the stream it wraps open and unflushed."""
 
     def release(self) -> None:
         """Out of ``sys``: pass writes straight through, and hand over every thread's partial line."""
