@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 
@@ -102,3 +103,21 @@ class SlowEpochs(trainerkit.ModuleBase):
             time.sleep(delay)
             trainerkit.report_progress(step=epoch + 1, total=epochs, accuracy=0.5 + epoch / 10)
         return cls()
+
+
+class ExitsWith(trainerkit.ModuleBase):
+    """train() leaves the interpreter: sys.exit(code), or Ctrl-C when code is None."""
+
+    @classmethod
+    def train(cls, code=3):
+        if code is None:
+            raise KeyboardInterrupt
+        sys.exit(code)
+
+
+class ReturnsNone(trainerkit.ModuleBase):
+    """A train() that forgets to return the trained instance."""
+
+    @classmethod
+    def train(cls):
+        cls()

@@ -15,12 +15,13 @@ Kubernetes termination message.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import signal
 import sys
-from typing import Any, Optional, Protocol, TextIO
+from typing import Any, Callable, Optional, Protocol, TextIO
 
 from ..errors import TrainingCanceledError
 from ..info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
@@ -204,6 +205,84 @@ def load_module_class(path: str) -> type:
     return module_class
 
 
+class Cancel(Protocol):
+    """What :func:`train_and_save` needs of a cancel: a flag, and a window in
+    which the backend may interrupt the training (see :class:`CancelSignal`)."""
+
+    @property
+    def requested(self) -> bool:
+        """True once a cancel was asked for."""
+
+    def arm(self) -> None:
+        """``train`` starts: a cancel may now interrupt it."""
+
+    def disarm(self) -> None:
+        """``train`` returned (or raised): from here on a cancel is only recorded."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """How one :func:`train_and_save` ended: COMPLETED with ``model``, CANCELED,
+    or ERRORED with ``error`` (the exception as raised)."""
+
+    status: TrainingStatus
+    model: Any = None
+    error: Optional[BaseException] = None
+
+    def error_detail(self) -> ErrorDetail:
+        """The error as recorded. Leaving the interpreter from inside ``train``
+        (``sys.exit``, Ctrl-C) is a failure of the training, said in words."""
+        error = self.error
+        assert error is not None
+        detail = ErrorDetail.from_exception(error)
+        if isinstance(error, SystemExit):
+            return dataclasses.replace(detail, message=f"train() called sys.exit({error.code!r})")
+        if isinstance(error, KeyboardInterrupt):
+            return dataclasses.replace(detail, message="train() was interrupted (KeyboardInterrupt)")
+        return detail
+
+
+def train_and_save(
+    train: Callable[[], Any],
+    *,
+    save_path: Optional[str],
+    training_id: str,
+    cancel: Cancel,
+    finishing: Callable[[], None] = lambda: None,
+) -> Attempt:
+    """The one train -> save path of every trainer type.
+
+    Calls ``train()`` (which imports, binds and trains: any failure there is
+    the training's), checks that it returned the trained instance, calls
+    ``finishing()`` and saves the model atomically to ``save_path`` (when
+    given). Never raises for the training's own failures. A cancel
+    (``cancel.requested``) makes it CANCELED; once ``train`` has returned, a
+    cancel no longer stops the save.
+    """
+    try:
+        try:
+            cancel.arm()
+            model = train()
+        finally:
+            cancel.disarm()
+        if cancel.requested:
+            return Attempt(TrainingStatus.CANCELED)
+        if model is None:
+            raise TypeError(
+                "train() returned None: a module's train classmethod must return the trained "
+                "instance (end it with 'return cls(...)' or 'return model')"
+            )
+        finishing()
+        if save_path is not None:
+            save_model(model, save_path, training_id=training_id)
+        return Attempt(TrainingStatus.COMPLETED, model=model)
+    except BaseException as exc:  # the training's own failure, whatever it is
+        if cancel.requested:
+            return Attempt(TrainingStatus.CANCELED)
+        log.debug("training %s errored", training_id, exc_info=True)
+        return Attempt(TrainingStatus.ERRORED, error=exc)
+
+
 def run_training(
     spec: TrainingSpec,
     reporter: Reporter,
@@ -214,9 +293,7 @@ def run_training(
     """Run the training ``spec`` describes in this process and report how it ended.
 
     Never raises for the training's own failures: they become an ERRORED
-    outcome (type, message, traceback text). A cancel (``cancel.requested``)
-    makes it CANCELED; once ``train`` has returned, a cancel no longer stops
-    the save.
+    outcome (type, message, traceback text); see :func:`train_and_save`.
     """
     cancel = cancel or CancelSignal()
     latest: list[Optional[ProgressReport]] = [None]
@@ -225,35 +302,25 @@ def run_training(
         latest[0] = report
         reporter.progress(report)
 
-    status, errors = TrainingStatus.ERRORED, ()
-    try:
-        try:
-            cancel.arm()
-            if apply_settings:
-                apply_process_settings(spec)
-            module_class = load_module_class(spec.module)
-            args, kwargs = load_arguments(spec.arguments)
-            bind_train_arguments(module_class, args, kwargs)
-            context = TrainingContext(
-                spec.training_id, on_progress=on_progress, is_canceled=lambda: cancel.requested
-            )
-            with training_context(context):
-                model = module_class.train(*args, **kwargs)
-        finally:
-            cancel.disarm()
-        if cancel.requested:
-            status, errors = TrainingStatus.CANCELED, _canceled("canceled while training")
-        else:
-            reporter.finishing()
-            save_model(model, spec.save_path, training_id=spec.training_id)
-            status = TrainingStatus.COMPLETED
-    except BaseException as exc:  # the training's own failure, whatever it is
-        if cancel.requested:
-            status, errors = TrainingStatus.CANCELED, _canceled("canceled while training")
-        else:
-            log.debug("training %s errored", spec.training_id, exc_info=True)
-            status, errors = TrainingStatus.ERRORED, (ErrorDetail.from_exception(exc),)
-    outcome = Outcome(status=status, time=utcnow(), errors=tuple(errors), progress=latest[0])
+    def train() -> Any:
+        if apply_settings:
+            apply_process_settings(spec)
+        module_class = load_module_class(spec.module)
+        args, kwargs = load_arguments(spec.arguments)
+        bind_train_arguments(module_class, args, kwargs)
+        context = TrainingContext(spec.training_id, on_progress=on_progress, is_canceled=lambda: cancel.requested)
+        with training_context(context):
+            return module_class.train(*args, **kwargs)
+
+    attempt = train_and_save(
+        train, save_path=spec.save_path, training_id=spec.training_id, cancel=cancel, finishing=reporter.finishing
+    )
+    errors: tuple[ErrorDetail, ...] = ()
+    if attempt.status is TrainingStatus.CANCELED:
+        errors = _canceled("canceled while training")
+    elif attempt.status is TrainingStatus.ERRORED:
+        errors = (attempt.error_detail(),)
+    outcome = Outcome(status=attempt.status, time=utcnow(), errors=errors, progress=latest[0])
     reporter.outcome(outcome)
     return outcome
 

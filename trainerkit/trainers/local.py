@@ -23,9 +23,10 @@ import threading
 from typing import Any, Callable, Iterator, Optional
 
 from ..errors import TrainingCanceledError, TrainingStateError
-from ..future import NO_MODEL, ModelTrainerFutureBase
-from ..module import save_model
+from ..future import ModelTrainerFutureBase
+from ..info import TrainingStatus
 from ..progress import TrainingContext, training_context
+from ..runner.run import train_and_save
 from ..schema import option
 from ..logfile import capture_thread_output, read_lines
 from ..store.state_dir import MEMORY_STATE_DIR, open_record_store, resolve_state_dir
@@ -64,6 +65,14 @@ class _RunState:
         self.canceled = False
         self.thread_id: Optional[int] = None
         self.injected = False
+
+    @property
+    def requested(self) -> bool:
+        """A cancel was asked for (the :class:`trainerkit.runner.run.Cancel` protocol)."""
+        return self.canceled
+
+    def arm(self) -> None:
+        """The thread is already interruptible (see ``_run``): nothing to do."""
 
     def disarm(self) -> None:
         """Leave the interruptible phase; drop an interrupt not yet delivered."""
@@ -233,36 +242,28 @@ class LocalModelTrainer(ModelTrainerBase):
     def _train_and_report(
         self, future: ModelTrainerFutureBase, request: TrainingRequest, state: _RunState
     ) -> None:
-        model: Any = NO_MODEL
-        error: Optional[BaseException] = None
-        try:
-            try:
-                context = TrainingContext(
-                    request.training_id,
-                    on_progress=lambda report: self.mark_progress(future, report),
-                    is_canceled=lambda: state.canceled,
-                )
-                with training_context(context), self._output_capture(future.id):
-                    model = request.module_class.train(*request.args, **request.kwargs)
-            finally:
-                state.disarm()
-        except BaseException as exc:  # the training's own failure, whatever it is
-            error = exc
-        if state.canceled:
+        def train() -> Any:
+            context = TrainingContext(
+                request.training_id,
+                on_progress=lambda report: self.mark_progress(future, report),
+                is_canceled=lambda: state.canceled,
+            )
+            with training_context(context), self._output_capture(future.id):
+                return request.module_class.train(*request.args, **request.kwargs)
+
+        attempt = train_and_save(
+            train, save_path=request.save_path, training_id=request.training_id, cancel=state
+        )
+        if attempt.status is TrainingStatus.CANCELED:
             self.mark_canceled(future, "canceled while running")
-            return
-        if error is not None:
+        elif attempt.status is TrainingStatus.ERRORED:
+            error = attempt.error
             log.info("training %s errored: %s: %s", future.id, type(error).__name__, error)
-            self.mark_errored(future, error)
-            return
-        if request.save_path is not None:
-            try:
-                save_model(model, request.save_path, training_id=request.training_id)
-            except Exception as exc:
-                log.info("saving training %s to %s failed: %s", future.id, request.save_path, exc)
-                self.mark_errored(future, exc)
-                return
-        self.mark_completed(future, model)
+            # An exception is handed to result() as raised; leaving the interpreter from
+            # inside train() (sys.exit, Ctrl-C) must not leave the caller's: it is recorded.
+            self.mark_errored(future, error if isinstance(error, Exception) else attempt.error_detail())
+        else:
+            self.mark_completed(future, attempt.model)
 
     def _output_capture(self, training_id: str) -> Any:
         if not self.config.capture_output:
