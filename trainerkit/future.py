@@ -27,6 +27,7 @@ from .errors import (
 )
 from .info import TrainingInfo, TrainingStatus
 from .module import load as load_model
+from .module import read_metadata
 
 if TYPE_CHECKING:
     from .trainer import ModelTrainerBase
@@ -179,6 +180,13 @@ class ModelTrainerFutureBase(concurrent.futures.Future):
         if self._model is not NO_MODEL:
             return self._model
         if info.save_path and os.path.isdir(info.save_path):
+            saved_by = (read_metadata(info.save_path) or {}).get("training_id")
+            if saved_by is not None and saved_by != self.id:
+                raise ModelNotSavedError(
+                    f"training {self.id} completed, but the model now at {info.save_path} was "
+                    f"saved by training {saved_by}: its own model was deleted or moved, and "
+                    "another training saved to the same path since"
+                )
             return load_model(info.save_path)
         if info.save_path:
             raise ModelNotSavedError(

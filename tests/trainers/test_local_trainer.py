@@ -500,3 +500,19 @@ def test_retention_lets_go_of_a_model_but_a_future_still_held_keeps_it(manager_f
 
     wait_until(purged)
     assert future.result().total == 5
+
+
+def test_result_refuses_a_model_that_another_training_saved_at_its_path(manager_factory, tmp_path):
+    import shutil
+
+    first = local(manager_factory)
+    path = str(tmp_path / "shared")
+    a = first.train(JsonModel, 1, save_path=path)
+    a.result(timeout=WAIT)
+    shutil.rmtree(path)  # A's model is gone...
+    b = first.train(JsonModel, 2, save_path=path)
+    assert b.result(timeout=WAIT).value == 2  # ...and B saved to the same path
+    # Another process (no model in memory) asks for A's result: not B's model under A's id.
+    again = local(manager_factory).get_model_future(a.id)
+    with pytest.raises(ModelNotSavedError, match=f"{a.id}.*saved by training {b.id}"):
+        again.result(timeout=WAIT)
