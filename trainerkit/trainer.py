@@ -284,6 +284,9 @@ class ModelTrainerBase(abc.ABC):
             if future is None:
                 future = self._new_future(info)
                 self._futures[training_id] = future
+        # Like a future from train(), it completes by itself (concurrent.futures.wait
+        # and as_completed rely on it): someone follows its training from now on.
+        self._ensure_observed(future)
         return future
 
     def list_trainings(

@@ -543,3 +543,18 @@ def test_the_config_keys_table_in_the_docs_matches_the_code():
     assert table == subprocess_keys_table(), (
         "docs/subprocess.md is out of date: paste tests.trainers.subprocess.test_subprocess_trainer.subprocess_keys_table() into it"
     )
+
+
+def test_a_reattached_future_completes_by_itself_for_concurrent_futures_wait(build, models, tmp_path):
+    trainer = build()
+    pid_file, release_file = gate(tmp_path)
+    future = trainer.train(Gated, pid_file, release_file, value=5, save_path=models, save_with_id=True)
+    pids_in(pid_file)  # it runs
+    # Another process's view of it: nobody calls wait(), result() or get_info() on it.
+    reattached = build().get_model_future(future.id)
+    assert reattached is not future
+    release(release_file)
+    done, _ = concurrent.futures.wait([reattached], timeout=WAIT)
+    assert reattached in done
+    assert next(concurrent.futures.as_completed([reattached], timeout=WAIT)) is reattached
+    assert reattached.result(timeout=WAIT) is not None
