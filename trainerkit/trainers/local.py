@@ -12,14 +12,17 @@ use SUBPROCESS for trainings that must die at once.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import logging
 import os
 import queue
 import tempfile
 import threading
+import weakref
 from typing import Any, Callable, Iterator, Optional
 
 from ..errors import TrainingCanceledError, TrainingStateError
@@ -45,6 +48,12 @@ class LocalTrainerConfig(MachineTrainerConfig):
         True,
         doc="cancel() also raises TrainingCanceledError inside the running training's thread, "
         "which stops pure-Python loops; false leaves cancel cooperative only",
+    )
+    wait_at_exit: bool = option(
+        True,
+        doc="a normal exit of the interpreter waits for queued and running trainings, as "
+        "concurrent.futures.ThreadPoolExecutor does; false: the interpreter exits without "
+        "them, and they are recorded ERRORED (interrupted)",
     )
     capture_output: bool = option(
         True,
@@ -165,8 +174,13 @@ class LocalModelTrainer(ModelTrainerBase):
                 if state_dir == MEMORY_STATE_DIR
                 else os.path.join(state_dir, "logs")
             )
+        self._abandoned = False  # shutdown(wait=False): exit does not wait
         self._runs: dict[str, _RunState] = {}
         self._runs_lock = threading.Lock()
+        # One hook per trainer (a partial is equal only to itself), dropped at shutdown.
+        self._exit_hook = functools.partial(_wait_at_exit, weakref.ref(self))
+        if config.wait_at_exit:
+            atexit.register(self._exit_hook)
 
     def create_store(self) -> TrainingStore:
         # Durable by default: records outlive this process (docs/records.md).
@@ -271,7 +285,32 @@ class LocalModelTrainer(ModelTrainerBase):
         return capture_thread_output(self._log_path(training_id))
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop taking trainings; with ``wait``, let queued and running ones finish."""
+        """Stop taking trainings; with ``wait``, let queued and running ones finish.
+
+        Without, return at once: trainings still running stop when the
+        interpreter exits (and are then recorded interrupted).
+        """
         self._closed = True
+        self._abandoned = not wait
+        atexit.unregister(self._exit_hook)
         self._executor.shutdown(wait=wait)
         super().shutdown(wait=wait)
+
+    def _wait_at_exit(self) -> None:
+        if self._abandoned:
+            return
+        with self._runs_lock:
+            pending = len(self._runs)
+        if pending:
+            log.warning(
+                "waiting for %d training(s) of LOCAL trainer %r before exiting (wait_at_exit: "
+                "false, or shutdown(wait=False), lets the interpreter exit without them)",
+                pending, self.instance_name,
+            )
+        self.shutdown(wait=True)  # also writes the last record changes
+
+
+def _wait_at_exit(ref: "weakref.ReferenceType[LocalModelTrainer]") -> None:
+    trainer = ref()
+    if trainer is not None:
+        trainer._wait_at_exit()
