@@ -77,10 +77,17 @@ def test_missing_and_unknown_arguments_fail_with_the_signature():
         bind_train_arguments(Adder, (1,), {"c": 2})
 
 
-@pytest.mark.parametrize("name", ["../../etc", "..", ".", "a/b", "a\\b", "", " x", "a\0b"])
+@pytest.mark.parametrize("name", ["../../etc", "..", ".", "a/b", "a\\b", "", " x", "a\0b", "a\nb", "a\tb", "a\x7fb"])
 def test_unsafe_model_names_are_refused(tmp_path, name):
     with pytest.raises(ValueError, match="not a safe directory name"):
         resolve_save_path(str(tmp_path), save_with_id=False, model_name=name, training_id="default--x")
+
+
+@pytest.mark.parametrize("name", ["x" * 256, "\u00e9" * 128])
+def test_a_model_name_longer_than_a_file_name_may_be_is_refused_at_submission(tmp_path, name):
+    with pytest.raises(ValueError, match="256 bytes long .* more than the 255 bytes a file name may have"):
+        resolve_save_path(str(tmp_path), save_with_id=False, model_name=name, training_id="default--x")
+    assert resolve_save_path(str(tmp_path), save_with_id=False, model_name="x" * 255, training_id="default--x")
 
 
 def test_save_path_layout_is_path_then_id_then_model_name(tmp_path):

@@ -298,6 +298,10 @@ def load(path: "str | os.PathLike[str]") -> Any:
 # -- save paths ---------------------------------------------------------------
 
 
+#: The longest file name (in bytes) that common filesystems accept (NAME_MAX).
+_NAME_MAX = 255
+
+
 def check_model_name(model_name: Any) -> Optional[str]:
     """Validate ``model_name`` as one safe path segment; return it."""
     if model_name is None:
@@ -310,10 +314,17 @@ def check_model_name(model_name: Any) -> Optional[str]:
         or any(sep in model_name for sep in ("/", "\\", "\0"))
         or model_name != model_name.strip()
     )
-    if bad:
+    if bad or any(ord(char) < 32 or ord(char) == 127 for char in model_name):
         raise ValueError(
             f"model_name {model_name!r} is not a safe directory name: it must be one path "
-            "segment, without '/', '\\', NUL or surrounding spaces, and not '.' or '..'"
+            "segment, without '/', '\\', control characters (a newline, a tab, NUL) or "
+            "surrounding spaces, and not '.' or '..'"
+        )
+    size = len(model_name.encode("utf-8", "surrogatepass"))
+    if size > _NAME_MAX:
+        raise ValueError(
+            f"model_name is {size} bytes long (UTF-8), more than the {_NAME_MAX} bytes a file "
+            f"name may have; shorten it: {model_name[:40]!r}..."
         )
     return model_name
 
