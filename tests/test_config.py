@@ -166,3 +166,33 @@ def test_every_example_config_file_loads(path):
 
 def test_there_are_example_configs():
     assert glob.glob(os.path.join(REPO, "config", "*.yaml"))
+
+
+def test_trainer_names_that_yaml_reads_as_numbers_or_null_are_config_errors(tmp_path):
+    path = tmp_path / "trainers.yml"
+    path.write_text("model_management:\n  trainers:\n    123:\n      type: LOCAL\n    ~:\n      type: LOCAL\n")
+    with pytest.raises(trainerkit.ConfigError) as caught:
+        trainerkit.TrainerManager.from_yaml(str(path))
+    message = str(caught.value)
+    assert "the key 123 is a number, not text" in message
+    assert "the key None is null" in message and "quote it" in message
+
+
+def test_import_class_whose_type_differs_from_type_is_refused_naming_both(isolated_registry):
+    config = {"model_management": {"trainers": {"a": {
+        "type": "SUBPROCESS", "import_class": "trainerkit.trainers.local.LocalModelTrainer"}}}}
+    with pytest.raises(trainerkit.ConfigError, match=r"type 'SUBPROCESS' does not match import_class .*LocalModelTrainer.*'LOCAL'"):
+        trainerkit.TrainerManager.from_dict(config)
+
+
+@pytest.mark.parametrize("value", ["99999999999999999d", 1e300, "1e400"])
+def test_a_duration_too_long_to_represent_is_a_config_error_not_an_overflow(value):
+    config = {"model_management": {"trainers": {"a": {"type": "LOCAL", "config": {"retention_duration": value}}}}}
+    with pytest.raises(trainerkit.ConfigError, match="retention_duration"):
+        trainerkit.TrainerManager.from_dict(config)
+
+
+def test_a_list_limit_beyond_what_a_store_takes_is_a_value_error(manager_factory):
+    trainer = manager_factory().get_trainer("default")
+    with pytest.raises(ValueError, match="limit must be at most"):
+        trainer.list_trainings(limit=10**23)

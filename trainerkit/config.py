@@ -101,6 +101,29 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _text_keys(tree: Mapping[Any, Any], where: str, problems: list[str]) -> bool:
+    """Whether every key in ``tree`` (nested mappings included) is text; each
+    other key is a problem (YAML reads ``123:``, ``~:`` or ``true:`` as a number,
+    null or boolean)."""
+    fine = True
+    for key, value in tree.items():
+        if not isinstance(key, str):
+            kind = (
+                "null (YAML reads ~ and null so)" if key is None
+                else "a boolean" if isinstance(key, bool)
+                else "a number" if isinstance(key, (int, float))
+                else f"a {type(key).__name__}"
+            )
+            problems.append(
+                f"{where}: the key {key!r} is {kind}, not text; a name must be text: quote it in "
+                "YAML (for example '123': or '~':)"
+            )
+            fine = False
+        elif isinstance(value, Mapping) and not _text_keys(value, f"{where}.{key}", problems):
+            fine = False
+    return fine
+
+
 def _apply_env(tree: dict[str, Any]) -> dict[str, Any]:
     import aconfig
 
@@ -145,7 +168,10 @@ def load_trainer_specs(user_config: Any, source: str = "config") -> dict[str, Tr
             f"{ROOT_KEY}.trainers: expected a mapping of trainer names to {{type, config}}, got "
             f"{user_trainers!r}"
         )
-    merged = deep_merge(DEFAULT_CONFIG, {ROOT_KEY: {"trainers": dict(user_trainers)}})
+    user_trainers = {name: entry for name, entry in user_trainers.items() if _text_keys(
+        {name: entry}, f"{ROOT_KEY}.trainers", problems
+    )}
+    merged = deep_merge(DEFAULT_CONFIG, {ROOT_KEY: {"trainers": user_trainers}})
     merged = _apply_env(merged)
     trainers = merged[ROOT_KEY]["trainers"]
 
@@ -168,20 +194,21 @@ def load_trainer_specs(user_config: Any, source: str = "config") -> dict[str, Tr
         type_name = entry.get("type")
         import_class = entry.get("import_class")
         try:
+            imported: Optional[type] = None
             if import_class is not None:
                 if not isinstance(import_class, str):
                     raise ConfigError(f"{where}.import_class: expected 'package.module.Class', got {import_class!r}")
-                cls = register_import_class(import_class, f"{where}.import_class")
+                imported = register_import_class(import_class, f"{where}.import_class")
                 if type_name is None:
-                    type_name = cls.name
+                    type_name = imported.name
             if not isinstance(type_name, str) or not type_name:
                 raise ConfigError(f"{where}.type: required, a trainer type name such as LOCAL, got {type_name!r}")
-            cls = resolve_type(type_name, f"{where}.type")
-            if import_class is not None and cls.name != type_name:
+            if imported is not None and imported.name != type_name:
                 raise ConfigError(
                     f"{where}: type {type_name!r} does not match import_class {import_class!r}, "
-                    f"whose name is {cls.name!r}"
+                    f"whose type name is {imported.name!r}; leave type out, or make them agree"
                 )
+            cls = resolve_type(type_name, f"{where}.type")
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue

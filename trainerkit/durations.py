@@ -16,6 +16,10 @@ _UNIT_ORDER = ["d", "h", "m", "s", "ms"]
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|d|h|m|s)")
 
 
+#: The longest duration accepted: 100 years (a timedelta overflows near 2.7 million).
+MAX_SECONDS = 100 * 365 * 86400
+
+
 def parse_duration(value: object) -> datetime.timedelta:
     """Parse ``value`` into a timedelta.
 
@@ -39,6 +43,11 @@ def parse_duration(value: object) -> datetime.timedelta:
         raise ValueError(f"{value!r} is not a duration; {hint}")
     if seconds != seconds or seconds < 0 or seconds == float("inf"):
         raise ValueError(f"{value!r} is not a usable duration (it must be >= 0); {hint}")
+    if seconds > MAX_SECONDS:
+        raise ValueError(
+            f"{value!r} is longer than the longest duration trainerkit accepts (100 years, "
+            f"'{MAX_SECONDS // 86400}d'); use null where there is no limit"
+        )
     return datetime.timedelta(seconds=seconds)
 
 

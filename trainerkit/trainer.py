@@ -308,6 +308,8 @@ class ModelTrainerBase(abc.ABC):
         """
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+        if limit is not None and limit > _MAX_LIMIT:
+            raise ValueError(f"limit must be at most {_MAX_LIMIT:,} (None lists every training), got {limit:,}")
         query = TrainingQuery(
             trainer_name=self.instance_name,
             status=normalize_statuses(status),
@@ -704,6 +706,10 @@ class ModelTrainerBase(abc.ABC):
                 f"training {info.id} (no matching {METADATA_FILE}); remove it by hand if intended"
             )
         shutil.rmtree(path)
+
+
+#: The largest limit a record store takes (SQLite's 64-bit integers).
+_MAX_LIMIT = 2**63 - 1
 
 
 def _since(since: Any) -> Optional[datetime.datetime]:
