@@ -1,25 +1,9 @@
-"""Waiting for a condition in tests: poll with a deadline, never a bare sleep."""
+"""Waiting for a condition in tests: poll with a deadline, never a bare sleep.
 
-from __future__ import annotations
+The helper is the one the conformance suite ships (trainerkit.testing), so that
+trainerkit's own tests and third-party backends' tests wait the same way.
+"""
 
-import time
-from typing import Any, Callable
+from trainerkit.testing.waiting import wait_until
 
-
-def wait_until(
-    predicate: Callable[[], Any],
-    what: str = "the condition",
-    *,
-    timeout: float = 30.0,
-    interval: float = 0.01,
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned), or fail
-    with an AssertionError naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+__all__ = ["wait_until"]
