@@ -143,7 +143,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
         with self._follow_lock:
             self._job_uids[request.training_id] = job["metadata"]["uid"]
         self._jobs.confirm(request.training_id, job)
-        self._apply(future, self._jobs.info(job, self._cache.pods(request.training_id)))
+        self._report_state(future, self._jobs.info(job, self._cache.pods(request.training_id)))
         log.info("submitted training %s as Job %s/%s", request.training_id, self.namespace, request.training_id)
 
     def cancel_training(self, future: ModelTrainerFutureBase) -> bool:
@@ -156,7 +156,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
                 )
             info = self._jobs.info(job, self._pods_of(future.id))
             if info.status.is_terminal:
-                self._apply(future, info)
+                self._report_state(future, info)
                 return info.status is TrainingStatus.CANCELED
             patch = cancel_patch(job, utcnow(), f"canceled while {info.status.value.lower()}")
             try:
@@ -164,7 +164,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
             except ConflictError:
                 continue  # the Job changed since it was read: look again
             self._cache.remember_job(job)
-            self._apply(future, self._jobs.info(job, self._pods_of(future.id)))
+            self._report_state(future, self._jobs.info(job, self._pods_of(future.id)))
             log.info("canceled training %s (Job suspended)", future.id)
             return True
         raise ClusterError(
@@ -268,7 +268,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
             return self._cache.pods(training_id)
         return self._api.list_pods(training_selector(training_id)).get("items") or []
 
-    def _apply(self, future: ModelTrainerFutureBase, info: TrainingInfo) -> None:
+    def _report_state(self, future: ModelTrainerFutureBase, info: TrainingInfo) -> None:
         self.mark_observed(future, info)
         if info.status.is_terminal:
             with self._follow_lock:
@@ -313,12 +313,12 @@ class KubernetesModelTrainer(ModelTrainerBase):
                     job = None
                 pods = self._pods_of(future.id)
         if job is None:
-            self._apply(future, self._deleted(future))
+            self._report_state(future, self._deleted(future))
             return
         info = self._jobs.info(job, pods)
         if info.status.is_terminal and not pods_settled(job, pods) and not self._settle_expired(future.id):
             return  # the pod's final status (and its error) is on its way
-        self._apply(future, info)
+        self._report_state(future, info)
 
     def _settle_expired(self, training_id: str) -> bool:
         """Whether a finished Job's pods have had long enough to report; the first
