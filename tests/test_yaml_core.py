@@ -7,6 +7,8 @@ import math
 import re
 
 import pytest
+
+import trainerkit
 import yaml
 
 from trainerkit.cli.arguments import load_args_file, parse_arg_options
@@ -130,3 +132,24 @@ def test_true_and_false_are_booleans_everywhere(tmp_path, monkeypatch, text, exp
     assert parse_arg_options([f"flag={text}"]) == {"flag": expected}
     monkeypatch.setenv(ENV_INTERRUPT, text)
     assert load_trainer_specs({})["default"].config.interrupt_on_cancel is expected
+
+
+def test_a_key_written_twice_is_refused_with_both_line_numbers(tmp_path):
+    path = tmp_path / "trainers.yml"
+    path.write_text(
+        "model_management:\n  trainers:\n    a:\n      type: LOCAL\n      config:\n"
+        "        max_workers: 1\n        max_workers: 2\n"
+    )
+    with pytest.raises(trainerkit.ConfigError, match=r"'max_workers' is written twice, on line 6 and on line 7"):
+        trainerkit.TrainerManager.from_yaml(str(path))
+
+
+def test_two_trainers_with_one_name_are_refused(tmp_path):
+    path = tmp_path / "trainers.yml"
+    path.write_text("model_management:\n  trainers:\n    a: {type: LOCAL}\n    a: {type: SUBPROCESS}\n")
+    with pytest.raises(trainerkit.ConfigError, match=r"'a' is written twice, on line 3 and on line 4"):
+        trainerkit.TrainerManager.from_yaml(str(path))
+
+
+def test_a_key_brought_in_by_a_merge_may_be_overridden():
+    assert load_yaml("base: &b {x: 1, y: 1}\nm:\n  <<: *b\n  x: 2\n")["m"] == {"x": 2, "y": 1}

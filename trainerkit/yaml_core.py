@@ -66,6 +66,25 @@ class CoreSchemaLoader(yaml.SafeLoader):
         self._check(node, _FLOAT)
         return self.construct_yaml_float(node)  # PyYAML's, for .inf and .nan
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """A mapping, refusing a key written twice (PyYAML keeps the last one
+        silently); keys brought in by a merge (``<<``) may be overridden."""
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"the key {key!r} is written twice, on line {seen[key].line + 1} and on line "
+                        f"{key_node.start_mark.line + 1}; keep one",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
     def _check(self, node: yaml.ScalarNode, pattern: "re.Pattern[str]") -> str:
         text = self.construct_scalar(node)
         if not pattern.match(text):
