@@ -609,3 +609,13 @@ def test_train_with_load_and_detach_is_a_usage_error(tmp_path):
     done = run_cli("train", IRIS, "--save-path", str(tmp_path), "--load", "--detach")
     assert done.returncode == 2
     assert "--load waits for the model" in done.stderr
+
+
+def test_train_takes_an_external_training_id_and_refuses_an_unsafe_one():
+    trained = run_cli("train", "tests.training_modules:Adder", "--arg", "a=1", "--external-training-id", "run-7")
+    assert trained.returncode == 0, trained.stderr
+    assert submitted_id(trained.stdout) == "default--run-7"
+    bad = run_cli("train", "tests.training_modules:Adder", "--arg", "a=1", "--external-training-id", "Run 7!")
+    assert bad.returncode == 2
+    assert "external_training_id 'Run 7!' is not a valid id part" in bad.stderr
+    assert "Traceback" not in bad.stderr

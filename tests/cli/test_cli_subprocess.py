@@ -83,6 +83,9 @@ def test_detached_training_is_watched_listed_tailed_and_canceled_from_new_proces
     assert canceled.returncode == 0, canceled.stderr
     assert f"Training {training_id} CANCELED." in canceled.stdout
     assert status_of(config, training_id)["status"] == "CANCELED"
+    again = cli(config, "cancel", training_id)  # nothing left to cancel: as for a finished one
+    assert again.returncode == 6
+    assert f"training {training_id} already ended CANCELED; there was nothing to cancel" in again.stderr
 
     listed = cli(config, "list", "--status", "CANCELED", "--tag", "xp", "--json")
     assert [info["id"] for info in json.loads(listed.stdout)] == [training_id]

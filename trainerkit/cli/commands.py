@@ -243,6 +243,7 @@ def cmd_train(session: Session) -> ExitCode:
                 save_path=args.save_path,
                 save_with_id=args.save_with_id,
                 model_name=args.model_name,
+                external_training_id=args.external_training_id,
                 tags=args.tag or None,
                 **kwargs,
             )
@@ -410,7 +411,13 @@ def cmd_cancel(session: Session) -> ExitCode:
     args, out = session.args, session.out
     future = session.manager.get_model_future(args.training_id)
     info = future.get_info()
-    if not info.status.is_terminal and future.cancel():
+    if info.status.is_terminal:  # canceled before included: this command canceled nothing
+        out.document(info.to_dict())
+        raise CommandError(
+            f"training {info.id} already ended {info.status.value}; there was nothing to cancel",
+            ExitCode.UNAVAILABLE,
+        )
+    if future.cancel():
         if args.no_wait:
             out.line(f"Cancel of training {future.id} requested.")
             out.document(future.get_info().to_dict())

@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--model-name", metavar="NAME", help="save under DIR[/<id>]/NAME")
     train.add_argument(
+        "--external-training-id",
+        metavar="ID",
+        help="the unique part of the training id, chosen by you (as train(external_training_id=...)): "
+        "the id is <trainer>--ID; refused while a training with that id is not finished",
+    )
+    train.add_argument(
         "--tag", dest="tag", action="append", default=[], metavar="TAG", help="tag the training (repeatable)"
     )
     train.add_argument(
