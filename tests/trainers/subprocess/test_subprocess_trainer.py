@@ -396,10 +396,16 @@ def test_the_child_trains_in_the_configured_cwd_with_the_callers_and_the_configs
     assert late.result(timeout=WAIT).env_value == "set after the workers started"
 
 
-def test_preload_modules_are_imported_before_the_training_and_a_broken_one_is_skipped(build, models):
-    trainer = build(preload=["wave", "no_such_module_for_trainerkit_tests"])
+def test_preload_modules_are_imported_before_the_training(build, models):
+    trainer = build(preload=["wave"])
     future = trainer.train(Imported, ["wave", "sndhdr"], save_path=models, save_with_id=True)
     assert future.result(timeout=WAIT).imported == ["wave"]
+
+
+def test_a_preload_module_that_does_not_exist_is_a_config_error_not_silently_skipped():
+    with pytest.raises(trainerkit.ConfigError, match=r"config\.preload: no module named 'no_such_module_for_trainerkit_tests'"):
+        trainerkit.TrainerManager.from_dict({"model_management": {"trainers": {"iso": {
+            "type": "SUBPROCESS", "config": {"preload": ["wave", "no_such_module_for_trainerkit_tests"]}}}}})
 
 
 def test_the_exec_start_method_trains_the_same_way(build, models):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import datetime
 import re
 from typing import Literal, Optional
@@ -17,7 +18,18 @@ _ENV_NAME = re.compile(r"^[^=\0]+\Z")
 
 def _check_preload(modules: list) -> Optional[str]:
     bad = [name for name in modules if not _MODULE_NAME.match(name)]
-    return f"{bad} are not module names (like 'numpy' or 'torch.nn')" if bad else None
+    if bad:
+        return f"{bad} are not module names (like 'numpy' or 'torch.nn')"
+    # The package must be importable here (workers start with this sys.path); a
+    # worker's own failure to preload would only reach its stderr. Only the top
+    # package is looked up, so checking 'torch.nn' does not import torch.
+    missing = [name for name in modules if importlib.util.find_spec(name.partition(".")[0]) is None]
+    if missing:
+        return (
+            f"no module named {', '.join(repr(name.partition('.')[0]) for name in missing)} can be imported "
+            "here; install it, fix the name, or remove it from preload"
+        )
+    return None
 
 
 def _check_env(env: dict) -> Optional[str]:
@@ -53,8 +65,9 @@ class SubprocessTrainerConfig(MachineTrainerConfig):
         default_factory=list,
         check=_check_preload,
         doc="modules ready workers import before they get a training, so trainings skip "
-        "their import time: list heavy, stable dependencies (torch, transformers). Your own "
-        "module is always imported fresh, so edits to it take effect",
+        "their import time: list heavy, stable dependencies (torch, transformers). A package "
+        "that cannot be found is a config error. Your own module is always imported fresh, so "
+        "edits to it take effect",
     )
     env: dict[str, str] = option(
         default_factory=dict,
