@@ -19,6 +19,7 @@ import os
 import pickle
 import secrets
 import shutil
+import tempfile
 import weakref
 from typing import Any, Mapping, Optional, Sequence, TypeVar
 
@@ -327,6 +328,29 @@ def check_model_name(model_name: Any) -> Optional[str]:
             f"name may have; shorten it: {model_name[:40]!r}..."
         )
     return model_name
+
+
+def check_writable(path: str) -> None:
+    """Refuse, before a training runs, a save path this process could not create:
+    the nearest existing directory above it must take a new directory.
+
+    Raises:
+        PermissionError: naming the path, the directory and why.
+    """
+    parent = os.path.dirname(path)
+    while not os.path.isdir(parent):
+        if os.path.lexists(parent) or os.path.dirname(parent) == parent:
+            raise NotADirectoryError(
+                f"cannot save to {path}: {parent} is not a directory; choose another save_path"
+            )
+        parent = os.path.dirname(parent)
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".trainerkit-probe-", dir=parent))
+    except OSError as exc:
+        raise PermissionError(
+            f"cannot save to {path}: no directory can be created in {parent} "
+            f"({exc.strerror or exc}); choose a save_path this process can write"
+        ) from None
 
 
 def resolve_save_path(

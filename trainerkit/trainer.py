@@ -48,6 +48,7 @@ from .future import NO_MODEL, ModelTrainerFutureBase
 from .info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus, utcnow
 from .module import (
     METADATA_FILE,
+    check_writable,
     bind_train_arguments,
     check_module_class,
     class_path,
@@ -101,6 +102,9 @@ class ModelTrainerBase(abc.ABC):
     #: updated, after the submitting process exits (``trainerkit train --detach``
     #: refuses types where this is False, such as LOCAL, whose trainings are threads).
     supports_detach: ClassVar[bool] = False
+    #: True when trainings save their model from this machine (so train() checks
+    #: that save_path can be written here); False where they save elsewhere (a pod).
+    saves_on_this_machine: ClassVar[bool] = True
     #: True when the backend pushes every change to its futures itself once
     #: :meth:`observe_trainings` has been called for them (a watch), so that
     #: no polling thread is needed; False: the base polls every ``observe_interval``.
@@ -216,6 +220,11 @@ class ModelTrainerBase(abc.ABC):
         path = resolve_save_path(
             save_path, save_with_id=save_with_id, model_name=model_name, training_id=training_id
         )
+        if path is not None:
+            if self.saves_on_this_machine:
+                check_writable(path)
+            if not save_with_id:  # a path with the training's id in it is its own
+                self._check_save_path_free(path)
         request = TrainingRequest(
             training_id=training_id,
             module_class=module_class,
@@ -255,6 +264,17 @@ class ModelTrainerBase(abc.ABC):
             raise
         log.debug("submitted training %s of %s", training_id, info.module)
         return future
+
+    def _check_save_path_free(self, path: str) -> None:
+        """A live training reserves its save path: refuse a second one there."""
+        live = self._store.list(TrainingQuery(status=frozenset({TrainingStatus.QUEUED, TrainingStatus.RUNNING})))
+        holder = next((info for info in live if info.save_path == path and not self._reconcile(info).status.is_terminal), None)
+        if holder is not None:
+            raise FileExistsError(
+                f"save_path {path} is reserved by training {holder.id}, which is "
+                f"{holder.status.value}; choose another save_path, or save_with_id=True for one "
+                "directory per training"
+            )
 
     def get_model_future(self, training_id: str) -> ModelTrainerFutureBase:
         """A future for an existing training of this trainer (from any process).

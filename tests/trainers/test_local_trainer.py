@@ -516,3 +516,26 @@ def test_result_refuses_a_model_that_another_training_saved_at_its_path(manager_
     again = local(manager_factory).get_model_future(a.id)
     with pytest.raises(ModelNotSavedError, match=f"{a.id}.*saved by training {b.id}"):
         again.result(timeout=WAIT)
+
+
+def test_a_save_path_that_cannot_be_written_is_refused_before_the_training_runs(manager_factory, tmp_path):
+    trainer = local(manager_factory)
+    with pytest.raises(PermissionError, match=r"cannot save to /proc/trainerkit-model: no directory can be created in /proc"):
+        trainer.train(JsonModel, 1, save_path="/proc/trainerkit-model")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    with pytest.raises(NotADirectoryError, match="is not a directory"):
+        trainer.train(JsonModel, 1, save_path=str(a_file / "model"))
+    assert trainer.list_trainings() == []  # nothing recorded, nothing started
+
+
+def test_a_live_training_reserves_its_save_path(manager_factory, tmp_path):
+    trainer = local(manager_factory)
+    gate = Gate()
+    path = str(tmp_path / "model")
+    first = trainer.train(Blocking, gate, save_path=path)
+    with pytest.raises(FileExistsError, match=f"save_path {path} is reserved by training {first.id}"):
+        trainer.train(JsonModel, 2, save_path=path)
+    gate.release.set()
+    first.result(timeout=WAIT)
+    assert trainer.train(JsonModel, 2, save_path=str(tmp_path / "model-2")).result(timeout=WAIT).value == 2

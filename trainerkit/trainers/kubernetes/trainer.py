@@ -66,6 +66,8 @@ class KubernetesModelTrainer(ModelTrainerBase):
     ConfigSchema = KubernetesTrainerConfig
     supports_detach: ClassVar[bool] = True
 
+    #: The pod saves the model (its volumes, not this machine's filesystem).
+    saves_on_this_machine: ClassVar[bool] = False
     #: The shared watch pushes every change to this trainer's futures (_on_cluster_change).
     pushes_updates: ClassVar[bool] = True
 
