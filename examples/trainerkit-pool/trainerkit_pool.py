@@ -23,6 +23,7 @@ class _Run:
     def run(self, spec: runner.TrainingSpec) -> Optional[dict]:  # None: canceled before it started
         if self.requested:
             return None
+        self.events.cancel_join_thread()  # this worker's exit must never wait on the queue (its lock may be stuck)
         saved, log_fd = (os.dup(1), os.dup(2)), os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             sys.stdout.flush(), sys.stderr.flush(), os.dup2(log_fd, 1), os.dup2(log_fd, 2)
@@ -50,8 +51,8 @@ class PoolTrainer(ModelTrainerBase):
         state = resolve_state_dir(config.state_dir)
         state = tempfile.mkdtemp(prefix="trainerkit-pool-") if state == MEMORY_STATE_DIR else state
         self._logs = os.path.abspath(os.path.expanduser(config.log_dir or os.path.join(state, "logs")))
-        ctx = self._ctx = multiprocessing.get_context(config.start_method)
-        self._events, self._guard, self._closing = ctx.Queue(), threading.RLock(), False
+        self._ctx, self._guard, self._closing, self._stopped = multiprocessing.get_context(config.start_method), \
+            threading.RLock(), False, False
         # queued: (future, spec, flag) not handed to the pool yet; running: flag -> future, at most max_workers
         self._queued, self._running, self._pool = collections.deque(), {}, self._new_pool()
         self._reader = threading.Thread(target=self._read_events, name=f"trainerkit-pool-{instance_name}", daemon=True)
@@ -71,8 +72,7 @@ class PoolTrainer(ModelTrainerBase):
         os.makedirs(self._logs, exist_ok=True)
         spec = runner.TrainingSpec(training_id=future.id, module=request.prepared[0], save_path=request.save_path,
                                    arguments=runner.inline_arguments(request.prepared[1]), cwd=os.getcwd(),
-                                   sys_path=tuple(os.path.abspath(p) for p in sys.path),
-                                   log_path=os.path.join(self._logs, f"{future.id}.log"))
+                                   sys_path=tuple(sys.path), log_path=os.path.join(self._logs, f"{future.id}.log"))
         with self._guard:  # the cancel flag file, unique to this run
             self._queued.append((future, spec, f"{spec.log_path}.{secrets.token_hex(6)}.cancel"))
         self._dispatch()
@@ -93,15 +93,17 @@ class PoolTrainer(ModelTrainerBase):
         return read_lines(os.path.join(self._logs, f"{future.id}.log"), follow=follow, finished=finished)
 
     def shutdown(self, wait: bool = True) -> None:
-        with self._guard:  # queued trainings still start
-            self._closing, live = not wait, [item[0] for item in self._queued] + list(self._running.values())
+        with self._guard:  # without wait, queued and running trainings run on; the last one stops the workers
+            live = [item[0] for item in self._queued] + list(self._running.values())
+            self._closing = bool(live) and not wait
         [future.wait() for future in live if wait]
-        if wait:
-            self._pool.shutdown(wait=True), self._events.put(None), self._reader.join()
-        self._dispatch()  # without wait: the workers stop once the last training has ended
+        if not self._closing:  # every training has ended: stop the workers and the reader now
+            self._stopped = True
+            self._pool.shutdown(wait=True), self._reader.join()
         super().shutdown(wait)
 
-    def _new_pool(self) -> cf.ProcessPoolExecutor:  # the initializer hands each worker the queue of events
+    def _new_pool(self) -> cf.ProcessPoolExecutor:  # its initializer hands each worker a new queue of events
+        self._events = self._ctx.Queue()  # new: a worker killed while it wrote to the old one may hold its lock
         return cf.ProcessPoolExecutor(self.config.max_workers, self._ctx, setattr, (_Run, "events", self._events),
                                       max_tasks_per_child=self.config.max_tasks_per_child)
 
@@ -118,13 +120,14 @@ class PoolTrainer(ModelTrainerBase):
                     done = pool.submit(_Run(flag).run, spec)
                 done.add_done_callback(lambda done, run=(future, flag, pool): self._done(*run, done))
             if self._closing and not self._queued and not self._running:
-                self._pool.shutdown(wait=False), self._events.put(None)  # the reader stops too
+                self._pool.shutdown(wait=False)
+                self._stopped = True  # the reader stops too
 
     def _read_events(self) -> None:  # one thread: the progress reports, in the order workers sent them
-        for flag, report in iter(self._events.get, None):
-            future = self._running.get(flag)  # None: it has ended meanwhile
-            with contextlib.suppress(Exception):  # a failed record update has ended that training ERRORED
-                if future is not None:
+        while not self._stopped:
+            with contextlib.suppress(Exception):  # queue.Empty; or a failed record update ended that training
+                flag, report = self._events.get(timeout=0.2)  # (reading the current pool's queue)
+                if (future := self._running.get(flag)) is not None:  # None: it has ended meanwhile
                     self.mark_progress(future, report)
 
     def _done(self, future: Any, flag: str, pool: cf.ProcessPoolExecutor, done: cf.Future) -> None:
