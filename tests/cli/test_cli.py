@@ -619,3 +619,12 @@ def test_train_takes_an_external_training_id_and_refuses_an_unsafe_one():
     assert bad.returncode == 2
     assert "external_training_id 'Run 7!' is not a valid id part" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_delete_model_of_a_training_that_saved_none_does_not_claim_to_delete_one(tmp_path):
+    failed = run_cli("train", "tests.training_modules:Failing", "--save-path", str(tmp_path / "m"))
+    training_id = submitted_id(failed.stdout)
+    result = run_cli("delete", training_id, "--model", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["model_deleted"] is False
+    assert f"training {training_id} had no saved model to delete (nothing at {tmp_path / 'm'})" in result.stderr

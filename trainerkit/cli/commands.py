@@ -443,12 +443,15 @@ def cmd_delete(session: Session) -> ExitCode:
     args, out = session.args, session.out
     future = session.manager.get_model_future(args.training_id)
     info = future.get_info()
+    # Only a model that is there is deleted (an errored training never saved one).
+    model_there = bool(info.save_path and os.path.isdir(info.save_path))
     future.trainer.delete_training(info.id, delete_model=args.model)
-    model_deleted = bool(args.model and info.save_path)
+    model_deleted = bool(args.model and model_there)
     out.document({"id": info.id, "deleted": True, "model_deleted": model_deleted, "save_path": info.save_path})
     out.line(f"Deleted training {info.id}" + (f" and its model at {info.save_path}." if model_deleted else "."))
-    if args.model and not info.save_path:
-        out.note(f"trainerkit: note: training {info.id} had no saved model to delete")
+    if args.model and not model_deleted:
+        where = f" (nothing at {info.save_path})" if info.save_path else ""
+        out.note(f"trainerkit: note: training {info.id} had no saved model to delete{where}")
     return ExitCode.OK
 
 
