@@ -512,10 +512,7 @@ class ModelTrainerBase(abc.ABC):
     ) -> TrainingInfo:
         """The training completed; ``model`` is the trained instance when this
         process holds it (``result()`` returns it without loading)."""
-        info = self._finish(future, TrainingStatus.COMPLETED, (), time, progress)
-        future._apply(info, model=model)
-        self._after_terminal(future, info)
-        return info
+        return self._finish(future, TrainingStatus.COMPLETED, (), time, progress, model=model)
 
     def mark_errored(
         self,
@@ -529,10 +526,8 @@ class ModelTrainerBase(abc.ABC):
         which ``result()`` then raises as is, or the :class:`ErrorDetail` of one
         raised elsewhere, which ``result()`` rebuilds)."""
         detail = error if isinstance(error, ErrorDetail) else ErrorDetail.from_exception(error)
-        info = self._finish(future, TrainingStatus.ERRORED, (detail,), time, progress)
-        future._apply(info, exception=error if isinstance(error, BaseException) else None)
-        self._after_terminal(future, info)
-        return info
+        exception = error if isinstance(error, BaseException) else None
+        return self._finish(future, TrainingStatus.ERRORED, (detail,), time, progress, exception=exception)
 
     def mark_canceled(
         self,
@@ -544,19 +539,13 @@ class ModelTrainerBase(abc.ABC):
     ) -> TrainingInfo:
         """The training was canceled (``reason``: when, or by whom)."""
         errors = (ErrorDetail.of(TrainingCanceledError, reason),) if reason else ()
-        info = self._finish(future, TrainingStatus.CANCELED, errors, time, progress)
-        future._apply(info)
-        self._after_terminal(future, info)
-        return info
+        return self._finish(future, TrainingStatus.CANCELED, errors, time, progress)
 
     def mark_outcome(self, future: ModelTrainerFutureBase, outcome: "Outcome") -> TrainingInfo:
         """How a training run by :func:`trainerkit.runner.run_training` ended,
         as its :class:`~trainerkit.runner.Outcome` says (status, time, errors,
         last progress)."""
-        info = self._finish(future, outcome.status, outcome.errors, outcome.time, outcome.progress)
-        future._apply(info)
-        self._after_terminal(future, info)
-        return info
+        return self._finish(future, outcome.status, outcome.errors, outcome.time, outcome.progress)
 
     def mark_observed(self, future: ModelTrainerFutureBase, info: TrainingInfo) -> TrainingInfo:
         """Take ``info``, read from where the training's record lives (this
@@ -573,11 +562,19 @@ class ModelTrainerBase(abc.ABC):
         errors: Sequence[ErrorDetail],
         time: Optional[datetime.datetime],
         progress: Optional[ProgressReport],
+        *,
+        model: Any = NO_MODEL,
+        exception: Optional[BaseException] = None,
     ) -> TrainingInfo:
+        """Record a terminal status, then end the future with it (and with the
+        in-process model or exception, when there is one)."""
         changes: dict[str, Any] = dict(status=status, completion_time=time or utcnow(), errors=tuple(errors))
         if progress is not None:
             changes["progress"] = progress
-        return self._record(future, **changes)
+        info = self._record(future, **changes)
+        future._apply(info, model=model, exception=exception)
+        self._after_terminal(future, info)
+        return info
 
     def _record(self, future: ModelTrainerFutureBase, **changes: Any) -> TrainingInfo:
         """Persist ``changes`` to the training's record; return the new info.
