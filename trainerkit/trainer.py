@@ -371,6 +371,13 @@ class ModelTrainerBase(abc.ABC):
         future._model = NO_MODEL
         log.info("deleted training %s%s", training_id, " and its model" if delete_model else "")
 
+    def record_counts(self) -> tuple[str, dict[str, int]]:
+        """``(where, counts)``: where this trainer's records live (a database
+        path; may be empty) and how many trainings each trainer name has there,
+        this trainer's and those of any other trainer sharing the records (a
+        ``state_dir`` used by several configurations)."""
+        return self._store.describe(), self._store.count_by_trainer()
+
     def purge_finished(self, older_than: Optional[datetime.timedelta] = None) -> list[str]:
         """Remove finished trainings completed more than ``older_than`` ago
         (default: the configured ``retention_duration``); return their ids.

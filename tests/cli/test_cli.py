@@ -407,6 +407,24 @@ def test_list_with_nothing_says_so():
     assert result.stdout.strip() == "No trainings."
 
 
+def test_list_names_the_trainers_another_config_left_in_the_records(tmp_path):
+    other = write(tmp_path / "other.yaml", """\
+        model_management:
+          trainers:
+            nightly: {type: LOCAL}
+    """)
+    for _ in range(2):
+        submitted_id(run_cli("--config", other, "train", "--trainer", "nightly", "tests.training_modules:Adder", "--arg", "a=1").stdout)
+    result = run_cli("list")  # the built-in configuration names only 'default'
+    assert result.returncode == 0
+    assert result.stdout.strip() == "No trainings."
+    assert "hold 2 trainings of trainers not named in the built-in default configuration: 'nightly' (2)" in result.stderr
+    assert "--config" in result.stderr
+    named = run_cli("--config", other, "list")
+    assert len(named.stdout.splitlines()) == 3  # header and both trainings
+    assert named.stderr == ""
+
+
 def test_list_with_a_bad_status_is_a_usage_error():
     result = run_cli("list", "--status", "DONE")
     assert result.returncode == 2

@@ -141,6 +141,15 @@ def test_list_is_newest_first_and_only_of_the_asked_trainer(store):
     assert len(store.list(TrainingQuery())) == 4
 
 
+def test_count_by_trainer_counts_every_trainers_records(store):
+    assert store.count_by_trainer() == {}
+    for n in range(3):
+        store.add(make_info(f"a{n}", submitted=T0 + minutes(n)))
+    store.add(make_info("b0", trainer="other", submitted=T0))
+    store.delete("default--a0")
+    assert store.count_by_trainer() == {"default": 2, "other": 1}
+
+
 def test_list_filters_by_status(store):
     store.add(make_info("q", submitted=T0))
     store.add(make_info("r", status=TrainingStatus.RUNNING, submitted=T0 + minutes(1)))

@@ -386,7 +386,33 @@ def cmd_list(session: Session) -> ExitCode:
         out.lines(table(LIST_HEADERS, (training_row(info, utcnow()) for info in found)))
     else:
         out.line("No trainings." if not failed else "No trainings in the other trainers.")
+        if not args.trainer:
+            _note_unnamed_trainers(session, [name for name in names if name not in failed])
     return ExitCode.FAILURE if failed else ExitCode.OK
+
+
+def _note_unnamed_trainers(session: Session, names: list[str]) -> None:
+    """Say so when the records hold trainings of trainers this configuration
+    does not name: "No trainings." alone would read as if there were none."""
+    others: dict[str, dict[str, int]] = {}  # where -> trainer name -> count
+    for name in names:
+        try:
+            where, counts = session.manager.get_trainer(name).record_counts()
+        except TrainerkitError:
+            continue
+        for trainer_name, count in counts.items():
+            if trainer_name not in session.manager.trainer_names:
+                others.setdefault(where, {})[trainer_name] = count
+    path, origin = session.config_path()
+    this_config = f"{path} (from {origin})" if path else "the built-in default configuration"
+    for where, counts in others.items():
+        total = sum(counts.values())
+        listed = ", ".join(f"{name!r} ({count})" for name, count in sorted(counts.items()))
+        session.out.note(
+            f"trainerkit: the records{f' in {where}' if where else ''} hold {total} "
+            f"training{'s' if total != 1 else ''} of trainers not named in {this_config}: {listed}; "
+            f"to list them, pass --config (or set ${CONFIG_ENV}) to the file that declares those trainers"
+        )
 
 
 def cmd_logs(session: Session) -> ExitCode:

@@ -76,6 +76,18 @@ class TrainingStore(abc.ABC):
     def list(self, query: TrainingQuery) -> list[TrainingInfo]:
         """Matching records, newest submission first."""
 
+    def count_by_trainer(self) -> dict[str, int]:
+        """How many records each trainer name has here, this trainer's and any
+        other's (several configurations may share one state directory)."""
+        counts: dict[str, int] = {}
+        for info in self.list(TrainingQuery()):
+            counts[info.trainer_name] = counts.get(info.trainer_name, 0) + 1
+        return counts
+
+    def describe(self) -> str:
+        """Where the records live, for messages (a path, a cluster); may be empty."""
+        return ""
+
     @abc.abstractmethod
     def delete(self, training_id: str) -> bool:
         """Remove a record; False when there was none."""

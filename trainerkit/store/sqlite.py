@@ -436,6 +436,15 @@ class SQLiteTrainingStore(TrainingStore):
             rows = conn.execute(sql, params).fetchall()
         return [self._row_to_info(row) for row in rows]
 
+    def count_by_trainer(self) -> dict[str, int]:
+        self.flush()
+        with self._read("counting trainings") as conn:
+            rows = conn.execute("SELECT trainer_name, COUNT(*) FROM trainings GROUP BY trainer_name").fetchall()
+        return {name: count for name, count in rows}
+
+    def describe(self) -> str:
+        return self.path
+
     def delete(self, training_id: str) -> bool:
         self.flush()
         with self._write(f"deleting training {training_id}") as conn:
