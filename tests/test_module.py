@@ -124,3 +124,90 @@ def test_a_module_that_insists_on_creating_its_directory_still_saves_atomically(
     save_model(StrictDirModule(3), str(tmp_path / "m"))
     assert trainerkit.load(tmp_path / "m").value == 3
     assert os.listdir(tmp_path) == ["m"]
+
+
+# -- loading only what an allow-list names (issue 12 item 8) -----------------------
+
+
+class _CallsOnLoad(trainerkit.ModuleBase):
+    """A model whose pickle makes the loader call a function of another module."""
+
+    def __reduce__(self):
+        return (os.getpid, ())
+
+
+def test_load_with_an_allow_list_refuses_a_class_outside_it_before_importing_it(tmp_path):
+    package = tmp_path / "planted_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("import os\nos.environ['PLANTED_PKG_IMPORTED'] = '1'\n")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / METADATA_FILE).write_text(json.dumps({"module": "planted_pkg:Model"}))
+    os.environ.pop("PLANTED_PKG_IMPORTED", None)
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(ModelLoadError, match=r"planted_pkg:Model is not in the allowed modules \['tests'\]"):
+            trainerkit.load(tmp_path / "m", allowed_modules=["tests"])
+        assert "PLANTED_PKG_IMPORTED" not in os.environ
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("planted_pkg", None)
+        os.environ.pop("PLANTED_PKG_IMPORTED", None)
+
+
+def test_an_allow_listed_class_loads_and_its_pickle_may_hold_plain_data(tmp_path):
+    import collections
+    import datetime
+
+    value = {"when": datetime.datetime(2026, 1, 2), "seen": collections.OrderedDict(a=1), "s": {1, 2}}
+    save_model(Adder(value), str(tmp_path / "m"))
+    assert trainerkit.load(tmp_path / "m", allowed_modules=["tests.training_modules"]).total == value
+    assert trainerkit.load(tmp_path / "m", allowed_modules=("tests",)).total == value
+
+
+def test_an_allow_list_stops_a_pickle_that_calls_into_another_module(tmp_path):
+    save_model(_CallsOnLoad(), str(tmp_path / "m"))
+    (tmp_path / "m" / METADATA_FILE).write_text(json.dumps({"module": "tests.training_modules:Adder"}))
+    # Without an allow-list the directory is trusted: the pickle's call runs (and returns a pid).
+    with pytest.raises(ModelLoadError, match="holds a int, not a Adder"):
+        trainerkit.load(tmp_path / "m")
+    with pytest.raises(ModelLoadError, match=r"the pickle names posix.getpid, and module 'posix' is not in the allowed"):
+        trainerkit.load(tmp_path / "m", allowed_modules=["tests"])
+
+
+@pytest.mark.parametrize(
+    "allowed, error",
+    [("tests", TypeError), (["tests", "not a module"], ValueError), ([3], ValueError), (["tests."], ValueError)],
+)
+def test_a_bad_allow_list_is_refused(tmp_path, allowed, error):
+    save_model(Adder(1), str(tmp_path / "m"))
+    with pytest.raises(error, match="module name"):
+        trainerkit.load(tmp_path / "m", allowed_modules=allowed)
+
+
+def test_a_trainers_load_allowed_modules_applies_when_a_model_is_loaded_from_disk(tmp_path):
+    state = str(tmp_path / "state")
+
+    def manager(allowed):
+        config = {"state_dir": state, "load_allowed_modules": allowed}
+        return trainerkit.TrainerManager.from_dict(
+            {"model_management": {"trainers": {"default": {"type": "LOCAL", "config": config}}}}
+        )
+
+    with manager(["tests"]) as first:
+        future = first.get_trainer("default").train(Adder, 1, save_path=str(tmp_path / "models"))
+        assert future.result(timeout=30).total == 2
+    with manager(["tests"]) as second:
+        assert second.get_model_future(future.id).load().total == 2
+    with manager(["sklearn"]) as third:
+        with pytest.raises(ModelLoadError, match=r"tests.training_modules:Adder is not in the allowed modules \['sklearn'\]"):
+            third.get_model_future(future.id).load()
+
+
+@pytest.mark.parametrize("value", ["tests", ["bad name"], [1]])
+def test_load_allowed_modules_in_a_config_must_be_module_names(value):
+    with pytest.raises(trainerkit.ConfigError, match="load_allowed_modules"):
+        trainerkit.TrainerManager.from_dict(
+            {"model_management": {"trainers": {"default": {"type": "LOCAL", "config": {"load_allowed_modules": value}}}}}
+        )

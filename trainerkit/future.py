@@ -28,6 +28,7 @@ from .errors import (
 from .info import TrainingInfo, TrainingStatus
 from .module import load as load_model
 from .module import read_metadata
+from .trainer_config import TrainerConfig
 
 if TYPE_CHECKING:
     from .trainer import ModelTrainerBase
@@ -187,7 +188,9 @@ class ModelTrainerFutureBase(concurrent.futures.Future):
                     f"saved by training {saved_by}: its own model was deleted or moved, and "
                     "another training saved to the same path since"
                 )
-            return load_model(info.save_path)
+            config = self._trainer.config
+            allowed = config.load_allowed_modules if isinstance(config, TrainerConfig) else None
+            return load_model(info.save_path, allowed_modules=allowed)
         if info.save_path:
             raise ModelNotSavedError(
                 f"training {self.id} completed, but its model directory {info.save_path} no "

@@ -11,8 +11,10 @@ Every model trainerkit saves gets a small metadata file,
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import inspect
+import io
 import json
 import logging
 import os
@@ -61,14 +63,92 @@ class ModuleBase:
 
     @classmethod
     def load(cls: type[M], path: str) -> M:
-        """Read a model written by :meth:`save`."""
+        """Read a model written by :meth:`save`.
+
+        Under :func:`trainerkit.load` with ``allowed_modules`` (or a trainer's
+        ``load_allowed_modules``), the pickle may name only classes and
+        functions of those modules and a few plain standard-library types.
+        """
         with open(os.path.join(path, cls.PICKLE_FILE), "rb") as handle:
-            model = pickle.load(handle)
+            model = unpickle(handle)
         if not isinstance(model, cls):
             raise ModelLoadError(
                 f"{path} holds a {type(model).__qualname__}, not a {cls.__qualname__}"
             )
         return model
+
+
+# -- what loading may import ---------------------------------------------------
+
+#: The allow-list of the :func:`load` in progress in this context (None: any).
+_allowed_modules: "contextvars.ContextVar[Optional[tuple[str, ...]]]" = contextvars.ContextVar(
+    "trainerkit_allowed_modules", default=None
+)
+
+#: Standard-library names a restricted pickle may use whatever the allow-list:
+#: plain data types and the reconstructor pickle itself uses for classes; none
+#: of them runs code chosen by the file.
+_PLAIN_GLOBALS = frozenset(
+    [("builtins", name) for name in (
+        "object", "set", "frozenset", "list", "dict", "tuple", "bytearray", "bytes", "str",
+        "int", "float", "complex", "bool", "slice", "range",
+    )]
+    + [("copyreg", "_reconstructor"), ("_codecs", "encode")]
+    + [("collections", name) for name in ("OrderedDict", "defaultdict", "deque", "Counter")]
+    + [("datetime", name) for name in ("datetime", "date", "time", "timedelta", "timezone")]
+    + [("decimal", "Decimal"), ("fractions", "Fraction"), ("uuid", "UUID")]
+)
+
+
+def check_allowed_modules(allowed: Any, what: str = "allowed_modules") -> Optional[tuple[str, ...]]:
+    """Validate an allow-list of module names (``["mypkg", "sklearn"]``); None means any."""
+    if allowed is None:
+        return None
+    if isinstance(allowed, str) or not isinstance(allowed, (list, tuple, set, frozenset)):
+        raise TypeError(
+            f"{what} must be a list of module names such as ['mypkg', 'sklearn'], got {allowed!r}"
+        )
+    names = []
+    for name in allowed:
+        if not isinstance(name, str) or not all(part.isidentifier() for part in name.split(".")):
+            raise ValueError(
+                f"{what}: {name!r} is not a module name; write dotted names such as 'mypkg' or "
+                "'mypkg.models' (a name allows that module and every module under it)"
+            )
+        names.append(name)
+    return tuple(names)
+
+
+def module_allowed(module_name: str, allowed: Optional[Sequence[str]]) -> bool:
+    """Whether ``module_name`` is one of ``allowed`` or inside one of them."""
+    if allowed is None:
+        return True
+    return any(module_name == name or module_name.startswith(name + ".") for name in allowed)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only globals of allowed modules (and plain data)."""
+
+    def __init__(self, file: Any, allowed: Sequence[str]) -> None:
+        super().__init__(file)
+        self._allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _PLAIN_GLOBALS or module_allowed(module, self._allowed):
+            return super().find_class(module, name)
+        raise ModelLoadError(
+            f"the pickle names {module}.{name}, and module {module!r} is not in the allowed "
+            f"modules {list(self._allowed)}; add it (allowed_modules= or the trainer's "
+            "load_allowed_modules) if you trust it"
+        )
+
+
+def unpickle(handle: "io.BufferedIOBase | Any") -> Any:
+    """``pickle.load(handle)``, restricted to the allow-list of the load in progress."""
+    allowed = _allowed_modules.get()
+    if allowed is None:
+        return pickle.load(handle)
+    return _RestrictedUnpickler(handle, allowed).load()
 
 
 def class_path(cls: type) -> str:
@@ -259,13 +339,24 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def load(path: "str | os.PathLike[str]") -> Any:
+def load(path: "str | os.PathLike[str]", *, allowed_modules: Optional[Sequence[str]] = None) -> Any:
     """Load any model that trainerkit saved, without naming its class.
 
+    Args:
+        path: the model directory.
+        allowed_modules: module names (``["mypkg", "sklearn"]``; each allows
+            itself and every module under it). When given, the class the
+            metadata names must be in one of them, checked before anything is
+            imported, and the default pickle format (:class:`ModuleBase`) may
+            resolve only globals of those modules and plain data types. None
+            (the default) trusts the directory: see docs/modules.md.
+
     Raises:
-        ModelLoadError: the path does not exist, holds no trainerkit model, or
-            its class cannot be imported or fails to load it.
+        ModelLoadError: the path does not exist, holds no trainerkit model, its
+            class is not allowed, or it cannot be imported or fails to load it.
+        TypeError, ValueError: ``allowed_modules`` is not a list of module names.
     """
+    allowed = check_allowed_modules(allowed_modules)
     path = os.path.abspath(os.fspath(path))
     if not os.path.isdir(path):
         raise ModelLoadError(
@@ -279,6 +370,12 @@ def load(path: "str | os.PathLike[str]") -> Any:
             f"{path} was not saved by trainerkit (no {METADATA_FILE}); load it with the "
             "module class that saved it: MyModule.load(path)"
         )
+    if not module_allowed(metadata["module"].partition(":")[0], allowed):
+        raise ModelLoadError(
+            f"refusing to load the model at {path}: its class {metadata['module']} is not in the "
+            f"allowed modules {list(allowed or ())}; add its module to allowed_modules (or the "
+            "trainer's load_allowed_modules) if you trust it"
+        )
     try:
         module_class = import_object(metadata["module"])
     except ImportError as exc:
@@ -286,6 +383,13 @@ def load(path: "str | os.PathLike[str]") -> Any:
             f"cannot load the model at {path}: its class {metadata['module']} cannot be imported "
             f"({exc})"
         ) from exc
+    if allowed is not None and not module_allowed(getattr(module_class, "__module__", ""), allowed):
+        # 'pkg.mod.Name' without a colon names a module prefix; the class must live there too.
+        raise ModelLoadError(
+            f"refusing to load the model at {path}: {metadata['module']} resolves to a class of "
+            f"module {module_class.__module__!r}, which is not in the allowed modules {list(allowed)}"
+        )
+    token = _allowed_modules.set(allowed)
     try:
         return module_class.load(path)
     except ModelLoadError:
@@ -294,6 +398,8 @@ def load(path: "str | os.PathLike[str]") -> Any:
         raise ModelLoadError(
             f"{metadata['module']}.load({path!r}) failed: {type(exc).__name__}: {exc}"
         ) from exc
+    finally:
+        _allowed_modules.reset(token)
 
 
 # -- save paths ---------------------------------------------------------------

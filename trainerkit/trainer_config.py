@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 from typing import Optional
 
+from .module import check_allowed_modules
 from .schema import option
 from .store.state_dir import check_state_dir
 
@@ -21,6 +22,15 @@ def check_directory(value: str) -> Optional[str]:
     """A config ``check`` for a directory path: the problem with ``value``, or None."""
     if not value.strip() or "\0" in value:
         return f"{value!r} is not a usable directory path"
+    return None
+
+
+def check_module_names(value: list[str]) -> Optional[str]:
+    """A config ``check`` for a list of module names: the problem, or None."""
+    try:
+        check_allowed_modules(value, "the list")
+    except (TypeError, ValueError) as exc:
+        return str(exc)
     return None
 
 
@@ -38,6 +48,14 @@ class TrainerConfig:
         False,
         doc="when retention_duration purges a finished training, also delete its saved model "
         "directory (only a directory trainerkit saved for that very training)",
+    )
+    load_allowed_modules: Optional[list[str]] = option(
+        None,
+        check=check_module_names,
+        doc="loading a model from its directory (future.result()/load() in another process, "
+        "trainerkit result) imports only classes of these modules and the modules under them, "
+        "and the default pickle format may name nothing else (plain data types aside); null "
+        "trusts the model directories (see docs/modules.md)",
     )
 
 
