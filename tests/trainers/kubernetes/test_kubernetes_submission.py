@@ -52,6 +52,49 @@ def test_save_path_outside_every_volume_mount_is_refused(trainer, kube, tmp_path
     assert_nothing_sent(kube)
 
 
+@pytest.mark.parametrize(
+    "volume, why",
+    [
+        ({"emptyDir": {}}, r"\(emptyDir\), which is deleted with the pod"),
+        ({"ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"],
+          "resources": {"requests": {"storage": "1Gi"}}}}}}, r"\(ephemeral\), which is deleted with the pod"),
+        ({"configMap": {"name": "settings"}}, r"\(configMap\), which the kubelet always mounts read-only"),
+        ({"secret": {"secretName": "keys"}}, r"\(secret\), which the kubelet always mounts read-only"),
+        ({"downwardAPI": {"items": []}}, r"\(downwardAPI\), which the kubelet always mounts read-only"),
+        ({"projected": {"sources": []}}, r"\(projected\), which the kubelet always mounts read-only"),
+        ({"persistentVolumeClaim": {"claimName": "models", "readOnly": True}},
+         r"\(persistentVolumeClaim\), whose persistentVolumeClaim sets readOnly: true"),
+    ],
+    ids=["emptyDir", "ephemeral", "configMap", "secret", "downwardAPI", "projected", "readOnly-claim"],
+)
+def test_save_path_on_a_volume_that_dies_with_the_pod_or_is_read_only_is_refused(make_trainer, kube, volume, why):
+    trainer = make_trainer(volumes=[{"name": "scratch", **volume}],
+                           volume_mounts=[{"name": "scratch", "mountPath": "/scratch"}])
+    with pytest.raises(ValueError, match=r"save_path /scratch/run is under the volume mount /scratch of trainer "
+                                         r"'cluster', volume 'scratch' " + why + r".*persistentVolumeClaim.*require_save_volume"):
+        trainer.train(JsonModel, 1, save_path="/scratch/run")
+    assert_nothing_sent(kube)
+
+
+def test_save_path_on_a_read_only_mount_is_refused(make_trainer, kube, models_dir):
+    trainer = make_trainer(volume_mounts=[{"name": "models", "mountPath": str(models_dir), "readOnly": True}])
+    with pytest.raises(ValueError, match=r"volume 'models' \(hostPath\), which is mounted readOnly: true.*remove "
+                                         r"readOnly from that entry of volume_mounts"):
+        trainer.train(JsonModel, 1, save_path=models_dir / "x")
+    assert_nothing_sent(kube)
+
+
+def test_the_deepest_mount_that_holds_save_path_decides(make_trainer, kube, models_dir):
+    trainer = make_trainer(
+        volumes=[{"name": "models", "hostPath": {"path": str(models_dir)}}, {"name": "tmp", "emptyDir": {}}],
+        volume_mounts=[{"name": "models", "mountPath": str(models_dir)},
+                       {"name": "tmp", "mountPath": str(models_dir / "tmp")}],
+    )
+    with pytest.raises(ValueError, match=r"volume 'tmp' \(emptyDir\), which is deleted with the pod"):
+        trainer.train(JsonModel, 1, save_path=models_dir / "tmp" / "x")
+    assert trainer.train(JsonModel, 1, save_path=models_dir / "tmpx").result(timeout=TIMEOUT).value == 1
+
+
 def test_argument_json_cannot_carry_is_named_at_train(trainer, kube, models_dir):
     with pytest.raises(TypeError, match=r"^argument a is a builtins.set, which is not JSON data"):
         trainer.train(Adder, {1, 2}, save_path=models_dir / "x")

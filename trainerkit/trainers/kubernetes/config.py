@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+import posixpath
 import re
 from typing import Any, Literal, Mapping, Optional
 
@@ -34,6 +35,20 @@ ENV_POD_NAME = "TRAINERKIT_POD_NAME"
 ENV_POD_NAMESPACE = "TRAINERKIT_POD_NAMESPACE"
 ENV_PROGRESS_INTERVAL = "TRAINERKIT_PROGRESS_INTERVAL"
 ENV_IMAGE = "TRAINERKIT_IMAGE"
+#: Volume kinds under which a pod's save outlives the pod: persistent volumes,
+#: network and node filesystems. An inline ``csi`` volume counts: its drivers
+#: (NFS, SMB, object stores) mostly mount storage that outlives the pod.
+PERSISTENT_VOLUME_KINDS = frozenset({
+    "persistentVolumeClaim", "hostPath", "nfs", "csi", "cephfs", "glusterfs", "azureFile",
+    "azureDisk", "awsElasticBlockStore", "gcePersistentDisk", "cinder", "rbd", "iscsi", "fc",
+    "flexVolume", "flocker", "portworxVolume", "quobyte", "scaleIO", "storageos",
+    "vsphereVolume", "photonPersistentDisk",
+})
+#: Volume kinds the kubelet deletes with the pod.
+POD_LIFETIME_VOLUME_KINDS = frozenset({"emptyDir", "ephemeral", "gitRepo"})
+#: Volume kinds the kubelet always mounts read-only.
+READ_ONLY_VOLUME_KINDS = frozenset({"configMap", "secret", "downwardAPI", "projected", "image"})
+SAVE_VOLUME_EXAMPLES = ("a persistentVolumeClaim", "nfs", "hostPath", "csi")
 RESERVED_ENV = frozenset({ENV_TRAINING_ID, ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_PROGRESS_INTERVAL, ENV_IMAGE})
 
 
@@ -236,8 +251,9 @@ class KubernetesTrainerConfig(TrainerConfig):
     )
     require_save_volume: bool = option(
         True,
-        doc="refuse a save_path that is not under one of volume_mounts (the pod's own filesystem "
-        "disappears with it); false when the image reaches save_path some other way",
+        doc="refuse a save_path that is not under a writable volume mount that outlives the pod "
+        "(persistentVolumeClaim, nfs, hostPath, csi...; not emptyDir, configMap, secret, a "
+        "readOnly mount); false when the image reaches save_path some other way",
     )
     request_timeout: float = option(
         30.0, minimum=1.0, doc="seconds before an API request without an answer fails"
@@ -281,12 +297,68 @@ class KubernetesTrainerConfig(TrainerConfig):
             problems.append(f"volume_mounts: mountPath {path!r} is used more than once")
         return problems
 
-    @property
-    def save_mount_paths(self) -> list[str]:
-        """The mount paths under which a pod's writes outlive it."""
-        return [
-            mount["mountPath"]
-            for mount in self.volume_mounts
-            if isinstance(mount.get("mountPath"), str) and not mount.get("readOnly")
-        ]
+    def save_volume_problem(self, save_path: str, trainer: str) -> Optional[str]:
+        """Why a pod of this config could not save a model at ``save_path`` that
+        outlives it, or None when it can (see :data:`PERSISTENT_VOLUME_KINDS`).
 
+        The deepest ``volume_mounts`` entry that holds ``save_path`` decides.
+        """
+        volumes = {v.get("name"): v for v in self.volumes if isinstance(v, Mapping)}
+        mounts = sorted(
+            (
+                (posixpath.normpath(mount["mountPath"]), mount)
+                for mount in self.volume_mounts
+                if isinstance(mount, Mapping) and isinstance(mount.get("mountPath"), str)
+            ),
+            key=lambda item: len(item[0]),
+            reverse=True,
+        )
+        path = posixpath.normpath(save_path)
+        holder = next(
+            ((mount_path, mount) for mount_path, mount in mounts
+             if mount_path == "/" or path == mount_path or path.startswith(mount_path + "/")),
+            None,
+        )
+        fix = (
+            "save under the mountPath of a volume that outlives the pod and that this process can "
+            f"read too ({', '.join(SAVE_VOLUME_EXAMPLES)}; see docs/kubernetes.md), or set "
+            "require_save_volume: false if the image reaches that path some other way"
+        )
+        if holder is None:
+            paths = ", ".join(mount_path for mount_path, _ in reversed(mounts)) or "it has no volume_mounts"
+            return (
+                f"save_path {save_path} is not under any writable volume mount of trainer {trainer!r} "
+                f"({paths}): the pod would save the model into its own filesystem, which is deleted "
+                f"with it; {fix}"
+            )
+        mount_path, mount = holder
+        volume = volumes.get(mount.get("name")) or {}
+        kind = volume_kind(volume)
+        where = (
+            f"save_path {save_path} is under the volume mount {mount_path} of trainer {trainer!r}, "
+            f"volume {mount.get('name')!r} ({kind})"
+        )
+        if kind in POD_LIFETIME_VOLUME_KINDS:
+            return f"{where}, which is deleted with the pod, and the model with it; {fix}"
+        if kind in READ_ONLY_VOLUME_KINDS:
+            return f"{where}, which the kubelet always mounts read-only, so the pod cannot save there; {fix}"
+        if kind not in PERSISTENT_VOLUME_KINDS:
+            return f"{where}, a kind of volume trainerkit does not know to outlive the pod; {fix}"
+        if mount.get("readOnly"):
+            return (
+                f"{where}, which is mounted readOnly: true, so the pod cannot save there; remove "
+                f"readOnly from that entry of volume_mounts, or {fix}"
+            )
+        source = volume.get(kind)
+        if isinstance(source, Mapping) and source.get("readOnly"):
+            return (
+                f"{where}, whose {kind} sets readOnly: true, so the pod cannot save there; remove "
+                f"readOnly from volumes entry {mount.get('name')!r}, or {fix}"
+            )
+        return None
+
+
+def volume_kind(volume: Mapping[str, Any]) -> str:
+    """The kind of a Pod spec volume: its one key besides ``name`` (``emptyDir``, ``nfs``...)."""
+    kinds = [key for key in volume if key != "name"]
+    return kinds[0] if len(kinds) == 1 else "no volume source" if not kinds else "+".join(sorted(kinds))

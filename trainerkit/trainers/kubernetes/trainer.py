@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-import os
 import secrets
 import threading
 import time
@@ -214,17 +213,9 @@ class KubernetesModelTrainer(ModelTrainerBase):
     def _check_save_volume(self, save_path: str) -> None:
         if not self.config.require_save_volume:
             return
-        mounts = [os.path.normpath(path) for path in self.config.save_mount_paths]
-        if any(os.path.commonpath([save_path, mount]) == mount for mount in mounts):
-            return
-        raise ValueError(
-            f"save_path {save_path} is not under any writable volume mount of trainer "
-            f"{self.instance_name!r} ({', '.join(mounts) or 'it has no volume_mounts'}): the pod "
-            "would save the model into its own filesystem, which is deleted with it. Mount a "
-            "volume that this process can read too (a PersistentVolumeClaim, NFS...; see "
-            "docs/kubernetes.md) and save under its mountPath, or set require_save_volume: false "
-            "if the image reaches that path some other way"
-        )
+        problem = self.config.save_volume_problem(save_path, self.instance_name)
+        if problem:
+            raise ValueError(problem)
 
     def _create_job(self, job: dict[str, Any]) -> dict[str, Any]:
         name = job["metadata"]["name"]
