@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -81,6 +82,28 @@ class _Rule:
     reason: str = ""
     message: str = ""
     remaining: int | None = None  # None: forever
+    after: bool = False  # the request is carried out first, then its answer is replaced by the fault
+    reset: bool = False  # the connection is reset (TCP RST) instead of answered
+    retry_after: int = 1  # Retry-After seconds of 429 and 503 answers
+    rate: float | None = None  # a random fraction of matching requests; None: every one
+    faults: tuple = ()  # rate rules: what a hit request gets, drawn at random
+
+
+#: What ``inject_faults`` draws from: an error answer, or a reset connection, each either before
+#: the request is carried out or after it (so the client never learns that it was).
+FAULT_KINDS = ("500", "503", "429", "reset", "500-after", "reset-after")
+_REASONS = {409: "Conflict", 429: "TooManyRequests", 500: "InternalError", 502: "BadGateway",
+            503: "ServiceUnavailable", 504: "Timeout"}
+
+
+@dataclass(frozen=True)
+class ServedFault:
+    """A fault the fake served, for tests to check that injection happened."""
+
+    verb: str
+    resource: str
+    name: str | None
+    kind: str  # "500", "429", "reset", "500-after", "reset-after"...
 
 
 def _matches_rule(rule: _Rule, verb: str, resource: str, namespace: str | None) -> bool:
@@ -137,6 +160,8 @@ class Api:
         self._rules_lock = threading.Lock()
         self._forbidden: list[_Rule] = []
         self._injected: list[_Rule] = []
+        self._random = random.Random(0)
+        self.served_faults: list[ServedFault] = []
 
     # -- fault injection ---------------------------------------------------------------------
 
@@ -153,13 +178,62 @@ class Api:
                                        and (namespace is None or r.namespace == namespace))]
 
     def inject_error(self, verb: str, resource: str, *, code: int, reason: str, message: str,
-                     namespace: str | None, times: int | None) -> None:
+                     namespace: str | None, times: int | None, after: bool = False, reset: bool = False,
+                     retry_after: int = 1) -> None:
         with self._rules_lock:
-            self._injected.append(_Rule(verb, resource, namespace, code, reason, message, times))
+            self._injected.append(_Rule(verb, resource, namespace, code, reason, message, times, after=after,
+                                        reset=reset, retry_after=retry_after))
+
+    def inject_faults(self, rate: float, *, verb: str = "*", resource: str = "*", namespace: str | None = None,
+                      faults: tuple = FAULT_KINDS, retry_after: int = 1, seed: int = 0) -> None:
+        unknown = [f for f in faults if f not in FAULT_KINDS and f.removesuffix("-after") not in
+                   {str(code) for code in _REASONS}]
+        if unknown or not 0 < rate <= 1:
+            raise ValueError(f"rate must be in (0, 1] and faults among {FAULT_KINDS}, got {rate}, {unknown}")
+        with self._rules_lock:
+            self._random.seed(seed)
+            self._injected.append(_Rule(verb, resource, namespace, rate=rate, faults=tuple(faults),
+                                        retry_after=retry_after))
 
     def clear_injected_errors(self) -> None:
         with self._rules_lock:
             self._injected.clear()
+
+    def _draw_fault(self, verb: str, resource: str, namespace: str | None, name: str | None) -> _Rule | None:
+        """The fault this request gets (None: none), counting it against its rule."""
+        with self._rules_lock:
+            for rule in list(self._injected):
+                if not _matches_rule(rule, verb, resource, namespace):
+                    continue
+                if rule.rate is not None:
+                    if self._random.random() >= rule.rate:
+                        continue
+                    kind = self._random.choice(rule.faults)
+                    code = kind.removesuffix("-after")
+                    fault = _Rule(verb, resource, namespace, after=kind.endswith("-after"), reset=code == "reset",
+                                  retry_after=rule.retry_after)
+                    if not fault.reset:
+                        fault.code, fault.reason = int(code), _REASONS[int(code)]
+                        fault.message = f"injected error {code}"
+                else:
+                    fault = rule
+                    if rule.remaining is not None:
+                        rule.remaining -= 1
+                        if rule.remaining <= 0:
+                            self._injected.remove(rule)
+                kind = "reset" if fault.reset else str(fault.code)
+                self.served_faults.append(ServedFault(verb, resource, name, kind + ("-after" if fault.after else "")))
+                return fault
+        return None
+
+    @staticmethod
+    def _fail(fault: _Rule) -> None:
+        if fault.reset:
+            raise E.ConnectionDropped()
+        retry = fault.code in (429, 503)
+        headers = {"Retry-After": str(fault.retry_after)} if retry else {}
+        details = {"retryAfterSeconds": fault.retry_after} if retry else None
+        raise E.ApiError(fault.code, fault.reason, fault.message, details, headers)
 
     # -- entry point ------------------------------------------------------------------------------
 
@@ -177,6 +251,17 @@ class Api:
         verb = self._verb(route, req)
         resource = route.rt.plural + (f"/{route.subresource}" if route.subresource else "")
         self._authorize(route, verb, resource)
+        fault = self._draw_fault(verb, resource, route.namespace, route.name)
+        if fault is not None and not fault.after:
+            self._fail(fault)
+        response = self._serve(route, req, verb, resource)
+        if fault is not None:
+            if isinstance(response, StreamResponse):
+                raise E.ConnectionDropped()  # a stream cut right after its headers
+            self._fail(fault)  # carried out, but the client never hears of it
+        return response
+
+    def _serve(self, route: Route, req: Request, verb: str, resource: str) -> Response | StreamResponse:
         ns = route.namespace
         if route.subresource == "log":
             if verb != "get":
@@ -265,15 +350,6 @@ class Api:
             for rule in self._forbidden:
                 if _matches_rule(rule, verb, resource, route.namespace):
                     raise E.forbidden(route.rt, route.name, self.user, verb, resource, route.namespace)
-            for rule in list(self._injected):
-                if _matches_rule(rule, verb, resource, route.namespace):
-                    if rule.remaining is not None:
-                        rule.remaining -= 1
-                        if rule.remaining <= 0:
-                            self._injected.remove(rule)
-                    headers = {"Retry-After": "1"} if rule.code in (429, 503) else {}
-                    details = {"retryAfterSeconds": 1} if rule.code in (429, 503) else None
-                    raise E.ApiError(rule.code, rule.reason, rule.message, details, headers)
 
     def _discovery(self, path: str) -> dict | None:
         if path == "/api":

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 
 from . import errors as E
 from . import resources as R
-from .api import Api
+from .api import FAULT_KINDS, Api, ServedFault
 from .events import EventRecorder
 from .jobcontroller import JobController
 from .kubeconfig import write_kubeconfig
@@ -166,16 +166,40 @@ class FakeKubeCluster:
         self.api.allow(verb, resource, namespace)
 
     def inject_error(self, verb: str, resource: str, code: int = 500, *, times: int | None = 1,
-                     namespace: str | None = None, reason: str | None = None, message: str | None = None) -> None:
-        """The next ``times`` matching requests (None: all) fail with ``code`` (429/503 carry Retry-After)."""
-        default_reasons = {409: "Conflict", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable",
-                           504: "Timeout"}
-        reason = reason or default_reasons.get(code, "InternalError")
+                     namespace: str | None = None, reason: str | None = None, message: str | None = None,
+                     after: bool = False, retry_after: int = 1) -> None:
+        """The next ``times`` matching requests (None: all) fail with ``code`` (429/503 carry
+        ``Retry-After: retry_after``). With ``after`` each is carried out first, and only its
+        answer is the error: the client never learns that its request took effect."""
+        reason = reason or {409: "Conflict", 429: "TooManyRequests", 500: "InternalError", 502: "BadGateway",
+                            503: "ServiceUnavailable", 504: "Timeout"}.get(code, "InternalError")
         message = message or {429: "Too many requests, please try again later.",
                               503: "the server is currently unable to handle the request"}.get(
             code, f"injected error {code}")
         self.api.inject_error(verb, resource, code=code, reason=reason, message=message, namespace=namespace,
-                              times=times)
+                              times=times, after=after, retry_after=retry_after)
+
+    def inject_reset(self, verb: str, resource: str, *, times: int | None = 1, namespace: str | None = None,
+                     after: bool = False) -> None:
+        """The next ``times`` matching requests (None: all) get their connection reset (TCP RST)
+        instead of an answer; with ``after``, once the request has been carried out."""
+        self.api.inject_error(verb, resource, code=0, reason="", message="", namespace=namespace, times=times,
+                              after=after, reset=True)
+
+    def inject_faults(self, rate: float, *, verb: str = "*", resource: str = "*", namespace: str | None = None,
+                      faults: tuple = FAULT_KINDS, retry_after: int = 1, seed: int = 0) -> None:
+        """A random fraction ``rate`` of matching requests get one of ``faults`` (drawn with a
+        seeded generator): ``"500"``, ``"503"``, ``"429"`` (answered with that code before the
+        request is carried out), ``"reset"`` (connection reset), and the same with ``-after``
+        (carried out, then answered with the error or reset). Until :meth:`clear_injected_errors`.
+        :attr:`served_faults` lists what was served."""
+        self.api.inject_faults(rate, verb=verb, resource=resource, namespace=namespace, faults=faults,
+                               retry_after=retry_after, seed=seed)
+
+    @property
+    def served_faults(self) -> list[ServedFault]:
+        """Every injected error and reset served so far, oldest first."""
+        return list(self.api.served_faults)
 
     def clear_injected_errors(self) -> None:
         self.api.clear_injected_errors()

@@ -23,6 +23,11 @@ class ApiError(Exception):
         return status_object(self.code, self.reason, self.message, self.details)
 
 
+class ConnectionDropped(Exception):
+    """Raised in request handling: the transport resets the connection (TCP RST) instead of
+    answering, as a crashing apiserver or a load balancer cutting the connection does."""
+
+
 def status_object(code: int, reason: str, message: str, details: dict | None = None) -> dict:
     body: dict[str, Any] = {
         "kind": "Status",

@@ -11,7 +11,7 @@ class RequestLog:
     """List-like, thread-safe sequence of ``(method, path)`` tuples (path without query string).
 
     ``len(log)``, iteration, indexing, ``snapshot()``, ``count(method=, path_prefix=)``,
-    ``clear()`` and ``rate(seconds)`` (requests per second over the last ``seconds``).
+    ``clear()``, ``timed()`` and ``rate(seconds)`` (requests per second over the last ``seconds``).
     """
 
     def __init__(self) -> None:
@@ -27,6 +27,11 @@ class RequestLog:
     def snapshot(self) -> list[tuple[str, str]]:
         with self._lock:
             return list(self._items)
+
+    def timed(self) -> list[tuple[str, str, float]]:
+        """``(method, path, time.monotonic() when received)`` of every request, oldest first."""
+        with self._lock:
+            return [(m, p, t) for (m, p), t in zip(self._items, self._times)]
 
     def clear(self) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ import json
 import logging
 import select
 import socket
+import struct
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -59,6 +60,9 @@ class _Handler(BaseHTTPRequestHandler):
         req = Request(self.command, parts.path, query, headers, body)
         try:
             resp = self.server.api.handle(req)
+        except E.ConnectionDropped:
+            self._reset_connection()
+            return
         except E.ApiError as err:
             resp = Response(err.code, err.status(), dict(err.headers))
         except Exception as exc:  # pragma: no cover - bug in the fake: report like the apiserver would
@@ -71,6 +75,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(resp)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout, OSError):
             self.close_connection = True
+
+    def _reset_connection(self) -> None:
+        """Close with a TCP RST (SO_LINGER 0): the client sees 'connection reset by peer'."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
 
     def _common_headers(self, headers: dict[str, str]) -> None:
         self.send_header("Audit-Id", str(uuid.uuid4()))

@@ -334,6 +334,48 @@ def test_injected_errors_are_transient(kube):
     assert kube.cluster.request_count() == 2
 
 
+def test_an_error_injected_after_a_create_answers_500_but_the_object_exists(kube):
+    kube.cluster.inject_error("create", "configmaps", 500, after=True)
+    with pytest.raises(ApiException) as err:
+        kube.core.create_namespaced_config_map(NS, {"metadata": {"name": "made"}, "data": {"a": "1"}})
+    assert err.value.status == 500
+    assert kube.cluster.configmaps(NS)["made"]["data"] == {"a": "1"}
+    assert [f.kind for f in kube.cluster.served_faults] == ["500-after"]
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
+def test_an_injected_reset_drops_the_connection(kube, after):
+    import urllib3
+
+    kube.cluster.inject_reset("create", "configmaps", after=after)
+    no_retries = urllib3.Retry(total=0, connect=0, read=0, status=0, redirect=0)
+    with pytest.raises((urllib3.exceptions.ProtocolError, urllib3.exceptions.MaxRetryError)):
+        kube.core.api_client.rest_client.pool_manager.request(
+            "POST", f"{kube.cluster.url}/api/v1/namespaces/{NS}/configmaps",
+            body=json.dumps({"metadata": {"name": "cut"}}),
+            headers={"Authorization": "Bearer test-token", "Content-Type": "application/json"},
+            retries=no_retries,
+        )
+    assert ("cut" in kube.cluster.configmaps(NS)) is after
+    kube.core.create_namespaced_config_map(NS, {"metadata": {"name": "next"}})  # the server still serves
+
+
+def test_injected_faults_hit_about_the_given_fraction_and_are_recorded(kube):
+    kube.cluster.inject_faults(0.3, verb="list", resource="configmaps", faults=("500", "429"), retry_after=0)
+    failed = 0
+    for _ in range(200):
+        try:
+            kube.core.list_namespaced_config_map(NS, _preload_content=False, _request_timeout=5)
+        except ApiException as exc:
+            assert exc.status in (500, 429)
+            failed += 1
+    served = kube.cluster.served_faults
+    assert 30 <= len(served) <= 90 and {f.kind for f in served} == {"500", "429"}
+    assert failed >= 1
+    kube.cluster.clear_injected_errors()
+    kube.core.list_namespaced_config_map(NS)
+
+
 # --------------------------------------------------------------------------- selectors
 
 
@@ -729,7 +771,7 @@ def test_delete_orphan_keeps_dependants_and_foreground_waits_for_them(kube):
     kube.core.delete_namespaced_pod(pod.metadata.name, NS, grace_period_seconds=0)
     wait_until(lambda: not kube.cluster.pods(NS), what="orphaned pod deletion")
 
-    job = kube.batch.create_namespaced_job(NS, make_job("fg", ["sleep", "30"]))
+    kube.batch.create_namespaced_job(NS, make_job("fg", ["sleep", "30"]))
     wait_running_pod(kube, "fg")
     obj = kube.batch.delete_namespaced_job("fg", NS, propagation_policy="Foreground")
     assert obj["metadata"]["deletionTimestamp"] and obj["metadata"]["finalizers"] == ["foregroundDeletion"]

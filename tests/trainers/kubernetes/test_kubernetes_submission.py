@@ -204,10 +204,13 @@ def test_unreachable_api_server_is_named(make_trainer, kube, tmp_path, models_di
         trainer.train(JsonModel, 1, save_path=models_dir / "x")
 
 
-def test_server_error_on_create_is_reported_and_cleaned_up(trainer, kube, models_dir):
-    kube.inject_error("create", "jobs", code=500)
-    with pytest.raises(ClusterError, match=r"failed to create jobs.batch .*\(500"):
+def test_server_error_on_create_is_reported_after_bounded_retries_and_cleaned_up(make_trainer, kube, models_dir):
+    trainer = make_trainer(request_retries=2)
+    kube.inject_error("create", "jobs", code=500, times=None)
+    with pytest.raises(ClusterError, match=r"failed to create jobs.batch .*\(500 InternalError: injected error 500\); "
+                                           r"trainerkit sent it 3 times over .* s \(retried 2 times\)"):
         trainer.train(JsonModel, 1, save_path=models_dir / "x")
+    assert kube.requests.count("POST", f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs") == 3
     assert_nothing_sent(kube)
     assert trainer.list_trainings() == []
 

@@ -8,6 +8,10 @@ Nothing else in trainerkit talks to the API server. This module
 * makes each request through the client's typed API classes with
   ``_preload_content=False`` and hands back plain JSON dicts (the rest of the
   package treats Kubernetes objects as data, like the manifests it builds);
+* resends a request that met a transient failure (429, a 5xx, a connection
+  dropped mid-request) with bounded, jittered backoff that honours
+  ``Retry-After`` (:func:`retry_delay`); a create whose earlier attempt was
+  carried out unbeknown to us finds its own object on the resend, and takes it;
 * turns every failure into one trainerkit error that names the request and
   what to do: :class:`~trainerkit.errors.ClusterUnreachableError`,
   :class:`~trainerkit.errors.ClusterPermissionError` (401, or the verb and
@@ -22,9 +26,12 @@ only when it is built, so that loading a configuration does not.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import logging
 import os
+import random
+import time
 from typing import Any, Callable, Iterator, Optional
 
 import kubernetes
@@ -45,6 +52,25 @@ RBAC_HINT = (
 )
 _MERGE_PATCH = "application/merge-patch+json"
 FOLLOW_READ_TIMEOUT = 7 * 24 * 3600
+#: Answers that say "try again": too many requests, and the server's own failures.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Backoff before the first resend; it doubles with each one, up to the maximum.
+RETRY_BACKOFF_FIRST, RETRY_BACKOFF_MAX = 0.1, 5.0
+#: A server's Retry-After is honoured up to this many seconds.
+RETRY_AFTER_MAX = 30.0
+
+
+def retry_delay(resend: int, retry_after: Optional[float] = None) -> float:
+    """Seconds to wait before resend number ``resend`` (1 for the first).
+
+    Exponential backoff from :data:`RETRY_BACKOFF_FIRST` to :data:`RETRY_BACKOFF_MAX`,
+    jittered down to half so that many clients do not resend in step; at least
+    the server's ``Retry-After``, which is capped at :data:`RETRY_AFTER_MAX`.
+    """
+    backoff = min(RETRY_BACKOFF_MAX, RETRY_BACKOFF_FIRST * 2 ** (resend - 1)) * random.uniform(0.5, 1.0)
+    if retry_after is not None:
+        return max(backoff, min(RETRY_AFTER_MAX, retry_after))
+    return backoff
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +91,7 @@ def connect(
     context: Optional[str],
     namespace: Optional[str],
     request_timeout: float,
+    request_retries: int,
     where: str,
 ) -> "KubeApi":
     """Load the connection settings and return a :class:`KubeApi`. Sends no request.
@@ -137,11 +164,14 @@ def connect(
             ) from None
         default_namespace = (chosen.get("context") or {}).get("namespace") or "default"
         source = f"kubeconfig {config_file}, context {chosen['name']}"
-    # Fail fast on a dead server: two quick connection retries, no read retries
-    # (a POST that reached the server must not be sent twice).
-    configuration.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0, backoff_factor=0.1)
+    # urllib3 only reconnects, twice and quickly, so that a dead server fails
+    # fast; every other resend is KubeApi's own (_call), which knows which
+    # failures are transient and recognises a create that had been carried out.
+    configuration.retries = urllib3.Retry(
+        total=2, connect=2, read=0, status=0, redirect=0, backoff_factor=0.1, respect_retry_after_header=False
+    )
     target = ClusterTarget(server=configuration.host, namespace=namespace or default_namespace, source=source)
-    return KubeApi(kubernetes.client.ApiClient(configuration), target, request_timeout)
+    return KubeApi(kubernetes.client.ApiClient(configuration), target, request_timeout, request_retries)
 
 
 def _in_cluster_available() -> bool:
@@ -216,8 +246,9 @@ class Stream:
 class KubeApi:
     """The requests trainerkit makes, in one namespace, as plain dicts."""
 
-    def __init__(self, api_client: Any, target: ClusterTarget, request_timeout: float) -> None:
+    def __init__(self, api_client: Any, target: ClusterTarget, request_timeout: float, request_retries: int) -> None:
         self.target = target
+        self._retries = request_retries
         self.namespace = target.namespace
         self._client = api_client
         self._batch = kubernetes.client.BatchV1Api(api_client)
@@ -234,12 +265,14 @@ class KubeApi:
     # -- jobs -----------------------------------------------------------------------------
 
     def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
-        name = body["metadata"]["name"]
-        return self._json(
-            "create", "jobs.batch", name,
+        """Create the Job; AlreadyExistsError when a Job of that name exists that is not
+        this very one (one that an earlier attempt of this call made is returned)."""
+        return self._create(
+            "jobs.batch", body,
             lambda: self._batch.create_namespaced_job(
                 self.namespace, body, field_validation="Strict", **self._options()
             ),
+            lambda name: self._batch.read_namespaced_job(name, self.namespace, **self._options()),
         )
 
     def get_job(self, name: str) -> Optional[dict[str, Any]]:
@@ -286,8 +319,8 @@ class KubeApi:
                     name, self.namespace, body=options, **self._options()
                 ),
             )
-        except NotFoundError:
-            return False
+        except NotFoundError as exc:
+            return exc.after_resend  # gone after a resend: the attempt whose answer was lost deleted it
         return True
 
     def watch_jobs(self, label_selector: str, resource_version: str, timeout_seconds: int) -> Stream:
@@ -336,12 +369,13 @@ class KubeApi:
     # -- configmaps -----------------------------------------------------------------------
 
     def create_configmap(self, body: dict[str, Any]) -> dict[str, Any]:
-        name = body["metadata"]["name"]
-        return self._json(
-            "create", "configmaps", name,
+        """Create the ConfigMap (as :meth:`create_job`)."""
+        return self._create(
+            "configmaps", body,
             lambda: self._core.create_namespaced_config_map(
                 self.namespace, body, field_validation="Strict", **self._options()
             ),
+            lambda name: self._core.read_namespaced_config_map(name, self.namespace, **self._options()),
         )
 
     def patch_configmap(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
@@ -353,13 +387,14 @@ class KubeApi:
         )
 
     def delete_configmap(self, name: str) -> bool:
+        """Delete a ConfigMap; False when absent."""
         try:
             self._json(
                 "delete", "configmaps", name,
                 lambda: self._core.delete_namespaced_config_map(name, self.namespace, **self._options()),
             )
-        except NotFoundError:
-            return False
+        except NotFoundError as exc:
+            return exc.after_resend
         return True
 
     # -- plumbing -------------------------------------------------------------------------
@@ -391,12 +426,29 @@ class KubeApi:
         )
         return Stream(response, lambda exc: self._unreachable("watch", resource, exc))
 
-    def _json(self, verb: str, resource: str, name: Optional[str], call: Callable[[], Any]) -> dict[str, Any]:
-        response = self._call(verb, resource, name, call)
+    def _create(
+        self,
+        resource: str,
+        body: dict[str, Any],
+        create: Callable[[], Any],
+        read: Callable[[str], Any],
+    ) -> dict[str, Any]:
+        name = body["metadata"]["name"]
         try:
-            data = response.data
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._unreachable(verb, resource, exc) from None
+            return self._json("create", resource, name, create)
+        except AlreadyExistsError as exc:
+            if not exc.after_resend:
+                raise
+            # An earlier attempt was carried out but its answer lost (a 5xx after the
+            # write, a dropped connection): the object is ours if it is what we sent.
+            existing = self._json("get", resource, name, lambda: read(name))
+            if not _made_from(body, existing):
+                raise
+            log.debug("create %s %s: an earlier attempt had made it", resource, name)
+            return existing
+
+    def _json(self, verb: str, resource: str, name: Optional[str], call: Callable[[], Any]) -> dict[str, Any]:
+        data = self._call(verb, resource, name, call, read=lambda response: response.data)
         try:
             return json.loads(data) if data else {}
         except ValueError:
@@ -406,23 +458,65 @@ class KubeApi:
                 "Kubernetes API server?"
             ) from None
 
-    def _call(self, verb: str, resource: str, name: Optional[str], call: Callable[[], Any]) -> Any:
-        try:
-            return call()
-        except ApiException as exc:
-            raise self._translate(verb, resource, name, exc) from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._unreachable(verb, resource, exc) from None
+    def _call(
+        self,
+        verb: str,
+        resource: str,
+        name: Optional[str],
+        call: Callable[[], Any],
+        read: Callable[[Any], Any] = lambda response: response,
+    ) -> Any:
+        """``read(call())``, resent up to ``request_retries`` times after a transient failure.
 
-    def _unreachable(self, verb: str, resource: str, exc: BaseException) -> ClusterUnreachableError:
+        Resending is safe for every request trainerkit makes: objects are named
+        by the training, so a create carried out twice meets AlreadyExists
+        (recognised in :meth:`_create`), a conditional patch meets a Conflict,
+        and a delete NotFound (``after_resend`` tells the callers apart).
+        """
+        started = time.monotonic()
+        resends = 0
+        while True:
+            retry_after: Optional[float] = None
+            try:
+                return read(call())
+            except ApiException as exc:
+                transient = exc.status in RETRY_STATUSES
+                retry_after = _retry_after(exc)
+                failure = exc
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                transient = _dropped(exc)
+                failure = exc
+            if not transient or resends >= self._retries:
+                retried = (
+                    f"; trainerkit sent it {resends + 1} times over {time.monotonic() - started:.1f} s "
+                    f"(retried {resends} times)" if resends else ""
+                )
+                if isinstance(failure, ApiException):
+                    error: ClusterError = self._translate(verb, resource, name, failure, retried)
+                else:
+                    error = self._unreachable(verb, resource, failure, retried)
+                if isinstance(error, (AlreadyExistsError, NotFoundError)):
+                    error.after_resend = resends > 0
+                raise error from None
+            resends += 1
+            delay = retry_delay(resends, retry_after)
+            log.debug(
+                "%s %s%s: %s; resending in %.2f s (%d of %d)", verb, resource, f" {name}" if name else "",
+                _describe_failure(failure), delay, resends, self._retries,
+            )
+            time.sleep(delay)
+
+    def _unreachable(self, verb: str, resource: str, exc: BaseException, retried: str = "") -> ClusterUnreachableError:
         reason = getattr(exc, "reason", None) or exc
         return ClusterUnreachableError(
             f"cannot reach the Kubernetes API server at {self.target.describe()} to {verb} "
-            f"{resource}: {reason}; check that the cluster is running and that the kubeconfig "
+            f"{resource}: {reason}{retried}; check that the cluster is running and that the kubeconfig "
             "points at it (kubectl cluster-info)"
         )
 
-    def _translate(self, verb: str, resource: str, name: Optional[str], exc: ApiException) -> ClusterError:
+    def _translate(
+        self, verb: str, resource: str, name: Optional[str], exc: ApiException, retried: str = ""
+    ) -> ClusterError:
         status = _status_body(exc)
         message = status.get("message") or exc.reason or ""
         reason = status.get("reason") or ""
@@ -469,9 +563,45 @@ class KubeApi:
             )
         return ClusterError(
             f"the Kubernetes API server at {self.target.describe()} failed to {verb} {what} {where} "
-            f"({code} {reason or exc.reason}: {message}); try again, and check the API server's "
-            "health if it persists"
+            f"({code} {reason or exc.reason}: {message}){retried}; try again, and check the API "
+            "server's health if it persists"
         )
+
+
+def _retry_after(exc: ApiException) -> Optional[float]:
+    """The seconds of a ``Retry-After`` header (the API server sends whole seconds)."""
+    value = (exc.headers or {}).get("Retry-After") if exc.headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: no API server sends one; back off as usual
+
+
+def _dropped(exc: BaseException) -> bool:
+    """Whether a transport error is a connection dropped mid-request (worth resending),
+    not a server that cannot be reached at all (reported at once)."""
+    reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+    if isinstance(reason, urllib3.exceptions.ProtocolError):
+        return True
+    return isinstance(reason, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, http.client.RemoteDisconnected))
+
+
+def _describe_failure(failure: BaseException) -> str:
+    if isinstance(failure, ApiException):
+        return f"{failure.status} {failure.reason}"
+    return str(getattr(failure, "reason", None) or failure)
+
+
+def _made_from(sent: dict[str, Any], existing: dict[str, Any]) -> bool:
+    """Whether ``existing`` is the object made from ``sent``: it carries every label
+    and annotation sent (a training's Job carries its submission time to the
+    microsecond, its ConfigMap a random name) and the same data."""
+    sent_meta, meta = sent.get("metadata") or {}, existing.get("metadata") or {}
+    for field in ("labels", "annotations"):
+        theirs = meta.get(field) or {}
+        if any(theirs.get(key) != value for key, value in (sent_meta.get(field) or {}).items()):
+            return False
+    return sent.get("data") == existing.get("data")
 
 
 def _status_body(exc: ApiException) -> dict[str, Any]:

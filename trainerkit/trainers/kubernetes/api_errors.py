@@ -14,9 +14,15 @@ from ...errors import ClusterError
 class NotFoundError(ClusterError):
     """The object does not exist (404)."""
 
+    #: True when the request had been sent before (its answer lost): that attempt may have deleted it.
+    after_resend: bool = False
+
 
 class AlreadyExistsError(ClusterError):
     """An object with that name already exists (409 AlreadyExists)."""
+
+    #: True when the request had been sent before (its answer lost): that attempt may have made it.
+    after_resend: bool = False
 
 
 class ConflictError(ClusterError):

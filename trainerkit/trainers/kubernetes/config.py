@@ -258,6 +258,13 @@ class KubernetesTrainerConfig(TrainerConfig):
     request_timeout: float = option(
         30.0, minimum=1.0, doc="seconds before an API request without an answer fails"
     )
+    request_retries: int = option(
+        8,
+        minimum=0,
+        doc="how often an API request is resent after a transient failure (429, a 5xx, a dropped "
+        "connection), after a backoff from 0.1 s doubling up to 5 s, or the server's Retry-After "
+        "(at most 30 s); 0 reports the first failure",
+    )
 
     def validate(self) -> list[str]:
         problems = []

@@ -86,6 +86,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
             context=config.context,
             namespace=config.namespace,
             request_timeout=config.request_timeout,
+            request_retries=config.request_retries,
             where=where,
         )
         self._cache = ClusterCache(self._api, trainer_selector(instance_name), self._on_cluster_change)
