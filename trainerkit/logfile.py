@@ -23,6 +23,11 @@ import threading
 import time
 from typing import Any, Callable, Iterator, Optional, TextIO
 
+from .errors import StoreError
+from .private_files import make_private_dir, open_private
+
+log = logging.getLogger("trainerkit")
+
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -160,11 +165,21 @@ class _LazyFile:
     def __init__(self, path: str) -> None:
         self._path = path
         self._handle: Optional[TextIO] = None
+        self._failed = False
 
     def write(self, text: str) -> None:
         if self._handle is None:
-            os.makedirs(os.path.dirname(self._path), exist_ok=True)
-            self._handle = open(self._path, "a", encoding="utf-8", buffering=1, errors="replace")
+            if self._failed:
+                return
+            try:
+                make_private_dir(os.path.dirname(self._path), what="the log directory", setting="log_dir")
+                fd = open_private(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            except (OSError, StoreError) as exc:
+                # Said once, to the caller's logs; the training's own prints go on.
+                self._failed = True
+                log.error("the output of this training is not kept in %s: %s", self._path, exc)
+                return
+            self._handle = os.fdopen(fd, "a", encoding="utf-8", buffering=1, errors="replace")
         self._handle.write(text)
 
     def close(self) -> None:

@@ -8,9 +8,12 @@ mistaken for the original process.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import socket
 from typing import Optional
+
+log = logging.getLogger("trainerkit")
 
 
 def _stat_fields(pid: int) -> list[str]:
@@ -68,21 +71,47 @@ def owner_is_alive(owner: str) -> Optional[bool]:
     return True
 
 
-def signal_owner(owner: str, signum: int) -> bool:
+def _is_expected_process(pid: int, command_marker: Optional[str]) -> bool:
+    """Whether ``pid`` runs as this user and its command line holds ``command_marker``."""
+    if command_marker is None:
+        return True
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != os.geteuid():
+            return False
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return False
+    if command_marker in cmdline:
+        return True
+    log.warning(
+        "not signalling process %d: it is not the trainerkit process the run file names "
+        "(its command line lacks %r); the run file may have been planted or be stale",
+        pid,
+        command_marker,
+    )
+    return False
+
+
+def signal_owner(owner: str, signum: int, *, command_marker: Optional[str] = None) -> bool:
     """Send ``signum`` to the process ``owner`` names, only if it is that very process.
 
     The process is pinned first (a pidfd, Linux 5.3+) and its start time
     checked afterwards, so a pid reused by another process is never signalled.
-    Returns False when the process is gone (or was replaced); raises
-    PermissionError when it belongs to another user, and ValueError for an
-    owner of another host (which cannot be signalled from here).
+    With ``command_marker``, the process must also run as this user and its
+    command line contain the marker (the module a trainerkit worker runs), so
+    an owner string naming some other live process is never obeyed.
+    Returns False when the process is gone (or was replaced, or is not the
+    expected one); raises PermissionError when it belongs to another user,
+    and ValueError for an owner of another host (which cannot be signalled
+    from here).
     """
     host, pid, _ = parse_owner(owner)
     if host != _hostname():
         raise ValueError(f"process {owner} runs on host {host}, not on {_hostname()}")
     pidfd_open = getattr(os, "pidfd_open", None)
     if pidfd_open is None:
-        if owner_is_alive(owner) is not True:
+        if owner_is_alive(owner) is not True or not _is_expected_process(pid, command_marker):
             return False
         try:
             os.kill(pid, signum)
@@ -97,6 +126,8 @@ def signal_owner(owner: str, signum: int) -> bool:
         return False
     try:
         if owner_is_alive(owner) is not True:  # checked after pinning: the pid cannot change hands now
+            return False
+        if not _is_expected_process(pid, command_marker):
             return False
         signal_module.pidfd_send_signal(pidfd, signum)
         return True

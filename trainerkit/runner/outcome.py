@@ -11,6 +11,7 @@ import secrets
 from typing import Any, Mapping, Optional
 
 from ..info import ErrorDetail, ProgressReport, TrainingStatus, _parse_time
+from ..private_files import open_private
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +57,7 @@ def write_json_atomically(path: str, data: Mapping[str, Any]) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary sibling and a rename."""
     tmp = f"{path}.tmp-{secrets.token_hex(4)}"
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
+        with os.fdopen(open_private(tmp, os.O_WRONLY, exclusive=True), "w", encoding="utf-8") as handle:
             json.dump(data, handle)
         os.replace(tmp, path)
     except BaseException:

@@ -21,6 +21,7 @@ import types
 from typing import Any, Mapping, Optional, Sequence
 
 from ..module import bind_train_arguments, class_path, import_object
+from ..private_files import open_private
 
 SPEC_VERSION = 1
 
@@ -299,7 +300,10 @@ def load_arguments(arguments: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[
         payload = base64.b64decode(arguments["pickle"])
     else:
         path = arguments["pickle_file"]
-        with open(path, "rb") as handle:
+        # A file trainerkit wrote into a run directory (removed after loading)
+        # is never read through a symbolic link someone planted there.
+        opened = os.fdopen(open_private(path, os.O_RDONLY), "rb") if arguments.get("remove_after_load") else open(path, "rb")
+        with opened as handle:
             payload = handle.read()
         if arguments.get("remove_after_load"):
             try:

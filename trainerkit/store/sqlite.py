@@ -49,17 +49,18 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
-import errno
 import json
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import weakref
 from typing import Any, Iterator, Optional, Sequence
 
 from ..errors import StoreError, TrainingExistsError, TrainingNotFoundError
 from ..info import TrainingInfo, TrainingStatus
+from ..private_files import make_private_dir, open_private
 from .base import UPDATABLE_FIELDS, TrainingQuery, TrainingStore
 
 log = logging.getLogger("trainerkit")
@@ -531,26 +532,34 @@ class SQLiteTrainingStore(TrainingStore):
         return conn
 
     def _make_directory(self) -> None:
-        directory = os.path.dirname(self.path)
+        """The state directory, private to this user, and the database file in
+        it, created 0600 (SQLite gives its -wal and -shm files the same mode)."""
+        make_private_dir(
+            os.path.dirname(self.path), what="the state directory", setting="state_dir (or TRAINERKIT_STATE_DIR)"
+        )
         try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise StoreError(
-                f"cannot use the state directory {directory}: it, or one of its parents, is a "
-                "file, not a directory; set state_dir (or TRAINERKIT_STATE_DIR) to a directory path"
-            ) from None
+            os.close(open_private(self.path, os.O_RDWR, exclusive=True))
+        except FileExistsError:
+            pass
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise StoreError(
-                    f"cannot create the state directory {directory}: the disk is full; free "
-                    "space there or set state_dir (or TRAINERKIT_STATE_DIR) to a directory on "
-                    "another file system"
-                ) from exc
             raise StoreError(
-                f"cannot create the state directory {directory}: {exc.strerror or exc}; create "
-                "it with write access for this user, or set state_dir (or TRAINERKIT_STATE_DIR) "
-                "to a writable directory"
+                f"cannot create the training record database {self.path}: {exc.strerror or exc}; "
+                "make the state directory writable by this user, or set state_dir (or "
+                "TRAINERKIT_STATE_DIR) to a writable directory"
             ) from exc
+        info = os.lstat(self.path)
+        if stat.S_ISLNK(info.st_mode):
+            raise StoreError(
+                f"the training record database {self.path} is a symbolic link; trainerkit does not "
+                "follow one in its state directory: replace it with the file it points to, or set "
+                "state_dir (or TRAINERKIT_STATE_DIR) to another directory"
+            )
+        if info.st_uid != os.geteuid():
+            raise StoreError(
+                f"the training record database {self.path} belongs to another user (uid "
+                f"{info.st_uid}; this process runs as uid {os.geteuid()}); use a state directory "
+                "of your own (state_dir or TRAINERKIT_STATE_DIR)"
+            )
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         """Check the file is ours and current, switch to WAL, migrate, and make

@@ -32,6 +32,7 @@ from ..progress import TrainingContext, training_context
 from ..runner.run import train_and_save
 from ..schema import option
 from ..logfile import capture_thread_output, read_lines
+from ..private_files import make_private_dir
 from ..store.state_dir import MEMORY_STATE_DIR, open_record_store, resolve_state_dir
 from ..store import TrainingStore
 from ..trainer import ModelTrainerBase, TrainingRequest
@@ -165,15 +166,13 @@ class LocalModelTrainer(ModelTrainerBase):
     def __init__(self, config: LocalTrainerConfig, instance_name: str) -> None:
         super().__init__(config, instance_name)
         self._executor = _ThreadPool(config.max_workers, f"trainerkit-{instance_name}")
+        # None: records in memory and no log_dir, so a private temporary
+        # directory (never a predictable name in /tmp) made at the first use.
+        self._log_dir: Optional[str] = None
         if config.log_dir:
             self._log_dir = os.path.abspath(os.path.expanduser(config.log_dir))
-        else:
-            state_dir = resolve_state_dir(config.state_dir)
-            self._log_dir = (
-                os.path.join(tempfile.gettempdir(), f"trainerkit-logs-{os.getpid()}")
-                if state_dir == MEMORY_STATE_DIR
-                else os.path.join(state_dir, "logs")
-            )
+        elif resolve_state_dir(config.state_dir) != MEMORY_STATE_DIR:
+            self._log_dir = os.path.join(resolve_state_dir(config.state_dir), "logs")
         self._abandoned = False  # shutdown(wait=False): exit does not wait
         self._runs: dict[str, _RunState] = {}
         self._runs_lock = threading.Lock()
@@ -184,9 +183,16 @@ class LocalModelTrainer(ModelTrainerBase):
 
     def create_store(self) -> TrainingStore:
         # Durable by default: records outlive this process (docs/records.md).
-        return open_record_store(self.config.state_dir)
+        store = open_record_store(self.config.state_dir)
+        if self.config.log_dir:  # checked now, not at a training's first print
+            make_private_dir(self._log_dir, what="the log directory", setting="log_dir")
+        return store
 
     def _log_path(self, training_id: str) -> str:
+        if self._log_dir is None:
+            with self._runs_lock:
+                if self._log_dir is None:
+                    self._log_dir = tempfile.mkdtemp(prefix="trainerkit-logs-")
         return os.path.join(self._log_dir, f"{training_id}.log")
 
     def training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:

@@ -116,6 +116,11 @@ def _report(method: Any, run: _Run, *args: Any) -> None:
         log.exception("recording the end of training %s failed", run.future.id)
 
 
+#: The module a worker runs; its command line names it, which is how a cancel
+#: from another process tells a worker from another process with its pid.
+WORKER_MODULE = "trainerkit.trainers.subprocess.worker"
+
+
 def _worker_command(events_fd: int, settings: dict[str, Any]) -> list[str]:
     import trainerkit
 
@@ -124,7 +129,7 @@ def _worker_command(events_fd: int, settings: dict[str, Any]) -> list[str]:
     bootstrap = (
         f"import sys; root = {root!r}\n"
         "if root not in sys.path: sys.path.insert(0, root)\n"
-        "from trainerkit.trainers.subprocess.worker import main; sys.exit(main(sys.argv[1:]))"
+        f"from {WORKER_MODULE} import main; sys.exit(main(sys.argv[1:]))"
     )
     return [
         sys.executable,

@@ -29,6 +29,7 @@ import shutil
 from typing import Any, Mapping, Optional
 
 from ...info import ProgressReport, _parse_time
+from ...private_files import PRIVATE_DIR_MODE, open_private
 from ...runner.outcome import Outcome, write_json_atomically
 
 log = logging.getLogger("trainerkit")
@@ -80,7 +81,7 @@ class WorkerRecord:
 
 def _read_json(path: str) -> Optional[dict[str, Any]]:
     try:
-        with open(path, encoding="utf-8") as handle:
+        with os.fdopen(open_private(path, os.O_RDONLY), encoding="utf-8") as handle:
             data = json.load(handle)
     except FileNotFoundError:
         return None
@@ -100,8 +101,12 @@ class RunDirectory:
         return f"RunDirectory({self.path!r})"
 
     def create(self) -> None:
-        """Create the directory (and its parents)."""
-        os.makedirs(self.path, exist_ok=True)
+        """Create the directory, private to this user (its parent must exist)."""
+        try:
+            os.mkdir(self.path, PRIVATE_DIR_MODE)
+        except FileExistsError:
+            if os.path.islink(self.path) or not os.path.isdir(self.path):
+                raise
 
     def exists(self) -> bool:
         return os.path.isdir(self.path)

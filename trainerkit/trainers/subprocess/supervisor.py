@@ -43,6 +43,7 @@ from typing import Any, Mapping, Optional
 from ...errors import TrainingCanceledError, TrainingCrashedError, TrainingInterruptedError
 from ...info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
 from ...owner import process_owner
+from ...private_files import open_private
 from ...runner import Outcome, SpecError, TrainingSpec
 from .exits import describe_exit, ended, errored, signal_hint
 from .protocol import LineReader
@@ -58,7 +59,7 @@ def redirect_output(path: str) -> None:
     """Send this process's stdout and stderr (file descriptors 1 and 2) to ``path``."""
     sys.stdout.flush()
     sys.stderr.flush()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)

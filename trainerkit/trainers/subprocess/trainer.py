@@ -56,6 +56,7 @@ from ...info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus, u
 from ...logfile import read_lines
 from ...module import class_path
 from ...owner import owner_is_alive, signal_owner
+from ...private_files import make_private_dir, open_private
 from ...runner import Outcome, TrainingSpec, check_importable_class, inline_arguments, pickle_arguments
 from ...store import TrainingStore
 from ...store.state_dir import MEMORY_STATE_DIR, STATE_DIR_ENV, open_record_store, resolve_state_dir
@@ -63,7 +64,7 @@ from ...trainer import ModelTrainerBase, TrainingRequest
 from .config import SubprocessTrainerConfig
 from .dispatcher import _Dispatcher
 from .exits import describe_exit, signal_hint
-from .handles import _Run, _Worker, current_sys_path
+from .handles import WORKER_MODULE, _Run, _Worker, current_sys_path
 from .rundir import ARGUMENTS_FILE, RunDirectory, WorkerRecord
 
 log = logging.getLogger("trainerkit")
@@ -124,12 +125,13 @@ class SubprocessModelTrainer(ModelTrainerBase):
         payload: bytes = request.prepared
         run_dir = self._run_dir(request.training_id)
         run_dir.remove()  # a finished training replaced under the same external id
+        make_private_dir(self._log_dir, what="the log directory", setting="log_dir")
+        make_private_dir(self._runs_root, what="the run directory", setting="state_dir")
         try:
-            os.makedirs(self._log_dir, exist_ok=True)
             run_dir.create()
             if len(payload) > INLINE_ARGUMENTS_LIMIT:
                 path = run_dir.file(ARGUMENTS_FILE)
-                with open(path, "wb") as handle:
+                with os.fdopen(open_private(path, os.O_WRONLY, exclusive=True), "wb") as handle:
                     handle.write(payload)
                 arguments: dict[str, Any] = {"pickle_file": path, "remove_after_load": True}
             else:
@@ -308,7 +310,7 @@ class SubprocessModelTrainer(ModelTrainerBase):
             info = self.mark_canceled(future, "canceled while queued")
             return info.status is TrainingStatus.CANCELED
         try:
-            delivered = signal_owner(record.supervisor, signal.SIGTERM)
+            delivered = signal_owner(record.supervisor, signal.SIGTERM, command_marker=WORKER_MODULE)
         except ValueError:
             raise TrainingStateError(
                 f"training {future.id} runs on another host ({record.supervisor}); cancel it "
