@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import threading
@@ -15,7 +16,7 @@ from .events import EventRecorder
 from .jobcontroller import JobController
 from .kubeconfig import write_kubeconfig
 from .kubelet import Kubelet
-from .meta import clone
+from .meta import clone, format_ts
 from .requestlog import RequestLog
 from .server import FakeHTTPServer
 from .store import Store
@@ -203,6 +204,17 @@ class FakeKubeCluster:
 
     def clear_injected_errors(self) -> None:
         self.api.clear_injected_errors()
+
+    def backdate(self, resource: str, namespace: str | None, name: str, seconds: float) -> None:
+        """Make an object look created ``seconds`` ago (its creationTimestamp; no watch event):
+        time travel for tests of what happens to old objects."""
+        rt = {t.plural: t for t in R.ALL_TYPES}[resource]
+        with self.store.lock:
+            obj = self.store.get(rt, namespace, name)
+            if obj is None:
+                raise KeyError(f"{resource} {namespace}/{name}")
+            moment = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds)
+            obj["metadata"]["creationTimestamp"] = format_ts(moment)
 
     def set_unschedulable(self, value: bool = True) -> None:
         """While True, new pods stay Pending with PodScheduled=False/Unschedulable."""

@@ -762,7 +762,7 @@ def test_delete_background_removes_pods_and_owned_configmap(kube):
 
 
 def test_delete_orphan_keeps_dependants_and_foreground_waits_for_them(kube):
-    job = kube.batch.create_namespaced_job(NS, make_job("orph", ["sleep", "30"]))
+    kube.batch.create_namespaced_job(NS, make_job("orph", ["sleep", "30"]))
     pod = wait_running_pod(kube, "orph")
     resp = kube.batch.delete_namespaced_job_with_http_info("orph", NS)  # batch/v1 default: Orphan + warning
     assert "child pods are preserved" in resp[2]["Warning"]

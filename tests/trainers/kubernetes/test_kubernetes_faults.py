@@ -107,3 +107,48 @@ def test_many_trainings_converge_when_a_fifth_of_all_requests_fail(trainer, kube
     assert [future.result(timeout=TIMEOUT).value for future in futures] == list(range(20))
     assert len(kube.jobs(NAMESPACE)) == 20
     assert_one_owned_configmap_per_job(kube)
+
+
+# -- what a failed submission leaves behind -------------------------------------------------------
+
+
+def test_a_failed_submission_resends_the_delete_of_its_configmap(make_trainer, kube, models_dir):
+    trainer = make_trainer(request_retries=1)
+    kube.inject_error("create", "jobs", code=500, times=None)
+    kube.inject_error("delete", "configmaps", code=500)
+    with pytest.raises(ClusterError, match="failed to create jobs.batch"):
+        trainer.train(JsonModel, 1, save_path=models_dir / "x")
+    assert [f.verb for f in kube.served_faults if f.resource == "configmaps"] == ["delete"]
+    assert kube.configmaps(NAMESPACE) == {}
+
+
+def leftover(kube, name, *, trainer="cluster", age=600.0, owner=None):
+    from kubernetes import client
+
+    labels = {"app.kubernetes.io/managed-by": "trainerkit", "trainerkit.io/trainer": trainer}
+    metadata = {"name": name, "labels": labels}
+    if owner is not None:
+        metadata["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": owner["metadata"]["name"],
+                                        "uid": owner["metadata"]["uid"]}]
+    client.CoreV1Api(kube.api_client()).create_namespaced_config_map(NAMESPACE, {"metadata": metadata})
+    kube.backdate("configmaps", NAMESPACE, name, age)
+
+
+def test_train_deletes_configmaps_a_failed_cleanup_left_unowned_for_five_minutes(make_trainer, kube, models_dir):
+    from trainerkit.trainers.kubernetes.trainer import ORPHAN_CONFIGMAP_GRACE
+
+    assert ORPHAN_CONFIGMAP_GRACE.total_seconds() == 300
+    done = make_trainer().train(JsonModel, 1, save_path=models_dir / "a")  # a Job to own a ConfigMap
+    done.result(timeout=TIMEOUT)
+    leftover(kube, "cluster--old-abc123")                  # unowned, 10 minutes old: deleted
+    leftover(kube, "cluster--young-abc123", age=60)        # unowned, a minute old: maybe a submission in flight
+    leftover(kube, "cluster--owned-abc123", owner=kube.jobs(NAMESPACE)[done.id])  # the cluster's to delete
+    leftover(kube, "other--old-abc123", trainer="other")   # another trainer's
+    before = set(kube.configmaps(NAMESPACE))
+
+    trainer = make_trainer()  # as in a fresh process: its first train() looks for leftovers
+    future = trainer.train(JsonModel, 2, save_path=models_dir / "b")
+    future.result(timeout=TIMEOUT)
+    after = set(kube.configmaps(NAMESPACE))
+    assert before - after == {"cluster--old-abc123"}
+    assert len(after - before) == 1  # the new training's own ConfigMap

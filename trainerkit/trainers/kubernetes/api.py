@@ -386,12 +386,29 @@ class KubeApi:
             ),
         )
 
-    def delete_configmap(self, name: str) -> bool:
-        """Delete a ConfigMap; False when absent."""
+    def list_configmaps(self, label_selector: str) -> dict[str, Any]:
+        """A ConfigMapList (``items``)."""
+        return self._json(
+            "list", "configmaps", None,
+            lambda: self._core.list_namespaced_config_map(
+                self.namespace, label_selector=label_selector, **self._options()
+            ),
+        )
+
+    def delete_configmap(self, name: str, resource_version: Optional[str] = None) -> bool:
+        """Delete a ConfigMap; False when absent.
+
+        With ``resource_version``, only if it has not changed since (ConflictError otherwise).
+        """
+        options: dict[str, Any] = {}
+        if resource_version:
+            options["preconditions"] = {"resourceVersion": resource_version}
         try:
             self._json(
                 "delete", "configmaps", name,
-                lambda: self._core.delete_namespaced_config_map(name, self.namespace, **self._options()),
+                lambda: self._core.delete_namespaced_config_map(
+                    name, self.namespace, body=options or None, **self._options()
+                ),
             )
         except NotFoundError as exc:
             return exc.after_resend

@@ -36,7 +36,9 @@ from .api_errors import AlreadyExistsError, ConflictError, NotFoundError
 from .config import KubernetesTrainerConfig
 from .manifest import (
     CONTAINER_NAME,
+    LABEL_MANAGED_BY,
     LABEL_TRAINER,
+    MANAGED_BY,
     TrainingManifests,
     build_manifests,
     cancel_patch,
@@ -54,6 +56,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("trainerkit")
 
 _CANCEL_ATTEMPTS = 5
+#: A ConfigMap of this trainer that no Job owns this long after it was made is
+#: left over from a submission whose cleanup failed (a submission hands its
+#: ConfigMap to its Job within seconds); train() deletes such ConfigMaps, at
+#: most once per this period.
+ORPHAN_CONFIGMAP_GRACE = datetime.timedelta(minutes=5)
 #: How long a finished Job's pods may take to report their final status.
 _SETTLE_SECONDS = 10.0
 
@@ -96,6 +103,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
         # The uid of the Job each followed training is: a Job that later takes
         # the same name (an external id reused) is another training.
         self._job_uids: dict[str, str] = {}
+        self._next_orphan_sweep = 0.0  # time.monotonic() of the next look for unowned ConfigMaps
         log.debug("trainer %s uses namespace %s on %s", instance_name, self.namespace, self._api.target.describe())
 
     @property
@@ -147,6 +155,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
         self._jobs.confirm(request.training_id, job)
         self._report_state(future, self._jobs.info(job, self._cache.pods(request.training_id)))
         log.info("submitted training %s as Job %s/%s", request.training_id, self.namespace, request.training_id)
+        self._sweep_orphaned_configmaps()
 
     def cancel_training(self, future: ModelTrainerFutureBase) -> bool:
         for _ in range(_CANCEL_ATTEMPTS):
@@ -363,6 +372,29 @@ class KubernetesModelTrainer(ModelTrainerBase):
                 return
             generation = self._cache.wait_for_change(generation, timeout=1.0)
 
+    def _sweep_orphaned_configmaps(self) -> None:
+        """Delete this trainer's ConfigMaps that no Job owns, ORPHAN_CONFIGMAP_GRACE after
+        they were made: left over from submissions whose cleanup failed (the process
+        died, or the delete failed even when resent). At most once per grace period;
+        a failure here is logged and never fails the training just submitted."""
+        now = time.monotonic()
+        with self._follow_lock:
+            if now < self._next_orphan_sweep:
+                return
+            self._next_orphan_sweep = now + ORPHAN_CONFIGMAP_GRACE.total_seconds()
+        selector = f"{trainer_selector(self.instance_name)},{LABEL_MANAGED_BY}={MANAGED_BY}"
+        try:
+            config_maps = self._api.list_configmaps(selector).get("items") or []
+            for config_map in orphaned_configmaps(config_maps, utcnow(), ORPHAN_CONFIGMAP_GRACE):
+                metadata = config_map["metadata"]
+                try:
+                    self._api.delete_configmap(metadata["name"], resource_version=metadata.get("resourceVersion"))
+                except ConflictError:
+                    continue  # changed since it was listed (handed to its Job after all?): keep it
+                log.info("deleted ConfigMap %s/%s, left over from a failed submission", self.namespace, metadata["name"])
+        except ClusterError as exc:
+            log.warning("could not look for ConfigMaps left over from failed submissions: %s", exc)
+
     @staticmethod
     def _quietly(call: Any, *args: Any) -> None:
         """Undo a step of a failed submission; a failure here must not hide the first one."""
@@ -370,6 +402,26 @@ class KubernetesModelTrainer(ModelTrainerBase):
             call(*args)
         except Exception as exc:
             log.warning("could not clean up after a failed submission (%s): %s", getattr(call, "__name__", call), exc)
+
+
+def orphaned_configmaps(
+    config_maps: Sequence[dict[str, Any]], now: datetime.datetime, grace: datetime.timedelta
+) -> list[dict[str, Any]]:
+    """The ConfigMaps that no Job owns and that were made more than ``grace`` before ``now``."""
+    orphans = []
+    for config_map in config_maps:
+        metadata = config_map.get("metadata") or {}
+        if metadata.get("deletionTimestamp"):
+            continue
+        if any(ref.get("kind") == "Job" for ref in metadata.get("ownerReferences") or []):
+            continue
+        try:
+            created = datetime.datetime.fromisoformat(str(metadata.get("creationTimestamp")).replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if created.tzinfo is not None and now - created > grace:
+            orphans.append(config_map)
+    return orphans
 
 
 def _container(pod: dict[str, Any]) -> Optional[dict[str, Any]]:
