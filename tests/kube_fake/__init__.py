@@ -19,8 +19,8 @@ conventions), ``selectors``, ``validation``, ``patch``, ``events``, ``kubeconfig
 
 from .cluster import FakeKubeCluster
 from .errors import ApiError
-from .kubelet import MOUNTS_ENV, TERMINATION_ENV
+from .kubelet import MOUNTS_ENV
 from .selectors import SelectorError, parse_field_selector, parse_label_selector
 
 __all__ = ["FakeKubeCluster", "ApiError", "SelectorError", "parse_label_selector", "parse_field_selector",
-           "TERMINATION_ENV", "MOUNTS_ENV"]
+           "MOUNTS_ENV"]

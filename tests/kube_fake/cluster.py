@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import ssl
 import threading
 import time
 from typing import Any, Callable, Iterable
@@ -24,6 +25,14 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 DEFAULT_USER = "system:serviceaccount:default:trainerkit"
+#: The in-cluster endpoint's certificate (IP 127.0.0.1, valid 2000-2126) and its CA; see tls/README.md.
+TLS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tls")
+TLS_CA, TLS_CERT, TLS_KEY = (os.path.join(TLS_DIR, name) for name in ("ca.crt", "apiserver.crt", "apiserver.key"))
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
 
 
 class FakeKubeCluster:
@@ -62,10 +71,13 @@ class FakeKubeCluster:
         self.requests = RequestLog()
         self.store = Store(history_size=history_size)
         self.recorder = EventRecorder(self.store, node_name)
+        self.in_cluster_requests = RequestLog()
         self.kubelet = Kubelet(self.store, self.recorder, node_name=node_name, run_pods=run_pods,
                                grace_cap=grace_cap, restart_backoff=restart_backoff,
                                image_pull_backoff=image_pull_backoff, extra_env=pod_env, workdir=pod_workdir,
-                               image_entrypoints=image_entrypoints, api_url=lambda: self.url, token=token)
+                               image_entrypoints=image_entrypoints,
+                               service_address=lambda: (self._host, self.in_cluster_port),
+                               ca_cert=lambda: _read(TLS_CA), token=token)
         self.controller = JobController(self.store, self.recorder) if job_controller else None
         self.api = Api(self.store, self.kubelet, token=token, user=user,
                        server_address=lambda: f"{self._host}:{self.port}", bookmark_interval=bookmark_interval)
@@ -73,6 +85,8 @@ class FakeKubeCluster:
         self._port = port
         self._httpd: FakeHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._tls_httpd: FakeHTTPServer | None = None
+        self._tls_thread: threading.Thread | None = None
         self._started = False
         self._stopped = False
         self._lifecycle_lock = threading.Lock()
@@ -96,7 +110,14 @@ class FakeKubeCluster:
             self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
                                             daemon=True, name=f"kube-fake-http-{self._port}")
             self._thread.start()
-            log.info("fake kube apiserver listening on %s", self.url)
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(TLS_CERT, TLS_KEY)
+            self._tls_httpd = FakeHTTPServer((self._host, 0), self.api, self.requests, tls=tls,
+                                             also_log=self.in_cluster_requests)
+            self._tls_thread = threading.Thread(target=self._tls_httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                                daemon=True, name=f"kube-fake-https-{self._port}")
+            self._tls_thread.start()
+            log.info("fake kube apiserver listening on %s and, for pods, on %s", self.url, self.in_cluster_url)
             return self
 
     def stop(self) -> None:
@@ -111,8 +132,14 @@ class FakeKubeCluster:
             self._httpd.shutdown()
             self._httpd.close_connections()
             self._httpd.server_close()
+        if self._tls_httpd is not None:
+            self._tls_httpd.shutdown()
+            self._tls_httpd.close_connections()
+            self._tls_httpd.server_close()
         if self._thread is not None:
             self._thread.join(5)
+        if self._tls_thread is not None:
+            self._tls_thread.join(5)
         if self.controller is not None:
             self.controller.join(5)
         log.info("fake kube apiserver on port %s stopped", self._port)
@@ -130,6 +157,17 @@ class FakeKubeCluster:
     @property
     def url(self) -> str:
         return f"http://{self._host}:{self._port}"
+
+    @property
+    def in_cluster_port(self) -> int:
+        """Port of the HTTPS endpoint that pods reach through KUBERNETES_SERVICE_HOST/PORT (0: not started)."""
+        return self._tls_httpd.server_address[1] if self._tls_httpd is not None else 0
+
+    @property
+    def in_cluster_url(self) -> str:
+        """``https://127.0.0.1:<port>``: the API as pods see it (the CA is ``tls/ca.crt``); the same
+        API as :attr:`url`, and its requests are also logged in :attr:`in_cluster_requests`."""
+        return f"https://{self._host}:{self.in_cluster_port}"
 
     def write_kubeconfig(self, path: str | os.PathLike, context: str = "fake", namespace: str = "default",
                          token: str | None = ...) -> str:  # type: ignore[assignment]

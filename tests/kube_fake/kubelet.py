@@ -15,23 +15,25 @@ container** ``command + args`` as a local process.  Local-execution conventions:
   A container without ``command`` runs ``FakeKubeCluster(image_entrypoints=...)
   [image] + args`` when configured, else ``args``; with neither, it exits 0 at once.
 * ``workingDir`` is used when it exists locally, otherwise the parent's cwd.
-* Termination message: ``/dev/termination-log`` cannot be used locally, so the process
-  gets ``TRAINERKIT_TERMINATION_MESSAGE_PATH=<temp file>`` and every occurrence of the
-  container's ``terminationMessagePath`` in command/args/env values is rewritten to
-  that file.  After exit the file is read back (first 4096 bytes, like the kubelet)
-  into ``state.terminated.message``; ``FallbackToLogsOnError`` uses the log tail.
+* Termination message: ``/dev/termination-log`` cannot be used locally, so every
+  occurrence of the container's ``terminationMessagePath`` in command/args/env values is
+  rewritten to a per-container temp file, as a mount would put it there. After exit the
+  file is read back (first 4096 bytes, like the kubelet) into
+  ``state.terminated.message``; ``FallbackToLogsOnError`` uses the log tail.
 * ``configMap`` / ``secret`` volumes are materialised as files in a per-pod temp dir;
   since nothing can be mounted, occurrences of an absolute ``mountPath`` (as a path
   prefix) in command/args/env values are rewritten to that dir, and
   ``TRAINERKIT_FAKE_MOUNTS`` holds a JSON ``{mountPath: local dir}`` map.
   ``hostPath`` / ``persistentVolumeClaim`` / ``emptyDir`` volumes are no-ops: the pod
   sees the local filesystem as is.
-* Service account: unless ``automountServiceAccountToken: false``, the pod gets a
-  per-pod copy of ``/var/run/secrets/kubernetes.io/serviceaccount`` (``token`` = the
-  cluster's bearer token, ``namespace``; path occurrences in command/args/env are
-  rewritten like volume mounts) plus ``TRAINERKIT_KUBE_API_URL=<cluster url>`` and
-  ``TRAINERKIT_KUBE_TOKEN_FILE=<token file>``, so a pod can call back into the fake
-  apiserver (plain HTTP; ``KUBERNETES_SERVICE_HOST``/``PORT`` are not set).
+* Service account, as a real kubelet provides it: unless
+  ``automountServiceAccountToken: false``, the pod gets a per-pod copy of
+  ``/var/run/secrets/kubernetes.io/serviceaccount`` (``token`` = the cluster's bearer
+  token, ``ca.crt`` = the CA of the cluster's in-cluster TLS endpoint, ``namespace``;
+  occurrences of that path in command/args/env are rewritten like volume mounts), and
+  every pod gets ``KUBERNETES_SERVICE_HOST``/``KUBERNETES_SERVICE_PORT`` (and
+  ``KUBERNETES_SERVICE_PORT_HTTPS``), the address of that HTTPS endpoint, like the
+  ``kubernetes`` Service's. No variable of the fake's own tells a pod where the API is.
 * Images whose name contains ``does-not-exist`` never start: ``ErrImagePull`` then
   ``ImagePullBackOff``.  A missing ConfigMap/Secret referenced from env gives
   ``CreateContainerConfigError`` (retried until it appears).
@@ -74,10 +76,7 @@ from .store import Store, WatchEvent
 
 log = logging.getLogger(__name__)
 
-TERMINATION_ENV = "TRAINERKIT_TERMINATION_MESSAGE_PATH"
 MOUNTS_ENV = "TRAINERKIT_FAKE_MOUNTS"
-API_URL_ENV = "TRAINERKIT_KUBE_API_URL"
-TOKEN_FILE_ENV = "TRAINERKIT_KUBE_TOKEN_FILE"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_LINES = 80
@@ -650,15 +649,17 @@ class PodRunner:
             cms = {o["metadata"]["name"]: o for o in self.store.list(CONFIGMAPS, self.namespace)}
             secs = {o["metadata"]["name"]: o for o in self.store.list(SECRETS, self.namespace)}
         mounts = self._materialise_volumes(c, cms, secs)
-        sa_env: dict[str, str] = {}
         if self.spec.get("automountServiceAccountToken") is not False and SERVICE_ACCOUNT_DIR not in mounts:
             sa_dir = os.path.join(self._ensure_tmpdir(), "serviceaccount")
             os.makedirs(sa_dir, exist_ok=True)
-            for fname, content in (("token", self.k.token or ""), ("namespace", self.namespace)):
+            for fname, content in (("token", self.k.token or ""), ("namespace", self.namespace),
+                                   ("ca.crt", self.k.ca_cert())):
                 with open(os.path.join(sa_dir, fname), "w") as fh:
                     fh.write(content)
             mounts[SERVICE_ACCOUNT_DIR] = sa_dir
-            sa_env = {API_URL_ENV: self.k.api_url(), TOKEN_FILE_ENV: os.path.join(sa_dir, "token")}
+        host, port = self.k.service_address()
+        service_env = {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": str(port),
+                       "KUBERNETES_SERVICE_PORT_HTTPS": str(port)} if port else {}
         container_env = self._resolve_env(c, pod, cms, secs)
         tmp = self._ensure_tmpdir()
         term_path_spec = c.spec.get("terminationMessagePath") or "/dev/termination-log"
@@ -682,12 +683,11 @@ class PodRunner:
         argv = [rewrite(x) for x in command + args]
         if argv and _PYTHON_RE.match(os.path.basename(argv[0])):
             argv[0] = sys.executable
-        env = dict(os.environ)
-        env.update(sa_env)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+        env.update(service_env)
         env.update(self.k.extra_env)
         env.update(container_env)
         env["HOSTNAME"] = self.name
-        env[TERMINATION_ENV] = term_file
         env[MOUNTS_ENV] = json.dumps(mounts, sort_keys=True)
         cwd = c.spec.get("workingDir")
         if cwd:
@@ -886,8 +886,9 @@ class Kubelet:
     def __init__(self, store: Store, recorder: EventRecorder, *, node_name: str, run_pods: bool,
                  grace_cap: float, restart_backoff: float, image_pull_backoff: float,
                  extra_env: dict[str, str] | None, workdir: str | None,
-                 image_entrypoints: dict[str, list[str]] | None, api_url: Callable[[], str] = lambda: "",
-                 token: str | None = None):
+                 image_entrypoints: dict[str, list[str]] | None,
+                 service_address: Callable[[], tuple[str, int]] = lambda: ("", 0),
+                 ca_cert: Callable[[], str] = lambda: "", token: str | None = None):
         self.store = store
         self.recorder = recorder
         self.node_name = node_name
@@ -898,7 +899,8 @@ class Kubelet:
         self.extra_env = dict(extra_env or {})
         self.workdir = workdir
         self.image_entrypoints = dict(image_entrypoints or {})
-        self.api_url = api_url
+        self.service_address = service_address  # (host, port) of the in-cluster HTTPS endpoint
+        self.ca_cert = ca_cert  # its CA certificate (PEM)
         self.token = token
         self.unschedulable = False
         self._runners: dict[str, PodRunner] = {}

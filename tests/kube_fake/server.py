@@ -10,6 +10,7 @@ import json
 import logging
 import select
 import socket
+import ssl
 import struct
 import threading
 import uuid
@@ -41,7 +42,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_GET
 
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.settimeout(10)
+            try:
+                self.connection.do_handshake()  # here, in the request's thread, not in accept()
+            finally:
+                self.connection.settimeout(None)
+
     def _client_gone(self) -> bool:
+        if isinstance(self.connection, ssl.SSLSocket):
+            return False  # TLS cannot peek; a stream to a client that left ends at its timeout
         try:
             readable, _, _ = select.select([self.connection], [], [], 0)
             if not readable:
@@ -53,7 +65,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         parts = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        self.server.requests.append((self.command, parts.path))
+        for requests in self.server.request_logs:
+            requests.append((self.command, parts.path))
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -130,12 +143,16 @@ class FakeHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], api: Api, requests: RequestLog):
+    def __init__(self, address: tuple[str, int], api: Api, requests: RequestLog, *,
+                 tls: ssl.SSLContext | None = None, also_log: RequestLog | None = None):
         self.api = api
         self.requests = requests
+        self.request_logs = (requests,) if also_log is None else (requests, also_log)
         self._conn_lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         super().__init__(address, _Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
 
     def process_request(self, request, client_address) -> None:
         with self._conn_lock:

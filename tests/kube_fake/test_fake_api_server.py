@@ -661,11 +661,13 @@ def test_active_deadline_kills_sleeping_pod(kube):
 
 
 def test_termination_message_round_trip(kube):
+    # The path is rewritten wherever it appears in command, args or env (a pod reads it as written).
     script = ("import os; open('/dev/termination-log', 'w').write('loss=0.25'); "
-              "print(os.path.isfile(os.environ['TRAINERKIT_TERMINATION_MESSAGE_PATH']))")
-    kube.batch.create_namespaced_job(NS, make_job("tm", [PY, "-c", script]))
-    long_script = "import os; open(os.environ['TRAINERKIT_TERMINATION_MESSAGE_PATH'], 'w').write('x' * 5000)"
-    kube.batch.create_namespaced_job(NS, make_job("tm-long", [PY, "-c", long_script]))
+              "print(os.path.isfile(os.environ['MESSAGE']))")
+    message_env = [client.V1EnvVar(name="MESSAGE", value="/dev/termination-log")]
+    kube.batch.create_namespaced_job(NS, make_job("tm", [PY, "-c", script], env=message_env))
+    long_script = "import os; open(os.environ['MESSAGE'], 'w').write('x' * 5000)"
+    kube.batch.create_namespaced_job(NS, make_job("tm-long", [PY, "-c", long_script], env=message_env))
     custom = make_job("tm-custom", [PY, "-c", "import sys; open('/var/run/msg', 'w').write('custom'); sys.exit(2)"])
     custom.spec.template.spec.containers[0].termination_message_path = "/var/run/msg"
     kube.batch.create_namespaced_job(NS, custom)
@@ -1056,27 +1058,33 @@ def test_patch_module_semantics():
     assert doc["l"] == [1, 2]  # inputs are never mutated
 
 
-def test_pod_can_call_back_into_the_api_with_its_service_account(kube):
+def test_pod_can_call_back_into_the_api_like_an_in_cluster_client(kube):
+    # As in a real pod: the address from KUBERNETES_SERVICE_HOST/PORT, over HTTPS checked
+    # against the service account's ca.crt, with its token.
     script = (
-        "import json, os, urllib.request\n"
-        "url = os.environ['TRAINERKIT_KUBE_API_URL'] + '/api/v1/namespaces/' + os.environ['NS'] + '/pods/' + "
-        "os.environ['POD']\n"
-        "token = open('/var/run/secrets/kubernetes.io/serviceaccount/token').read()\n"
-        "assert token == open(os.environ['TRAINERKIT_KUBE_TOKEN_FILE']).read()\n"
+        "import json, os, ssl, urllib.request\n"
+        "sa = '/var/run/secrets/kubernetes.io/serviceaccount'\n"
+        "url = ('https://' + os.environ['KUBERNETES_SERVICE_HOST'] + ':' + os.environ['KUBERNETES_SERVICE_PORT'] +"
+        " '/api/v1/namespaces/' + os.environ['NS'] + '/pods/' + os.environ['POD'])\n"
+        "token = open(sa + '/token').read()\n"
+        "assert open(sa + '/namespace').read() == os.environ['NS']\n"
+        "tls = ssl.create_default_context(cafile=sa + '/ca.crt')\n"
         "body = json.dumps({'metadata': {'annotations': {'progress': '50%'}}}).encode()\n"
         "req = urllib.request.Request(url, data=body, method='PATCH', headers={'Authorization': 'Bearer ' + token,"
         " 'Content-Type': 'application/merge-patch+json'})\n"
-        "print(json.load(urllib.request.urlopen(req))['metadata']['annotations']['progress'])\n"
+        "print(json.load(urllib.request.urlopen(req, context=tls))['metadata']['annotations']['progress'])\n"
     )
     env = [client.V1EnvVar(name="POD", value_from=client.V1EnvVarSource(
                field_ref=client.V1ObjectFieldSelector(field_path="metadata.name"))),
            client.V1EnvVar(name="NS", value_from=client.V1EnvVarSource(
                field_ref=client.V1ObjectFieldSelector(field_path="metadata.namespace")))]
     kube.batch.create_namespaced_job(NS, make_job("callback", [PY, "-c", script], env=env))
-    assert has_condition(wait_finished(kube, "callback"), "Complete")
+    job = wait_finished(kube, "callback")
     pod = kube.core.list_namespaced_pod(NS, label_selector="job-name=callback").items[0]
+    assert has_condition(job, "Complete"), kube.core.read_namespaced_pod_log(pod.metadata.name, NS)
     assert pod.metadata.annotations == {"progress": "50%"}
     assert kube.core.read_namespaced_pod_log(pod.metadata.name, NS) == "50%\n"
+    assert kube.cluster.in_cluster_requests.count("PATCH", f"/api/v1/namespaces/{NS}/pods/") == 1
 
 
 def test_merge_patch_with_stale_resource_version_conflicts(kube):

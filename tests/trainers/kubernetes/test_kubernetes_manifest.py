@@ -284,3 +284,10 @@ def test_shipped_rbac_manifests_are_valid():
     assert {doc["kind"] for doc in documents} == {"ServiceAccount", "Role", "RoleBinding"}
     for document in documents:
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_container_is_told_its_termination_message_path_and_service_account_dir():
+    container = manifests().job["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["TRAINERKIT_TERMINATION_MESSAGE_PATH"] == container["terminationMessagePath"] == "/dev/termination-log"
+    assert env["TRAINERKIT_SERVICE_ACCOUNT_DIR"] == "/var/run/secrets/kubernetes.io/serviceaccount"

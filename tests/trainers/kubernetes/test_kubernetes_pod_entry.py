@@ -35,6 +35,7 @@ def run_pod(tmp_path):
         spec_file = tmp_path / "training.json"
         spec_file.write_text(json.dumps(spec))
         message = tmp_path / "termination-log"
+        # As the manifest sets them (with the path the kubelet mounts the message file at).
         env = {**os.environ, "TRAINERKIT_TERMINATION_MESSAGE_PATH": str(message), "TRAINERKIT_IMAGE": "img:7"}
         for name in ("TRAINERKIT_POD_NAME", "TRAINERKIT_POD_NAMESPACE", "KUBERNETES_SERVICE_HOST"):
             env.pop(name, None)
@@ -103,3 +104,69 @@ def test_sigterm_stops_the_training_without_saving(run_pod, tmp_path):
     assert process.returncode == 143
     assert outcome(message).status is TrainingStatus.CANCELED
     assert not (tmp_path / "model").exists()
+
+
+class _RecordingEnviron(dict):
+    """os.environ that notes every name read."""
+
+    def __init__(self, values):
+        super().__init__(values)
+        self.read = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        self.read.add(key)
+        return super().__contains__(key)
+
+
+def test_the_pod_entry_reads_only_variables_the_manifest_or_a_real_kubelet_sets(tmp_path, monkeypatch):
+    """No test-only switch: what the entry point reads, production sets too."""
+    import datetime
+
+    from trainerkit.schema import validate
+    from trainerkit.trainers.kubernetes import pod_entry
+    from trainerkit.trainers.kubernetes.config import KubernetesTrainerConfig
+    from trainerkit.trainers.kubernetes.manifest import build_manifests
+    from tests.training_modules import JsonModel
+
+    config, problems = validate(KubernetesTrainerConfig, {"image": "img:7"}, "cluster")
+    assert not problems
+    job = build_manifests(
+        config, namespace="ml", instance_name="cluster", training_id="cluster--env", module_class=JsonModel,
+        args=[3], kwargs={}, save_path=str(tmp_path / "model"), model_name=None, tags=(),
+        submission_time=datetime.datetime.now(datetime.timezone.utc), nonce="abc123",
+    ).job
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    manifest_env = {e["name"]: e.get("value", "from-the-downward-api") for e in container["env"]}
+    kubelet_env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "1", "HOSTNAME": "pod"}
+    # Where the kubelet would mount them, here: the manifest's paths, relocated.
+    message = tmp_path / "termination-log"
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("t")
+    manifest_env["TRAINERKIT_TERMINATION_MESSAGE_PATH"] = str(message)
+    manifest_env["TRAINERKIT_SERVICE_ACCOUNT_DIR"] = str(account)
+    spec_file = tmp_path / "training.json"
+    spec_file.write_text(json.dumps(TrainingSpec(
+        training_id="cluster--env", module="tests.training_modules:JsonModel",
+        arguments={"json": {"args": [3], "kwargs": {}}}, save_path=str(tmp_path / "model"),
+    ).to_dict()))
+    others = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINERKIT_", "KUBERNETES_"))}
+    environ = _RecordingEnviron({**others, **manifest_env, **kubelet_env})
+    monkeypatch.setattr(os, "environ", environ)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert pod_entry.main([str(spec_file)]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert outcome(message).status is TrainingStatus.COMPLETED
+    ours = {name for name in environ.read if name.startswith(("TRAINERKIT_", "KUBERNETES_"))}
+    assert ours <= set(manifest_env) | set(kubelet_env), ours - set(manifest_env) - set(kubelet_env)
+    assert {"TRAINERKIT_TERMINATION_MESSAGE_PATH", "TRAINERKIT_SERVICE_ACCOUNT_DIR", "KUBERNETES_SERVICE_HOST"} <= ours

@@ -67,6 +67,18 @@ def test_progress_reported_in_the_pod_is_visible_while_it_runs(trainer, models_d
     assert isinstance(future.result(timeout=TIMEOUT), pods.FileGated)
 
 
+def test_pods_publish_progress_like_in_cluster_clients_over_tls(trainer, kube, models_dir, gate_dir):
+    # The fake's kubelet provides what a real one does (KUBERNETES_SERVICE_HOST/PORT of an
+    # HTTPS endpoint, the service account's token and ca.crt) and nothing of its own.
+    future = trainer.train(pods.FileGated, str(gate_dir), steps=3, save_path=models_dir / "gated")
+    wait_until(lambda: (p := future.get_info().progress) is not None and p.step == 3, what="the third report")
+    pod_patches = f"/api/v1/namespaces/{NAMESPACE}/pods/"
+    assert kube.in_cluster_requests.count("PATCH", pod_patches) >= 1
+    assert kube.requests.count("PATCH", pod_patches) == kube.in_cluster_requests.count("PATCH", pod_patches)
+    (gate_dir / pods.RELEASE).touch()
+    assert future.result(timeout=TIMEOUT)
+
+
 def test_training_error_carries_its_type_and_the_pod_traceback(trainer, models_dir):
     future = trainer.train(Failing, "no rows", save_path=models_dir / "failing")
     with pytest.raises(Boom, match="no rows") as caught:

@@ -42,10 +42,10 @@ from kubernetes.config import ConfigException
 from ...errors import ClusterError, ClusterPermissionError, ClusterUnreachableError, ConfigError
 from ...schema import did_you_mean
 from .api_errors import AlreadyExistsError, ConflictError, ExpiredError, NotFoundError
+from .config import SERVICE_ACCOUNT_DIR
 
 log = logging.getLogger("trainerkit")
 
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 RBAC_HINT = (
     "grant it with the Role and RoleBinding in config/rbac-kubernetes-trainer.yaml "
     "(see docs/kubernetes.md)"

@@ -35,6 +35,13 @@ ENV_POD_NAME = "TRAINERKIT_POD_NAME"
 ENV_POD_NAMESPACE = "TRAINERKIT_POD_NAMESPACE"
 ENV_PROGRESS_INTERVAL = "TRAINERKIT_PROGRESS_INTERVAL"
 ENV_IMAGE = "TRAINERKIT_IMAGE"
+#: The container's terminationMessagePath, passed to the pod entry point as well
+#: (a container cannot read its own terminationMessagePath).
+ENV_TERMINATION_MESSAGE_PATH = "TRAINERKIT_TERMINATION_MESSAGE_PATH"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+#: Where the kubelet mounts the pod's service account token, CA and namespace.
+ENV_SERVICE_ACCOUNT_DIR = "TRAINERKIT_SERVICE_ACCOUNT_DIR"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: Volume kinds under which a pod's save outlives the pod: persistent volumes,
 #: network and node filesystems. An inline ``csi`` volume counts: its drivers
 #: (NFS, SMB, object stores) mostly mount storage that outlives the pod.
@@ -49,7 +56,10 @@ POD_LIFETIME_VOLUME_KINDS = frozenset({"emptyDir", "ephemeral", "gitRepo"})
 #: Volume kinds the kubelet always mounts read-only.
 READ_ONLY_VOLUME_KINDS = frozenset({"configMap", "secret", "downwardAPI", "projected", "image"})
 SAVE_VOLUME_EXAMPLES = ("a persistentVolumeClaim", "nfs", "hostPath", "csi")
-RESERVED_ENV = frozenset({ENV_TRAINING_ID, ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_PROGRESS_INTERVAL, ENV_IMAGE})
+RESERVED_ENV = frozenset({
+    ENV_TRAINING_ID, ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_PROGRESS_INTERVAL, ENV_IMAGE,
+    ENV_TERMINATION_MESSAGE_PATH, ENV_SERVICE_ACCOUNT_DIR,
+})
 
 
 def _check_namespace(value: Optional[str]) -> Optional[str]:

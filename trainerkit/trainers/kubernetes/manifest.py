@@ -36,9 +36,13 @@ from .config import (
     ENV_POD_NAME,
     ENV_POD_NAMESPACE,
     ENV_PROGRESS_INTERVAL,
+    ENV_SERVICE_ACCOUNT_DIR,
+    ENV_TERMINATION_MESSAGE_PATH,
     ENV_TRAINING_ID,
     MOUNT_DIR,
+    SERVICE_ACCOUNT_DIR,
     SPEC_VOLUME,
+    TERMINATION_MESSAGE_PATH,
     KubernetesTrainerConfig,
     whole_seconds,
 )
@@ -207,6 +211,11 @@ def _pod_spec(config: KubernetesTrainerConfig, training_id: str, config_map_name
         {"name": ENV_POD_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": ENV_PROGRESS_INTERVAL, "value": repr(config.progress_interval.total_seconds())},
         {"name": ENV_IMAGE, "value": config.image},
+        # Where to write the outcome and where the kubelet mounted the service account:
+        # the pod entry point reads them here rather than from constants of its own, so
+        # that the paths are the manifest's (and a simulated kubelet can relocate them).
+        {"name": ENV_TERMINATION_MESSAGE_PATH, "value": TERMINATION_MESSAGE_PATH},
+        {"name": ENV_SERVICE_ACCOUNT_DIR, "value": SERVICE_ACCOUNT_DIR},
     ]
     if "PYTHONUNBUFFERED" not in config.env:
         # Without it Python buffers stdout in a pod (no TTY) and logs arrive in lumps.
@@ -218,7 +227,7 @@ def _pod_spec(config: KubernetesTrainerConfig, training_id: str, config_map_name
         "env": env,
         "volumeMounts": copy.deepcopy(list(config.volume_mounts))
         + [{"name": SPEC_VOLUME, "mountPath": MOUNT_DIR, "readOnly": True}],
-        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         # The entry point writes its outcome there; when it never got that far
         # (no trainerkit in the image, a crash) the log tail says why.
         "terminationMessagePolicy": "FallbackToLogsOnError",

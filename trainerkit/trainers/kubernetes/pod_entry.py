@@ -7,9 +7,10 @@ ConfigMap, with two pod-specific reporters:
 * the outcome (status, the error's type, message and traceback, the last
   progress report) goes to the container's termination message, where the
   trainer reads it from the pod's status (shortened to the kubelet's 4096
-  bytes). The real kubelet reads ``terminationMessagePath`` (default
-  ``/dev/termination-log``); ``$TRAINERKIT_TERMINATION_MESSAGE_PATH``
-  overrides it (the test cluster's kubelet sets it);
+  bytes). The file is the container's ``terminationMessagePath``, which the
+  manifest also passes in ``$TRAINERKIT_TERMINATION_MESSAGE_PATH`` (a
+  container cannot read its own spec); without it, the kubelet's default
+  ``/dev/termination-log``;
 * progress reports go to the annotation ``trainerkit.io/progress`` of the
   pod itself, at most once per ``$TRAINERKIT_PROGRESS_INTERVAL`` seconds and
   once more at the end. The trainer already watches its pods, so progress
@@ -18,11 +19,15 @@ ConfigMap, with two pod-specific reporters:
   ``config/rbac-kubernetes-trainer.yaml``); without it the training runs all
   the same, progress shows only at the end, and one warning says why.
 
-The pod reaches the API server the way in-cluster clients do
-(``$KUBERNETES_SERVICE_HOST``/``PORT``, the service account's token and CA);
-``$TRAINERKIT_KUBE_API_URL`` and ``$TRAINERKIT_KUBE_TOKEN_FILE`` override them
-(a proxy, or a cluster simulated locally). Only the standard library is used:
-the image needs trainerkit, not the ``kubernetes`` package.
+The pod reaches the API server the way in-cluster clients do:
+``https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`` (set by the
+kubelet), with the service account's ``token`` and ``ca.crt`` from the
+directory the kubelet mounts them in, which the manifest passes in
+``$TRAINERKIT_SERVICE_ACCOUNT_DIR`` (the standard
+``/var/run/secrets/kubernetes.io/serviceaccount`` when it is not set). Every
+variable read here is set by the manifest or by the kubelet, in tests as in
+production. Only the standard library is used: the image needs trainerkit,
+not the ``kubernetes`` package.
 
 Exit status: 0 completed; 4 the training (import, arguments, ``train`` or
 the save) failed, which fails the Job at once; 143 stopped by SIGTERM
@@ -53,18 +58,22 @@ from ...runner import (
     read_spec,
     run_training,
 )
-from .config import ENV_IMAGE, ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_PROGRESS_INTERVAL
+from .config import (
+    ENV_IMAGE,
+    ENV_POD_NAME,
+    ENV_POD_NAMESPACE,
+    ENV_PROGRESS_INTERVAL,
+    ENV_SERVICE_ACCOUNT_DIR,
+    ENV_TERMINATION_MESSAGE_PATH,
+    SERVICE_ACCOUNT_DIR,
+    TERMINATION_MESSAGE_PATH,
+)
 from .manifest import ANNOTATION_PROGRESS, EXIT_TRAINING_FAILED
 
 log = logging.getLogger("trainerkit")
 
-TERMINATION_MESSAGE_ENV = "TRAINERKIT_TERMINATION_MESSAGE_PATH"
-DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 #: The kubelet keeps at most this much of a termination message.
 TERMINATION_MESSAGE_MAX = 4096
-API_URL_ENV = "TRAINERKIT_KUBE_API_URL"
-TOKEN_FILE_ENV = "TRAINERKIT_KUBE_TOKEN_FILE"
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 EXIT_COMPLETED, EXIT_USAGE, EXIT_TERMINATED = 0, 2, 143
 
 
@@ -101,14 +110,13 @@ class PodAnnotationReporter:
         if not pod or not namespace:
             log.info("progress is reported at the end only: %s/%s are not set", ENV_POD_NAME, ENV_POD_NAMESPACE)
             return None
-        url = os.environ.get(API_URL_ENV)
-        if not url:
-            host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
-            if not host or not port:
-                log.info("progress is reported at the end only: the pod has no Kubernetes API address")
-                return None
-            url = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
-        token_file = os.environ.get(TOKEN_FILE_ENV) or os.path.join(SERVICE_ACCOUNT_DIR, "token")
+        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+        if not host or not port:
+            log.info("progress is reported at the end only: the pod has no Kubernetes API address")
+            return None
+        url = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+        account = os.environ.get(ENV_SERVICE_ACCOUNT_DIR) or SERVICE_ACCOUNT_DIR
+        token_file = os.path.join(account, "token")
         try:
             with open(token_file, encoding="utf-8") as handle:
                 token = handle.read().strip()
@@ -118,10 +126,8 @@ class PodAnnotationReporter:
                 "(automountServiceAccountToken is off?)", token_file,
             )
             return None
-        context = None
-        if url.startswith("https:"):
-            ca_file = os.path.join(SERVICE_ACCOUNT_DIR, "ca.crt")
-            context = ssl.create_default_context(cafile=ca_file if os.path.exists(ca_file) else None)
+        ca_file = os.path.join(account, "ca.crt")
+        context = ssl.create_default_context(cafile=ca_file if os.path.exists(ca_file) else None)
         try:
             interval = max(0.05, float(os.environ.get(ENV_PROGRESS_INTERVAL, "2")))
         except ValueError:
@@ -219,7 +225,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="[trainerkit] %(message)s", stream=sys.stderr)
     termination = FileReporter(
-        os.environ.get(TERMINATION_MESSAGE_ENV, DEFAULT_TERMINATION_MESSAGE_PATH),
+        os.environ.get(ENV_TERMINATION_MESSAGE_PATH) or TERMINATION_MESSAGE_PATH,
         max_bytes=TERMINATION_MESSAGE_MAX,
     )
     if len(argv) != 1:
