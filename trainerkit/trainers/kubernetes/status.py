@@ -89,7 +89,7 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
     pods = owned_pods(job, pods)
     containers = [(pod, _container_status(pod)) for pod in pods]
 
-    submission = _parse_time(annotations.get(ANNOTATION_SUBMITTED)) or _parse_time(
+    submission = parse_time(annotations.get(ANNOTATION_SUBMITTED)) or parse_time(
         metadata.get("creationTimestamp")
     )
     # Kubernetes timestamps have whole seconds: a pod that started within the
@@ -114,7 +114,7 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
             **record,
             status=TrainingStatus.CANCELED,
             start_time=start,
-            completion_time=time or _parse_time(metadata.get("creationTimestamp")),
+            completion_time=time or parse_time(metadata.get("creationTimestamp")),
             errors=(ErrorDetail(CANCELED_ERROR_TYPE, reason),) if reason else (),
         )
     # Kubernetes timestamps have whole seconds; the pod entry point's outcome
@@ -126,7 +126,7 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
             **record,
             status=TrainingStatus.ERRORED,
             start_time=start,
-            completion_time=ended or _parse_time(failed.get("lastTransitionTime")) or _now(),
+            completion_time=ended or parse_time(failed.get("lastTransitionTime")) or _now(),
             errors=_errors(job, failed, containers),
         )
     complete = next((conditions[t] for t in _COMPLETE if t in conditions), None)
@@ -134,10 +134,10 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         return TrainingInfo(
             **record,
             status=TrainingStatus.COMPLETED,
-            start_time=start or _not_before(_parse_time(status.get("startTime")), submission),
+            start_time=start or _not_before(parse_time(status.get("startTime")), submission),
             completion_time=ended
-            or _parse_time(status.get("completionTime"))
-            or _parse_time(complete.get("lastTransitionTime"))
+            or parse_time(status.get("completionTime"))
+            or parse_time(complete.get("lastTransitionTime"))
             or _now(),
         )
     running = any("running" in (state.get("state") or {}) for _, state in containers if state)
@@ -160,7 +160,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def _parse_time(text: Any) -> Optional[datetime.datetime]:
+def parse_time(text: Any) -> Optional[datetime.datetime]:
     """An aware datetime from a Kubernetes timestamp (``2025-01-02T03:04:05Z``), or None."""
     if not isinstance(text, str) or not text:
         return None
@@ -196,7 +196,7 @@ def _earliest_start(containers: Sequence[tuple[Mapping[str, Any], Any]]) -> Opti
             continue
         for section in (state.get("state") or {}, state.get("lastState") or {}):
             for phase in ("running", "terminated"):
-                started = _parse_time((section.get(phase) or {}).get("startedAt"))
+                started = parse_time((section.get(phase) or {}).get("startedAt"))
                 if started is not None:
                     times.append(started)
     return min(times) if times else None
@@ -230,7 +230,7 @@ def _canceled(text: Optional[str]) -> Optional[tuple[Optional[datetime.datetime]
         data = {}
     if not isinstance(data, dict):
         data = {}
-    return _parse_time(data.get("time")), str(data.get("reason") or "")
+    return parse_time(data.get("time")), str(data.get("reason") or "")
 
 
 def termination_outcome(state: Optional[Mapping[str, Any]]) -> Optional[Outcome]:

@@ -46,7 +46,7 @@ from .manifest import (
     trainer_selector,
     training_selector,
 )
-from .status import owned_pods, pods_settled, training_info
+from .status import owned_pods, parse_time, pods_settled, training_info
 from .store import KubernetesTrainingStore
 from .watch import ClusterCache
 
@@ -98,7 +98,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
         )
         self._cache = ClusterCache(self._api, trainer_selector(instance_name), self._on_cluster_change)
         self._jobs = KubernetesTrainingStore(self._api, self._cache, instance_name)
-        self._follow_lock = threading.Lock()  # guards _settling and _job_uids
+        self._follow_lock = threading.Lock()  # guards _settling, _job_uids and _next_orphan_sweep
         self._settling: dict[str, float] = {}
         # The uid of the Job each followed training is: a Job that later takes
         # the same name (an external id reused) is another training.
@@ -415,11 +415,8 @@ def orphaned_configmaps(
             continue
         if any(ref.get("kind") == "Job" for ref in metadata.get("ownerReferences") or []):
             continue
-        try:
-            created = datetime.datetime.fromisoformat(str(metadata.get("creationTimestamp")).replace("Z", "+00:00"))
-        except ValueError:
-            continue
-        if created.tzinfo is not None and now - created > grace:
+        created = parse_time(metadata.get("creationTimestamp"))
+        if created is not None and now - created > grace:
             orphans.append(config_map)
     return orphans
 
