@@ -29,11 +29,15 @@ database stays consistent after a power loss) and statements prepared once per
 connection.
 
 ``add`` commits before it returns: a submission that was accepted is on
-disk, and one that fails (a full disk, a taken id) leaves nothing. Updates of
-records this process added (status changes, progress) are write-behind: the
-change is visible to this process at once and one writer thread commits
-everything queued in one transaction, within milliseconds and in larger
-batches under load (the next ``add`` also takes them along). A commit costs
+disk, and one that fails (a full disk, a taken id) leaves nothing. The
+submitting thread commits itself (no hand-off to another thread, which costs
+more than the commit when other threads hold the GIL), taking along every
+change queued by then. Updates of records this process added (status
+changes, progress) are write-behind: the change is visible to this process
+at once, and the next ``add`` or, after a window of 2 ms, one writer thread
+commits everything queued in one transaction. Within a transaction only each
+training's latest state is written: a training that starts and ends between
+two commits costs one row write, not three. A commit costs
 75-120 us on a typical disk, more than a whole trivial training, so a commit
 per change would cap throughput far below a thread pool's. The price: a
 process that is killed loses the status changes of its last few milliseconds
@@ -79,6 +83,8 @@ _PAGE_SIZE = 1024
 _PURGE_BATCH = 500
 # The writer retries a failed commit after these delays (doubling), in seconds.
 _RETRY_FIRST, _RETRY_MAX = 0.05, 5.0
+#: How long the writer lets changes gather before it commits them (flush() cuts it short).
+_GROUP_COMMIT_WINDOW = 0.05
 # How long close() and interpreter exit wait for pending changes, in seconds.
 _CLOSE_FLUSH_TIMEOUT = 10.0
 
@@ -131,12 +137,17 @@ _CODES_BY_MESSAGE = (  # for errors that carry no code (raised by Python code, o
 
 
 class _Waiter:
-    """A submission waiting for its record to be committed (or refused)."""
+    """A submission waiting for its record to be committed (or refused).
+
+    Set only under the commit lock, which the submitter takes after queueing
+    its record: once it holds that lock, its record was either committed by
+    whoever held it before (``done``) or is still queued for it to commit.
+    """
 
     __slots__ = ("done", "error")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self.done = False
         self.error: Optional[BaseException] = None
 
 
@@ -157,6 +168,9 @@ class _WriteBehind:
         self.pending: dict[str, int] = {}  # training id -> queued operations
         self.writer: Optional[threading.Thread] = None
         self.writer_pid = 0
+        # Held while a batch is committed, by the writer thread or by a
+        # submitter that commits the queue itself (so one commits at a time).
+        self.commit_lock = threading.Lock()
 
 
 _shared_lock = threading.Lock()
@@ -222,8 +236,17 @@ class SQLiteTrainingStore(TrainingStore):
                 raise TrainingExistsError(_exists_message(info.id, TrainingStatus(existing[0]), True))
         waiter = _Waiter()
         with self._w.queue_lock:
-            self._enqueue_locked(("add", info, owner, replace_finished), info, owner, waiter)
-        waiter.done.wait()
+            self._enqueue_locked(("add", info, owner, replace_finished), info, owner, waiter, wake=False)
+        # The submitter commits the queue itself, its record and every change
+        # waiting with it, in one transaction: handing it to the writer thread
+        # and waiting to be woken costs more than the commit when other threads
+        # hold the GIL. If another thread is committing meanwhile, this one
+        # goes next (or finds its record taken along already).
+        with self._w.commit_lock:
+            if not waiter.done:
+                with self._w.queue_lock:
+                    batch, self._w.queue = self._w.queue, []
+                self._commit_batch(batch)  # holds this submission: only commit-lock holders take the queue
         if waiter.error is not None:
             raise waiter.error
 
@@ -283,13 +306,17 @@ class SQLiteTrainingStore(TrainingStore):
     # -- the writer ---------------------------------------------------------------------
 
     def _enqueue_locked(
-        self, operation: tuple[Any, ...], info: TrainingInfo, owner: str, waiter: "Optional[_Waiter]" = None
+        self,
+        operation: tuple[Any, ...],
+        info: TrainingInfo,
+        owner: str,
+        waiter: "Optional[_Waiter]" = None,
+        wake: bool = True,
     ) -> None:
         self._w.live[info.id] = (info, owner)
         self._w.pending[info.id] = self._w.pending.get(info.id, 0) + 1
+        was_empty = not self._w.queue
         self._w.queue.append((self, operation, waiter))
-        if waiter is not None:
-            self._w.retry_now = True  # a writer waiting to retry serves a submission at once
         self._w.enqueued += 1
         if self._w.writer is None or self._w.writer_pid != os.getpid():
             self._w.writer_pid = os.getpid()
@@ -297,56 +324,72 @@ class SQLiteTrainingStore(TrainingStore):
                 target=self._write_loop, name=f"trainerkit-records-{os.path.basename(self.path)}", daemon=True
             )
             self._w.writer.start()
-        self._w.queue_lock.notify_all()
+        if wake and was_empty:  # the writer waits for a first change, then for the window
+            self._w.queue_lock.notify_all()
 
     def _write_loop(self) -> None:
         delay = _RETRY_FIRST
         while True:
             with self._w.queue_lock:
                 self._w.queue_lock.wait_for(lambda: bool(self._w.queue))
-                batch = self._w.queue
-                self._w.queue = []
-            try:
-                # Each change is written through the connection of the store
-                # object that made it (they differ only in how they connect).
-                by_store: dict[int, tuple[SQLiteTrainingStore, list[tuple[Any, ...]]]] = {}
-                for entry in batch:
-                    by_store.setdefault(id(entry[0]), (entry[0], []))[1].append(entry)
-                refused: dict[int, BaseException] = {}
-                for store, entries in by_store.values():
-                    refused.update(store._commit(entries))
-            except StoreError as exc:
+                # Group commit: changes of the next moments join this batch, and
+                # under load the submitters' own commits take most of them along.
+                self._w.queue_lock.wait_for(lambda: self._w.retry_now, _GROUP_COMMIT_WINDOW)
+                self._w.retry_now = False
+            with self._w.commit_lock:
                 with self._w.queue_lock:
-                    # A submission waiting for its commit is refused now (and
-                    # leaves nothing); later changes are kept, in order, for the retry.
-                    kept = [entry for entry in batch if entry[2] is None]
-                    for entry in batch:
-                        if entry[2] is not None:
-                            self._drop(entry, exc)
-                    self._w.committed += len(batch) - len(kept)
-                    self._w.queue[:0] = kept
-                    first = self._w.failure is None
-                    self._w.failure = exc
-                    self._w.failed_attempts += 1
-                    self._w.retry_now = False
-                    self._w.queue_lock.notify_all()
-                    if first:
-                        log.error("training records are not being saved: %s", exc)
-                    if kept:
-                        self._w.queue_lock.wait_for(lambda: self._w.retry_now, delay)
-                delay = min(delay * 2, _RETRY_MAX)
+                    batch, self._w.queue = self._w.queue, []
+                failed = bool(batch) and not self._commit_batch(batch)
+            if not failed:
+                delay = _RETRY_FIRST
                 continue
-            delay = _RETRY_FIRST
             with self._w.queue_lock:
-                if self._w.failure is not None:
-                    log.warning("training records are being saved again to %s", self.path)
+                if self._w.queue:
+                    self._w.queue_lock.wait_for(lambda: self._w.retry_now, delay)
+            delay = min(delay * 2, _RETRY_MAX)
+
+    def _commit_batch(self, batch: list[tuple[Any, ...]]) -> bool:
+        """Commit ``batch`` (taken off the queue) and book the result; False
+        when the commit failed (its submissions are refused, its updates put
+        back at the head of the queue for the writer to retry). Commit lock held."""
+        try:
+            # Each change is written through the connection of the store
+            # object that made it (they differ only in how they connect).
+            by_store: dict[int, tuple[SQLiteTrainingStore, list[tuple[Any, ...]]]] = {}
+            for entry in batch:
+                by_store.setdefault(id(entry[0]), (entry[0], []))[1].append(entry)
+            refused: dict[int, BaseException] = {}
+            for store, entries in by_store.values():
+                refused.update(store._commit(entries))
+        except StoreError as exc:
+            with self._w.queue_lock:
+                # A submission waiting for its commit is refused now (and
+                # leaves nothing); later changes are kept, in order, for the retry.
+                kept = [entry for entry in batch if entry[2] is None]
                 for entry in batch:
-                    if id(entry) in refused:
-                        self._drop(entry, refused[id(entry)])
-                self._settle([entry for entry in batch if id(entry) not in refused], dropped=len(refused))
-                for entry in batch:
-                    if entry[2] is not None and id(entry) not in refused:
-                        entry[2].done.set()
+                    if entry[2] is not None:
+                        self._drop(entry, exc)
+                self._w.committed += len(batch) - len(kept)
+                self._w.queue[:0] = kept
+                first = self._w.failure is None
+                self._w.failure = exc
+                self._w.failed_attempts += 1
+                self._w.retry_now = False
+                self._w.queue_lock.notify_all()
+                if first:
+                    log.error("training records are not being saved: %s", exc)
+            return False
+        with self._w.queue_lock:
+            if self._w.failure is not None:
+                log.warning("training records are being saved again to %s", self.path)
+            for entry in batch:
+                if id(entry) in refused:
+                    self._drop(entry, refused[id(entry)])
+            self._settle([entry for entry in batch if id(entry) not in refused], dropped=len(refused))
+            for entry in batch:
+                if entry[2] is not None and id(entry) not in refused:
+                    entry[2].done = True
+        return True
 
     def _drop(self, entry: tuple[Any, ...], error: BaseException) -> None:
         """Forget a change that will never be written; tell its waiter. Queue lock held."""
@@ -361,7 +404,7 @@ class SQLiteTrainingStore(TrainingStore):
                 self._w.live.pop(training_id, None)
         if waiter is not None:
             waiter.error = error
-            waiter.done.set()
+            waiter.done = True
 
     def _settle(self, batch: Sequence[tuple[Any, ...]], dropped: int = 0) -> None:
         """Book ``batch`` as committed (and ``dropped`` more as done). Queue lock held."""
@@ -381,10 +424,17 @@ class SQLiteTrainingStore(TrainingStore):
     def _commit(self, entries: Sequence[tuple[Any, ...]]) -> dict[int, BaseException]:
         """Write ``entries`` in one transaction; return the ones refused as
         invalid (by ``id(entry)``: an id taken meanwhile by another process)."""
+        operations = _coalesce(entries)
         try:
+            if len(operations) == 1 and _one_statement(operations[0]):
+                # One statement is its own transaction (autocommit): no BEGIN
+                # and COMMIT round trips, each of which gives up the GIL.
+                with self._read(f"saving a record change of training {operations[0][1].id}") as conn:
+                    _apply_operation(conn, operations[0])
+                return {}
             with self._write(f"saving {len(entries)} record changes") as conn:
-                for entry in entries:
-                    _apply_operation(conn, entry[1])
+                for operation in operations:
+                    _apply_operation(conn, operation)
             return {}
         except StoreError as exc:
             if not isinstance(exc.__cause__, sqlite3.IntegrityError):
@@ -746,6 +796,28 @@ def _exists_message(training_id: str, status: TrainingStatus, replace_finished: 
             "choose another external_training_id"
         )
     return f"a training with id {training_id!r} already exists"
+
+
+def _coalesce(entries: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The operations of ``entries``, one per training: its latest state, an
+    insert when the batch holds its ``add`` (written in one transaction, the
+    states in between need not reach the file, and a training that starts and
+    ends within one batch costs one row write instead of three)."""
+    merged: dict[str, tuple[Any, ...]] = {}
+    for entry in entries:
+        operation = entry[1]
+        training_id = operation[1].id
+        earlier = merged.get(training_id)
+        if earlier is None or operation[0] == "add":
+            merged[training_id] = operation
+        else:  # an update: the newest info, written as the earlier operation would
+            merged[training_id] = (earlier[0], operation[1], *earlier[2:])
+    return list(merged.values())
+
+
+def _one_statement(operation: tuple[Any, ...]) -> bool:
+    """Whether ``operation`` is written by a single SQL statement."""
+    return operation[0] != "add" or (not operation[3] and not operation[1].tags)
 
 
 def _apply_operation(conn: sqlite3.Connection, operation: tuple[Any, ...]) -> None:
