@@ -42,7 +42,8 @@ def trained() -> IrisClassifier:
 
 
 def _record_progress(reports, canceled=lambda: False) -> TrainingContext:
-    return TrainingContext("test--iris", on_progress=reports.append, is_canceled=canceled)
+    # publish_interval 0: every report is handed over, as the tests count them
+    return TrainingContext("test--iris", on_progress=reports.append, is_canceled=canceled, publish_interval=0)
 
 
 def _write_csv(path, rows, header=HEADER):

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import heapq
 import logging
+import math
+import threading
+from time import monotonic as _monotonic
 from typing import Any, Callable, Iterator, Optional
 
 from .errors import TrainingCanceledError
@@ -19,22 +23,134 @@ from .info import ProgressReport, check_metric_value, utcnow
 log = logging.getLogger("trainerkit")
 
 
+#: ``report_progress`` hands a report to the trainer at most this often, in
+#: seconds (like tqdm's ``mininterval``); calls in between only keep their
+#: values, and the last ones are handed over when ``train`` returns.
+PUBLISH_INTERVAL = 0.05
+
+_NUMBERS = (int, float, type(None))
+_PLAIN = (int, float, str, bool, type(None))
+
+
 class TrainingContext:
     """The link between a running ``train`` call and its trainer.
 
-    ``on_progress`` receives every :class:`ProgressReport`; ``is_canceled``
-    says whether a cancel was requested.
+    ``on_progress`` receives the :class:`ProgressReport` s: the first at once,
+    then at most one per ``publish_interval`` seconds, each with the latest
+    values (a background thread hands over values that no later call
+    publishes), and the last values when ``train`` ends. ``is_canceled`` says
+    whether a cancel was requested.
     """
+
+    __slots__ = (
+        "training_id", "on_progress", "is_canceled", "publish_interval",
+        "_next_publish", "_latest", "_published", "_scheduled", "_closed", "_lock",
+    )
 
     def __init__(
         self,
         training_id: str,
         on_progress: Callable[[ProgressReport], None],
         is_canceled: Callable[[], bool],
+        publish_interval: float = PUBLISH_INTERVAL,
     ) -> None:
         self.training_id = training_id
         self.on_progress = on_progress
         self.is_canceled = is_canceled
+        self.publish_interval = publish_interval
+        self._next_publish = 0.0  # the first report goes out at once
+        self._latest: Optional[tuple[Any, Any, dict[str, Any]]] = None  # written by the training's thread only
+        self._published: Optional[tuple[Any, Any, dict[str, Any]]] = None
+        self._scheduled = False  # a background publish is due
+        self._closed = False
+        self._lock = threading.Lock()  # one publisher at a time, in order
+
+    def report(self, step: Any, total: Any, metrics: dict[str, Any]) -> None:
+        """A ``report_progress`` call: published now, or kept for the next publish."""
+        if type(step) not in _NUMBERS or type(total) not in _NUMBERS:
+            _check_step(step, total)  # raises for a bad one; a numpy scalar passes
+        self._latest = (step, total, metrics)
+        now = _monotonic()
+        if now >= self._next_publish:
+            self._next_publish = now + self.publish_interval
+            self.publish()
+        elif not self._scheduled:
+            self._scheduled = True
+            _background.schedule(self, self._next_publish)
+
+    def publish(self) -> None:
+        """Hand the latest values to the trainer unless they were already."""
+        with self._lock:
+            self._scheduled = False
+            latest = self._latest
+            if latest is None or latest is self._published:
+                return
+            self._published = latest
+            if self._closed:  # the final flush: a bad value is logged, not raised
+                try:
+                    report = _make_report(*latest)
+                except TypeError as exc:
+                    log.error("training %s: the last progress report is dropped: %s", self.training_id, exc)
+                    return
+            else:
+                report = _make_report(*latest)
+            self.on_progress(report)
+
+    def flush(self) -> None:
+        """The training ended: hand over its last values; publish nothing after."""
+        self._closed = True
+        self.publish()
+
+
+class _BackgroundPublisher:
+    """One daemon thread that publishes reports no later call publishes."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._due: list[tuple[float, int, TrainingContext]] = []
+        self._count = 0
+        self._thread: Optional[threading.Thread] = None
+
+    def schedule(self, context: TrainingContext, when: float) -> None:
+        with self._cond:
+            self._count += 1
+            heapq.heappush(self._due, (when, self._count, context))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="trainerkit-progress", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._due or self._due[0][0] > _monotonic():
+                    self._cond.wait(self._due[0][0] - _monotonic() if self._due else None)
+                _, _, context = heapq.heappop(self._due)
+            if context._closed:
+                continue
+            try:
+                context.publish()
+            except Exception:  # a bad value: the training's next call or its end says so
+                log.debug("background progress publish of %s failed", context.training_id, exc_info=True)
+
+
+_background = _BackgroundPublisher()
+
+
+def _check_step(step: Any, total: Any) -> None:
+    for name, value in (("step", step), ("total", total)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise TypeError(f"report_progress {name}={value!r} must be a number or None")
+
+
+def _make_report(step: Any, total: Any, metrics: dict[str, Any]) -> ProgressReport:
+    _check_step(step, total)
+    clean = metrics
+    for value in metrics.values():
+        if type(value) not in _PLAIN or (type(value) is float and not math.isfinite(value)):
+            clean = {name: check_metric_value(name, value) for name, value in metrics.items()}
+            break
+    return ProgressReport(step=step, total=total, metrics=clean, time=utcnow())
 
 
 _current: contextvars.ContextVar[Optional[TrainingContext]] = contextvars.ContextVar(
@@ -50,6 +166,7 @@ def training_context(context: TrainingContext) -> Iterator[TrainingContext]:
         yield context
     finally:
         _current.reset(token)
+        context.flush()
 
 
 def current_training_id() -> Optional[str]:
@@ -61,9 +178,15 @@ def current_training_id() -> Optional[str]:
 def report_progress(step: Optional[float] = None, total: Optional[float] = None, **metrics: Any) -> None:
     """Record the progress of the training running in this thread.
 
-    Call it from inside a module's ``train`` (each epoch, say). ``get_info()``
-    of the training's future shows the latest report, for every trainer type.
-    Metric values must be JSON scalars (numbers, strings, booleans, None).
+    Call it from inside a module's ``train``, each epoch or each step: it is
+    cheap enough for a tight loop. ``get_info()`` of the training's future
+    shows the latest report, for every trainer type. A report reaches the
+    trainer at most every :data:`PUBLISH_INTERVAL` seconds (the first at
+    once); calls in between only keep their values, and the last values are
+    handed over when ``train`` ends, so nothing but intermediate states is
+    skipped. Metric values must be JSON scalars (numbers, strings, booleans,
+    None; numpy and torch scalars are converted), checked when the report is
+    handed over; ``step`` and ``total`` are checked at every call.
 
     It is also a cancellation point: when the training was canceled it raises
     :class:`~trainerkit.TrainingCanceledError`. Outside a training it does nothing.
@@ -72,11 +195,17 @@ def report_progress(step: Optional[float] = None, total: Optional[float] = None,
     if context is None:
         log.debug("report_progress called outside a training; ignored")
         return
-    for name, value in (("step", step), ("total", total)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise TypeError(f"report_progress {name}={value!r} must be a number or None")
-    clean = {name: check_metric_value(name, value) for name, value in metrics.items()}
-    context.on_progress(ProgressReport(step=step, total=total, metrics=clean, time=utcnow()))
+    # TrainingContext.report, inlined: this runs every step of tight loops.
+    if type(step) not in _NUMBERS or type(total) not in _NUMBERS:
+        _check_step(step, total)
+    context._latest = (step, total, metrics)
+    now = _monotonic()
+    if now >= context._next_publish:
+        context._next_publish = now + context.publish_interval
+        context.publish()
+    elif not context._scheduled:
+        context._scheduled = True
+        _background.schedule(context, context._next_publish)
     if context.is_canceled():
         raise TrainingCanceledError(f"training {context.training_id} was canceled")
 

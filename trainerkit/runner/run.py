@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any, Callable, Optional, Protocol, TextIO
 
 from ..errors import TrainingCanceledError
@@ -59,12 +60,15 @@ class JsonLinesReporter:
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
+        self._lock = threading.Lock()  # progress may come from report_progress's background thread
 
     def send(self, event: str, **data: Any) -> None:
         """Write one event line; a reader that has gone away is not an error."""
+        line = json.dumps({"event": event, **data}) + "\n"
         try:
-            self._stream.write(json.dumps({"event": event, **data}) + "\n")
-            self._stream.flush()
+            with self._lock:
+                self._stream.write(line)
+                self._stream.flush()
         except (OSError, ValueError):
             log.debug("event %s not delivered: the reader is gone", event)
 
