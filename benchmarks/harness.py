@@ -108,7 +108,9 @@ def format_value(value: float, unit: str) -> str:
             return f"{value:.2f} s"
         if magnitude >= 1e-3:
             return f"{value * 1e3:.1f} ms"
-        return f"{value * 1e6:.0f} µs"
+        if magnitude >= 1e-5:
+            return f"{value * 1e6:.0f} µs"
+        return f"{value * 1e6:.2f} µs"  # per-call costs: a fraction of a µs matters
     if unit == "x":
         return f"{value:.2f}x"
     if unit.startswith("/") or unit in ("B", "B/record", "B/training", "req/s"):

@@ -1,10 +1,11 @@
 """``python -m benchmarks``: run the benchmark families, print the table, write JSON.
 
-Each family (startup, local, subprocess, records, kubernetes) runs in a fresh
-Python process, so that threads, memory and imports left by one cannot skew
-another (the memory-slope row needs a clean process above all). The parent
-collects every family's rows; a row a family did not report, or a family that
-crashed, shows in the table as ``failed`` with the reason, never disappears.
+Each family (startup, local, subprocess, progress, output, records,
+kubernetes) runs in a fresh Python process, so that threads, memory and
+imports left by one cannot skew another (the memory-slope row needs a clean
+process above all). The parent collects every family's rows; a row a family
+did not report, or a family that crashed, shows in the table as ``failed``
+with the reason, never disappears.
 
 Exit status: 0 when every row was measured or says why it cannot run (goals
 met or not: those are findings, not errors); 1 when a row failed; 2 for bad
@@ -42,6 +43,8 @@ FAMILIES = {
     "startup": "benchmarks.startup",
     "local": "benchmarks.local",
     "subprocess": "benchmarks.subprocess_case",
+    "progress": "benchmarks.progress_case",
+    "output": "benchmarks.output_case",
     "records": "benchmarks.records",
     "kubernetes": "benchmarks.kubernetes_case",
 }

@@ -125,7 +125,7 @@ def caikit_trainer(**config: Any) -> Any:
     ``use_subprocess=True``)."""
     import aconfig
 
-    from . import caikit_modules  # noqa: F401  (quiet caikit's logging first)
+    importlib.import_module(f"{__package__}.caikit_modules")  # quiets caikit's logging first
     from caikit.core.model_management.local_model_trainer import LocalModelTrainer
 
     return LocalModelTrainer(aconfig.Config(config), TRAINER_NAME)
