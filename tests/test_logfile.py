@@ -175,3 +175,36 @@ def test_another_threads_line_never_lands_inside_a_half_written_line(tmp_path, m
     thread.join(10)
     assert screen.writes == ["Training submitted.\n", "tick 1\n", "no newline yet"]
     assert _lines(tmp_path / "t.log") == ["tick 1", "no newline yet"]
+
+
+# -- buffered, line-assembled output (issue 13: print costs a few microseconds) ---------
+
+
+def test_a_line_printed_in_pieces_reaches_the_file_and_the_console_whole(tmp_path, monkeypatch):
+    console = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", console)
+    path = tmp_path / "pieces.log"
+    with capture_thread_output(str(path)):
+        print("a", "b", 3, sep="-")
+        sys.stdout.write("half ")
+        sys.stdout.write("and half\ntail without newline")
+    assert console.getvalue() == "a-b-3\nhalf and half\ntail without newline"
+    assert path.read_text() == "a-b-3\nhalf and half\ntail without newline"
+
+
+def test_flush_hands_over_a_partial_line(tmp_path, monkeypatch):
+    console = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", console)
+    with capture_thread_output(str(tmp_path / "p.log")):
+        print("progress: 50%", end="", flush=True)
+        assert console.getvalue() == "progress: 50%"
+
+
+def test_output_reaches_the_file_while_the_training_is_still_running(tmp_path):
+    from trainerkit.testing import wait_until
+
+    path = tmp_path / "live.log"
+    with capture_thread_output(str(path)):
+        print("epoch 1 done")
+        # ...and the training computes for a long time without printing:
+        wait_until(lambda: path.exists() and path.read_text() == "epoch 1 done\n", "the line in the file", timeout=10)

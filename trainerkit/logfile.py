@@ -21,12 +21,15 @@ import os
 import sys
 import threading
 import time
+from time import monotonic as _monotonic
 from typing import Any, Callable, Iterator, Optional, TextIO
 
+from .deferred import background
 from .errors import StoreError
 from .private_files import make_private_dir, open_private
 
 log = logging.getLogger("trainerkit")
+_get_ident = threading.get_ident
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -94,29 +97,35 @@ class _TeeStream(io.TextIOBase):
     def __init__(self, original: TextIO, router: _Router) -> None:
         self.original = original
         self.router = router
+        self._sinks = router.sinks  # the router's dict itself: sinks added later are seen
         self._partial: dict[int, str] = {}  # per thread; dict operations are atomic
         self._whole_lines = True
 
     def write(self, text: str) -> int:
-        sink = self.router.sink()
+        # Every print() of a training runs this (four times for print(a, b)): kept lean.
+        ident = _get_ident()
+        sink = self._sinks.get(ident)
+        if sink is not None and self._whole_lines:
+            return sink.tee(self, text)  # the sink assembles this thread's lines
         if sink is not None:
-            try:
-                sink.write(text)
-            except (OSError, ValueError):
-                pass  # a full disk or closed log must never break the training's prints
+            sink.write(text)  # never raises: a full disk must not break the training's prints
         if not self._whole_lines:
             return self.original.write(text)
-        ident = threading.get_ident()
-        pending = self._partial.pop(ident, "") + text
-        cut = pending.rfind("\n") + 1
-        if cut < len(pending):
-            self._partial[ident] = pending[cut:]
+        pending = self._partial.pop(ident, None)
+        whole = text if pending is None else pending + text
+        cut = whole.rfind("\n") + 1
         if cut:
-            self.original.write(pending[:cut])
+            self.original.write(whole[:cut])
+        if cut < len(whole):
+            self._partial[ident] = whole[cut:]
         return len(text)
 
     def flush(self) -> None:
-        rest = self._partial.pop(threading.get_ident(), "")
+        ident = _get_ident()
+        sink = self._sinks.get(ident)
+        if sink is not None:
+            sink.hand_over(self)
+        rest = self._partial.pop(ident, "")
         if rest:
             self.original.write(rest)
         self.original.flush()
@@ -159,32 +168,106 @@ class _ThreadLogHandler(logging.Handler):
 _router = _Router()
 
 
+#: Output a training wrote reaches its log file at most this long later (a
+#: reader such as ``trainerkit logs -f`` sees it then): the file is block
+#: buffered, a system call per line would cost more than the print.
+FLUSH_INTERVAL = 0.1
+
+
 class _LazyFile:
-    """A log file opened at its first write: trainings that print nothing cost no file."""
+    """A log file opened at its first write: trainings that print nothing cost no file.
+
+    Buffered: flushed by the background thread :data:`FLUSH_INTERVAL` after
+    the first unflushed write, and when the capture ends.
+    """
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._handle: Optional[TextIO] = None
         self._failed = False
+        self._lock = threading.Lock()  # the training's thread writes, the flusher flushes
+        self._scheduled = False
+        # The training thread's line in progress, per tee (stdout, stderr).
+        self._partials: dict["_TeeStream", list[str]] = {}
+
+    def tee(self, stream: "_TeeStream", text: str) -> int:
+        """``stream.write(text)`` from the training's thread: whole lines go to
+        the original stream and to the file; a partial line waits here."""
+        written = len(text)
+        if "\n" not in text:
+            parts = self._partials.get(stream)
+            if parts is None:
+                self._partials[stream] = [text]
+            else:
+                parts.append(text)
+            return written
+        parts = self._partials.pop(stream, None)
+        if parts:
+            parts.append(text)
+            text = "".join(parts)
+        cut = text.rfind("\n") + 1
+        if cut < len(text):
+            self._partials[stream] = [text[cut:]]
+            text = text[:cut]
+        stream.original.write(text)
+        self.write(text)
+        return written
+
+    def hand_over(self, stream: Optional["_TeeStream"] = None) -> None:
+        """Write out the partial line of ``stream`` (None: of every stream)."""
+        for tee in [stream] if stream is not None else list(self._partials):
+            parts = self._partials.pop(tee, None)
+            if parts:
+                rest = "".join(parts)
+                try:
+                    tee.original.write(rest)
+                except (OSError, ValueError):
+                    pass
+                self.write(rest)
 
     def write(self, text: str) -> None:
-        if self._handle is None:
-            if self._failed:
-                return
-            try:
-                make_private_dir(os.path.dirname(self._path), what="the log directory", setting="log_dir")
-                fd = open_private(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-            except (OSError, StoreError) as exc:
-                # Said once, to the caller's logs; the training's own prints go on.
-                self._failed = True
-                log.error("the output of this training is not kept in %s: %s", self._path, exc)
-                return
-            self._handle = os.fdopen(fd, "a", encoding="utf-8", buffering=1, errors="replace")
-        self._handle.write(text)
+        if self._handle is None and not self._open():
+            return
+        try:
+            with self._lock:
+                self._handle.write(text)  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            return  # a full disk or closed log must never break the training's prints
+        if not self._scheduled:
+            self._scheduled = True
+            background.schedule(self.flush, _monotonic() + FLUSH_INTERVAL)
+
+    def _open(self) -> bool:
+        if self._failed:
+            return False
+        try:
+            make_private_dir(os.path.dirname(self._path), what="the log directory", setting="log_dir")
+            fd = open_private(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        except (OSError, StoreError) as exc:
+            # Said once, to the caller's logs; the training's own prints go on.
+            self._failed = True
+            log.error("the output of this training is not kept in %s: %s", self._path, exc)
+            return False
+        self._handle = os.fdopen(fd, "a", encoding="utf-8", errors="replace")
+        return True
+
+    def flush(self) -> None:
+        self._scheduled = False
+        with self._lock:
+            if self._handle is not None and not self._handle.closed:
+                try:
+                    self._handle.flush()
+                except (OSError, ValueError):
+                    pass
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
+        self.hand_over()
+        with self._lock:
+            if self._handle is not None:
+                try:
+                    self._handle.close()
+                except OSError:
+                    pass
 
 
 @contextlib.contextmanager

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import heapq
 import logging
 import math
 import threading
 from time import monotonic as _monotonic
 from typing import Any, Callable, Iterator, Optional
 
+from .deferred import background
 from .errors import TrainingCanceledError
 from .info import ProgressReport, check_metric_value, utcnow
 
@@ -76,7 +76,7 @@ class TrainingContext:
             self.publish()
         elif not self._scheduled:
             self._scheduled = True
-            _background.schedule(self, self._next_publish)
+            background.schedule(self.publish, self._next_publish)
 
     def publish(self) -> None:
         """Hand the latest values to the trainer unless they were already."""
@@ -102,39 +102,6 @@ class TrainingContext:
         self.publish()
 
 
-class _BackgroundPublisher:
-    """One daemon thread that publishes reports no later call publishes."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._due: list[tuple[float, int, TrainingContext]] = []
-        self._count = 0
-        self._thread: Optional[threading.Thread] = None
-
-    def schedule(self, context: TrainingContext, when: float) -> None:
-        with self._cond:
-            self._count += 1
-            heapq.heappush(self._due, (when, self._count, context))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="trainerkit-progress", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._due or self._due[0][0] > _monotonic():
-                    self._cond.wait(self._due[0][0] - _monotonic() if self._due else None)
-                _, _, context = heapq.heappop(self._due)
-            if context._closed:
-                continue
-            try:
-                context.publish()
-            except Exception:  # a bad value: the training's next call or its end says so
-                log.debug("background progress publish of %s failed", context.training_id, exc_info=True)
-
-
-_background = _BackgroundPublisher()
 
 
 def _check_step(step: Any, total: Any) -> None:
@@ -205,7 +172,7 @@ def report_progress(step: Optional[float] = None, total: Optional[float] = None,
         context.publish()
     elif not context._scheduled:
         context._scheduled = True
-        _background.schedule(context, context._next_publish)
+        background.schedule(context.publish, context._next_publish)
     if context.is_canceled():
         raise TrainingCanceledError(f"training {context.training_id} was canceled")
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import io
 import json
 import os
 import selectors
@@ -42,6 +43,8 @@ from typing import Any, Mapping, Optional
 
 from ...errors import TrainingCanceledError, TrainingCrashedError, TrainingInterruptedError
 from ...info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
+from ...deferred import background
+from ...logfile import FLUSH_INTERVAL
 from ...owner import process_owner
 from ...private_files import open_private
 from ...runner import Outcome, SpecError, TrainingSpec
@@ -55,8 +58,16 @@ PROGRESS_INTERVAL = 0.1
 FLUSH_TIMEOUT = 5.0
 _LOG_TAIL_LINES = 40
 
-def redirect_output(path: str) -> None:
-    """Send this process's stdout and stderr (file descriptors 1 and 2) to ``path``."""
+def redirect_output(path: str, *, buffered: bool = False) -> None:
+    """Send this process's stdout and stderr (file descriptors 1 and 2) to ``path``.
+
+    With ``buffered`` (the training process), ``sys.stdout`` is block
+    buffered and flushed every :data:`~trainerkit.logfile.FLUSH_INTERVAL`
+    seconds by a background thread: a system call per line would cost more
+    than the print. ``sys.stderr`` shares its buffer and flushes it at every
+    line, so the file keeps the order of the lines, and an error's last
+    words are never held back.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
     fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -65,8 +76,28 @@ def redirect_output(path: str) -> None:
     os.close(fd)
     try:
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     except (AttributeError, ValueError):
-        pass
+        return
+    if buffered:
+        # Both streams over one buffer of the log file, so the file keeps the
+        # order in which lines were written: stdout fills it (write_through:
+        # no second buffer in the text layer), stderr's every line flushes it.
+        # Standard streams of their own, since under PYTHONUNBUFFERED
+        # (inherited from the caller) Python's would make a system call per write.
+        shared = io.BufferedWriter(io.FileIO(1, "w", closefd=False), 1 << 16)
+        encoding, errors = sys.stdout.encoding, sys.stdout.errors
+        sys.stdout = io.TextIOWrapper(shared, encoding=encoding, errors=errors, write_through=True)
+        sys.stderr = io.TextIOWrapper(shared, encoding=encoding, errors="backslashreplace", line_buffering=True)
+        _flush_stdout_now_and_then()
+
+
+def _flush_stdout_now_and_then() -> None:
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        return  # closed: nothing more to flush
+    background.schedule(_flush_stdout_now_and_then, time.monotonic() + FLUSH_INTERVAL)
 
 
 # -- the supervisor ---------------------------------------------------------------------

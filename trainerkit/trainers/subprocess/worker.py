@@ -91,7 +91,7 @@ def _training_process(
         return 0  # the worker was stopped before it got a training
     spec = TrainingSpec.from_dict(json.loads(line))
     if spec.log_path:
-        redirect_output(spec.log_path)
+        redirect_output(spec.log_path, buffered=True)
     faulthandler.enable()
     cancel = CancelSignal().install()
     run_training(spec, reporter, cancel)
