@@ -211,3 +211,47 @@ def test_load_allowed_modules_in_a_config_must_be_module_names(value):
         trainerkit.TrainerManager.from_dict(
             {"model_management": {"trainers": {"default": {"type": "LOCAL", "config": {"load_allowed_modules": value}}}}}
         )
+
+
+# -- the quick argument check agrees with Signature.bind ----------------------------
+
+
+class _Shapes:
+    class Plain:
+        @classmethod
+        def train(cls, a, b=1, *, c, d=2):
+            return cls()
+
+    class Variadic:
+        @classmethod
+        def train(cls, a, *rest, key=None, **extra):
+            return cls()
+
+    class PositionalOnly:
+        @classmethod
+        def train(cls, a, /, b=0):
+            return cls()
+
+
+@pytest.mark.parametrize("module", [_Shapes.Plain, _Shapes.Variadic, _Shapes.PositionalOnly])
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [
+        ((), {}), ((1,), {}), ((1,), {"c": 3}), ((1, 2), {"c": 3, "d": 4}), ((1, 2, 3), {"c": 3}),
+        ((), {"a": 1, "c": 3}), ((1,), {"a": 1, "c": 3}), ((1,), {"c": 3, "zzz": 0}), ((1,), {"b": 2}),
+        ((1, 2, 3, 4), {}), ((), {"a": 1}), ((1,), {"key": 1, "other": 2}),
+    ],
+)
+def test_the_quick_argument_check_agrees_with_signature_bind(module, args, kwargs):
+    from trainerkit.module import check_train_arguments, train_signature
+
+    try:
+        train_signature(module).bind(*args, **kwargs)
+        binds = True
+    except TypeError:
+        binds = False
+    if binds:
+        check_train_arguments(module, args, kwargs)
+    else:
+        with pytest.raises(TypeError, match=r"\.train\("):
+            check_train_arguments(module, args, kwargs)

@@ -222,7 +222,7 @@ def check_module_class(module_class: Any) -> None:
         )
 
 
-_signatures: "weakref.WeakKeyDictionary[type, tuple[Any, inspect.Signature]]" = weakref.WeakKeyDictionary()
+_signatures: "weakref.WeakKeyDictionary[type, tuple[Any, inspect.Signature, _Shape]]" = weakref.WeakKeyDictionary()
 
 
 def train_signature(module_class: type) -> inspect.Signature:
@@ -236,10 +236,54 @@ def train_signature(module_class: type) -> inspect.Signature:
     except Exception:
         signature = inspect.signature(module_class.train)
     try:
-        _signatures[module_class] = (train, signature)
+        _signatures[module_class] = (train, signature, _Shape(signature))
     except TypeError:  # not weak-referenceable: do not cache
         pass
     return signature
+
+
+def check_train_arguments(module_class: type, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """What :func:`bind_train_arguments` checks, without building the binding:
+    ``train()`` runs it at every submission, where ``Signature.bind`` would
+    be most of the cost. Raises the same TypeError."""
+    train_signature(module_class)
+    cached = _signatures.get(module_class)
+    if cached is None or not cached[2].accepts(args, kwargs):
+        # Unusual parameters, or arguments that do not fit: the full check
+        # decides (and raises, naming what is wrong).
+        bind_train_arguments(module_class, args, kwargs)
+
+
+class _Shape:
+    """A signature's parameters, for checking arguments quickly."""
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        kinds = inspect.Parameter
+        params = list(signature.parameters.values())
+        self.simple = not any(p.kind is kinds.POSITIONAL_ONLY for p in params)
+        self.positional = tuple(p.name for p in params if p.kind is kinds.POSITIONAL_OR_KEYWORD)
+        self.names = frozenset(p.name for p in params if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY))
+        self.required_positional = tuple(
+            (index, p.name) for index, p in enumerate(params)
+            if p.kind is kinds.POSITIONAL_OR_KEYWORD and p.default is kinds.empty
+        )
+        self.required_keyword = tuple(p.name for p in params if p.kind is kinds.KEYWORD_ONLY and p.default is kinds.empty)
+        self.var_positional = any(p.kind is kinds.VAR_POSITIONAL for p in params)
+        self.var_keyword = any(p.kind is kinds.VAR_KEYWORD for p in params)
+
+    def accepts(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
+        """True when these arguments certainly bind; False: ask ``Signature.bind``."""
+        if not self.simple or (len(args) > len(self.positional) and not self.var_positional):
+            return False
+        given = len(args)
+        for name in kwargs:
+            if name in self.positional[:given] or (name not in self.names and not self.var_keyword):
+                return False
+        for index, name in self.required_positional:
+            if index >= given and name not in kwargs:
+                return False
+        return all(name in kwargs for name in self.required_keyword)
+
 
 
 def bind_train_arguments(

@@ -49,7 +49,7 @@ from .info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus, utc
 from .module import (
     METADATA_FILE,
     check_writable,
-    bind_train_arguments,
+    check_train_arguments,
     check_module_class,
     class_path,
     read_metadata,
@@ -209,7 +209,7 @@ class ModelTrainerBase(abc.ABC):
         """
         self._check_open()
         check_module_class(module_class)
-        bind_train_arguments(module_class, args, kwargs)
+        check_train_arguments(module_class, args, kwargs)
         if not isinstance(save_with_id, bool):
             raise TypeError(f"save_with_id must be True or False, got {save_with_id!r}")
         tag_tuple = normalize_tags(tags)
