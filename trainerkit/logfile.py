@@ -94,6 +94,10 @@ class _TeeStream(io.TextIOBase):
     line goes on at the thread's next newline or ``flush()``.
     """
 
+    # Slots: attribute reads on an io.TextIOBase subclass are otherwise slow,
+    # and write() runs for every piece of every print() of a training.
+    __slots__ = ("original", "router", "_sinks", "_partial", "_whole_lines")
+
     def __init__(self, original: TextIO, router: _Router) -> None:
         self.original = original
         self.router = router
@@ -106,7 +110,16 @@ class _TeeStream(io.TextIOBase):
         ident = _get_ident()
         sink = self._sinks.get(ident)
         if sink is not None and self._whole_lines:
-            return sink.tee(self, text)  # the sink assembles this thread's lines
+            # The sink assembles this thread's lines; a piece without a newline
+            # (most of print's writes) only waits there.
+            if "\n" not in text:
+                parts = sink.partials.get(self)
+                if parts is None:
+                    sink.partials[self] = [text]
+                else:
+                    parts.append(text)
+                return len(text)
+            return sink.tee(self, text)
         if sink is not None:
             sink.write(text)  # never raises: a full disk must not break the training's prints
         if not self._whole_lines:
@@ -187,36 +200,43 @@ class _LazyFile:
         self._failed = False
         self._lock = threading.Lock()  # the training's thread writes, the flusher flushes
         self._scheduled = False
-        # The training thread's line in progress, per tee (stdout, stderr).
-        self._partials: dict["_TeeStream", list[str]] = {}
+        # The training thread's line in progress, per tee (stdout, stderr);
+        # _TeeStream.write adds the pieces without a newline itself.
+        self.partials: dict["_TeeStream", list[str]] = {}
 
     def tee(self, stream: "_TeeStream", text: str) -> int:
-        """``stream.write(text)`` from the training's thread: whole lines go to
-        the original stream and to the file; a partial line waits here."""
+        """``stream.write(text)`` of a ``text`` with a newline, from the
+        training's thread: whole lines go to the original stream and to the
+        file; what follows the last newline waits here."""
         written = len(text)
-        if "\n" not in text:
-            parts = self._partials.get(stream)
-            if parts is None:
-                self._partials[stream] = [text]
-            else:
-                parts.append(text)
-            return written
-        parts = self._partials.pop(stream, None)
+        parts = self.partials.pop(stream, None)
         if parts:
             parts.append(text)
             text = "".join(parts)
-        cut = text.rfind("\n") + 1
-        if cut < len(text):
-            self._partials[stream] = [text[cut:]]
+        if text[-1] != "\n":
+            cut = text.rfind("\n") + 1
+            self.partials[stream] = [text[cut:]]
             text = text[:cut]
         stream.original.write(text)
-        self.write(text)
+        handle = self._handle  # self.write(text), inlined: this runs for every line
+        if handle is None:
+            if not self._open():
+                return written
+            handle = self._handle
+        try:
+            with self._lock:
+                handle.write(text)  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            return written  # a full disk or closed log must never break the training's prints
+        if not self._scheduled:
+            self._scheduled = True
+            background.schedule(self.flush, _monotonic() + FLUSH_INTERVAL)
         return written
 
     def hand_over(self, stream: Optional["_TeeStream"] = None) -> None:
         """Write out the partial line of ``stream`` (None: of every stream)."""
-        for tee in [stream] if stream is not None else list(self._partials):
-            parts = self._partials.pop(tee, None)
+        for tee in [stream] if stream is not None else list(self.partials):
+            parts = self.partials.pop(tee, None)
             if parts:
                 rest = "".join(parts)
                 try:
