@@ -34,9 +34,8 @@ submitting thread commits itself (no hand-off to another thread, which costs
 more than the commit when other threads hold the GIL), taking along every
 change queued by then. Updates of records this process added (status
 changes, progress) are write-behind: the change is visible to this process
-at once, and the next ``add`` or one writer thread commits everything
-queued in one transaction (the writer's batches grow under load: what queues
-while it commits goes in its next one). Within a transaction only each
+at once, and the next ``add`` or, 2 ms after the first change it sees, one
+writer thread commits everything queued in one transaction. Within a transaction only each
 training's latest state is written: a training that starts and ends between
 two commits costs one row write, not three. A commit costs
 75-120 us on a typical disk, more than a whole trivial training, so a commit
@@ -84,6 +83,8 @@ _PAGE_SIZE = 1024
 _PURGE_BATCH = 500
 # The writer retries a failed commit after these delays (doubling), in seconds.
 _RETRY_FIRST, _RETRY_MAX = 0.05, 5.0
+#: How long the writer lets changes gather before it commits them (flush() cuts it short).
+_GROUP_COMMIT_WINDOW = 0.002
 # How long close() and interpreter exit wait for pending changes, in seconds.
 _CLOSE_FLUSH_TIMEOUT = 10.0
 
@@ -331,6 +332,12 @@ class SQLiteTrainingStore(TrainingStore):
         while True:
             with self._w.queue_lock:
                 self._w.queue_lock.wait_for(lambda: bool(self._w.queue))
+                # Group commit: changes of the next moments join this batch (a
+                # submission arriving meanwhile takes them along in its own
+                # commit), and the writer does not contend for the GIL with the
+                # caller being woken by the change it is about to commit.
+                self._w.queue_lock.wait_for(lambda: self._w.retry_now, _GROUP_COMMIT_WINDOW)
+                self._w.retry_now = False
             with self._w.commit_lock:
                 with self._w.queue_lock:
                     batch, self._w.queue = self._w.queue, []
