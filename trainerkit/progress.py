@@ -65,19 +65,6 @@ class TrainingContext:
         self._closed = False
         self._lock = threading.Lock()  # one publisher at a time, in order
 
-    def report(self, step: Any, total: Any, metrics: dict[str, Any]) -> None:
-        """A ``report_progress`` call: published now, or kept for the next publish."""
-        if type(step) not in _NUMBERS or type(total) not in _NUMBERS:
-            _check_step(step, total)  # raises for a bad one; a numpy scalar passes
-        self._latest = (step, total, metrics)
-        now = _monotonic()
-        if now >= self._next_publish:
-            self._next_publish = now + self.publish_interval
-            self.publish()
-        elif not self._scheduled:
-            self._scheduled = True
-            background.schedule(self.publish, self._next_publish)
-
     def publish(self) -> None:
         """Hand the latest values to the trainer unless they were already."""
         with self._lock:
@@ -162,7 +149,7 @@ def report_progress(step: Optional[float] = None, total: Optional[float] = None,
     if context is None:
         log.debug("report_progress called outside a training; ignored")
         return
-    # TrainingContext.report, inlined: this runs every step of tight loops.
+    # Kept lean (no further call unless a report is due): this runs every step of tight loops.
     if type(step) not in _NUMBERS or type(total) not in _NUMBERS:
         _check_step(step, total)
     context._latest = (step, total, metrics)
