@@ -242,16 +242,17 @@ class _Shapes:
         ((1, 2, 3, 4), {}), ((), {"a": 1}), ((1,), {"key": 1, "other": 2}),
     ],
 )
-def test_the_quick_argument_check_agrees_with_signature_bind(module, args, kwargs):
-    from trainerkit.module import check_train_arguments, train_signature
+def test_the_quick_binding_agrees_with_signature_bind(module, args, kwargs):
+    from trainerkit.module import train_signature, training_parameters
 
     try:
-        train_signature(module).bind(*args, **kwargs)
-        binds = True
+        bound = train_signature(module).bind(*args, **kwargs)
     except TypeError:
-        binds = False
-    if binds:
-        check_train_arguments(module, args, kwargs)
-    else:
+        bound = None
+    if bound is None:
         with pytest.raises(TypeError, match=r"\.train\("):
-            check_train_arguments(module, args, kwargs)
+            training_parameters(module, args, kwargs)
+    else:
+        bound.apply_defaults()
+        params = training_parameters(module, args, kwargs)
+        assert params == dict(bound.arguments) and list(params) == list(bound.arguments)

@@ -6,6 +6,7 @@ Declare trainers in YAML, get one by name, call ``train``; the returned future's
 
 from __future__ import annotations
 
+from .capabilities import RequestLevel, SupportLevel, UnsupportedCapabilityError
 from .errors import (
     ConfigError,
     InvalidTrainingIdError,
@@ -42,7 +43,9 @@ __all__ = [
     "ModelTrainerFutureBase",
     "ModuleBase",
     "ProgressReport",
+    "RequestLevel",
     "StoreError",
+    "SupportLevel",
     "TrainerManager",
     "TrainerkitError",
     "TrainingCanceledError",
@@ -55,6 +58,7 @@ __all__ = [
     "TrainingStateError",
     "TrainingStatus",
     "UnknownTrainerError",
+    "UnsupportedCapabilityError",
     "cancel_requested",
     "check_canceled",
     "load",

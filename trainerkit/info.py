@@ -13,6 +13,8 @@ import enum
 import math
 from typing import Any, Mapping, Optional
 
+from .capabilities import levels_from_json, levels_to_json
+
 
 class TrainingStatus(str, enum.Enum):
     """Where a training is in its life. ``QUEUED`` and ``RUNNING`` are live;
@@ -146,6 +148,13 @@ class TrainingInfo:
         progress: the latest :class:`ProgressReport`, or None.
         detail: a short human-readable note on the current state (for example
             why a training is still queued), or "".
+        capabilities: each capability the training requested and the
+            :class:`~trainerkit.SupportLevel` it was served at (None: not
+            served, or turned off); empty when none were requested.
+        parameters: the arguments ``train`` received, by parameter name
+            (defaults filled in, after the module's ``training_parameters``
+            hook); values that are not JSON are recorded by ``repr``.
+        parameters_by_repr: the names in ``parameters`` recorded by ``repr``.
     """
 
     id: str
@@ -161,6 +170,9 @@ class TrainingInfo:
     errors: tuple[ErrorDetail, ...] = ()
     progress: Optional[ProgressReport] = None
     detail: str = ""
+    capabilities: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+    parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+    parameters_by_repr: tuple[str, ...] = ()
 
     def evolve(self, **changes: Any) -> "TrainingInfo":
         """A copy with ``changes`` applied (``dataclasses.replace`` without its
@@ -189,6 +201,9 @@ class TrainingInfo:
             "errors": [error.to_dict() for error in self.errors],
             "progress": self.progress.to_dict() if self.progress else None,
             "detail": self.detail,
+            "capabilities": levels_to_json(self.capabilities),
+            "parameters": dict(self.parameters),
+            "parameters_by_repr": list(self.parameters_by_repr),
         }
 
     @classmethod
@@ -210,6 +225,9 @@ class TrainingInfo:
             errors=tuple(ErrorDetail.from_dict(e) for e in data.get("errors") or ()),
             progress=ProgressReport.from_dict(progress) if progress else None,
             detail=data.get("detail") or "",
+            capabilities=levels_from_json(data.get("capabilities")),
+            parameters=dict(data.get("parameters") or {}),
+            parameters_by_repr=tuple(data.get("parameters_by_repr") or ()),
         )
 
 

@@ -17,6 +17,7 @@ import inspect
 import io
 import json
 import logging
+import math
 import os
 import pickle
 import secrets
@@ -242,18 +243,6 @@ def train_signature(module_class: type) -> inspect.Signature:
     return signature
 
 
-def check_train_arguments(module_class: type, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
-    """What :func:`bind_train_arguments` checks, without building the binding:
-    ``train()`` runs it at every submission, where ``Signature.bind`` would
-    be most of the cost. Raises the same TypeError."""
-    train_signature(module_class)
-    cached = _signatures.get(module_class)
-    if cached is None or not cached[2].accepts(args, kwargs):
-        # Unusual parameters, or arguments that do not fit: the full check
-        # decides (and raises, naming what is wrong).
-        bind_train_arguments(module_class, args, kwargs)
-
-
 class _Shape:
     """A signature's parameters, for checking arguments quickly."""
 
@@ -270,6 +259,7 @@ class _Shape:
         self.required_keyword = tuple(p.name for p in params if p.kind is kinds.KEYWORD_ONLY and p.default is kinds.empty)
         self.var_positional = any(p.kind is kinds.VAR_POSITIONAL for p in params)
         self.var_keyword = any(p.kind is kinds.VAR_KEYWORD for p in params)
+        self.params = params
 
     def accepts(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
         """True when these arguments certainly bind; False: ask ``Signature.bind``."""
@@ -283,6 +273,118 @@ class _Shape:
             if index >= given and name not in kwargs:
                 return False
         return all(name in kwargs for name in self.required_keyword)
+
+    def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """``Signature.bind(...).arguments`` with defaults applied, for
+        arguments :meth:`accepts`: by parameter name, in signature order."""
+        kinds = inspect.Parameter
+        bound: dict[str, Any] = {}
+        used = 0
+        for param in self.params:
+            if param.kind is kinds.POSITIONAL_OR_KEYWORD:
+                if used < len(args):
+                    bound[param.name] = args[used]
+                    used += 1
+                elif param.name in kwargs:
+                    bound[param.name] = kwargs[param.name]
+                else:
+                    bound[param.name] = param.default
+            elif param.kind is kinds.VAR_POSITIONAL:
+                bound[param.name] = tuple(args[used:])
+            elif param.kind is kinds.KEYWORD_ONLY:
+                bound[param.name] = kwargs[param.name] if param.name in kwargs else param.default
+            elif param.kind is kinds.VAR_KEYWORD:
+                bound[param.name] = {key: value for key, value in kwargs.items() if key not in self.names}
+        return bound
+
+
+#: The classmethod a module may define to fill in or adjust its training parameters.
+PARAMETERS_HOOK = "training_parameters"
+
+
+def training_parameters(module_class: type, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments ``module_class.train`` will receive, by parameter name.
+
+    Bound to its signature with defaults filled in, then passed through the
+    module's optional classmethod ``training_parameters(cls, **params) ->
+    Mapping``, which may fill in or adjust values.
+
+    Raises:
+        TypeError: the arguments do not fit ``train`` (naming what is wrong), or
+            the hook returned something ``train`` does not accept (naming the hook).
+    """
+    train_signature(module_class)
+    cached = _signatures.get(module_class)
+    if cached is not None and cached[2].accepts(args, kwargs):
+        params = cached[2].bind(args, kwargs)
+    else:
+        bound = bind_train_arguments(module_class, args, kwargs)
+        bound.apply_defaults()
+        params = dict(bound.arguments)
+    hook = getattr(module_class, PARAMETERS_HOOK, None)
+    if hook is None:
+        return params
+    where = f"{module_class.__qualname__}.{PARAMETERS_HOOK}"
+    adjusted = hook(**params)
+    if not isinstance(adjusted, Mapping):
+        raise TypeError(f"{where} must return a mapping of parameter names to values, got {adjusted!r}")
+    adjusted = dict(adjusted)
+    try:
+        call_arguments(module_class, adjusted)
+    except TypeError as exc:
+        raise TypeError(f"{where} returned parameters that train does not accept: {exc}") from None
+    return adjusted
+
+
+def call_arguments(module_class: type, params: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``(args, kwargs)`` that call ``train`` with exactly ``params`` (by name).
+
+    Raises:
+        TypeError: a name ``train`` does not have (and no ``**kwargs`` takes it),
+            or values that do not bind.
+    """
+    signature = train_signature(module_class)
+    kinds = inspect.Parameter
+    names = signature.parameters
+    takes_rest = any(p.kind is kinds.VAR_POSITIONAL for p in names.values())
+    unknown = [name for name in params if name not in names]
+    var_keyword = next((p.name for p in names.values() if p.kind is kinds.VAR_KEYWORD), None)
+    if unknown and var_keyword is None:
+        raise TypeError(f"{module_class.__qualname__}.train{signature} has no parameter " + ", ".join(map(repr, unknown)))
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for param in names.values():
+        if param.name not in params:
+            continue
+        value = params[param.name]
+        if param.kind is kinds.POSITIONAL_ONLY or (param.kind is kinds.POSITIONAL_OR_KEYWORD and takes_rest):
+            args.append(value)
+        elif param.kind is kinds.VAR_POSITIONAL:
+            args.extend(value)
+        elif param.kind is kinds.VAR_KEYWORD:
+            kwargs.update(value)
+        else:
+            kwargs[param.name] = value
+    for name in unknown:
+        kwargs[name] = params[name]
+    bind_train_arguments(module_class, args, kwargs)
+    return tuple(args), kwargs
+
+
+def recordable_parameters(params: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """``(JSON-ready parameters, names recorded by repr)`` for a training's record."""
+    recorded: dict[str, Any] = {}
+    by_repr: list[str] = []
+    for name, value in params.items():
+        if value is None or type(value) in (str, int, bool) or (type(value) is float and math.isfinite(value)):
+            recorded[name] = value
+            continue
+        try:
+            recorded[name] = json.loads(json.dumps(value, allow_nan=False))
+        except (TypeError, ValueError, RecursionError):
+            recorded[name] = repr(value)
+            by_repr.append(name)
+    return recorded, tuple(by_repr)
 
 
 

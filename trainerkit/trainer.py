@@ -46,14 +46,18 @@ from .errors import (
 )
 from .future import NO_MODEL, ModelTrainerFutureBase
 from .info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus, utcnow
+from .capabilities import CAPABILITY_NAMES, RequestLevel, Served, SupportLevel, normalize_requests, serve
 from .module import (
     METADATA_FILE,
-    check_writable,
-    check_train_arguments,
+    PARAMETERS_HOOK,
+    call_arguments,
     check_module_class,
+    check_writable,
     class_path,
     read_metadata,
+    recordable_parameters,
     resolve_save_path,
+    training_parameters,
 )
 from .owner import owner_is_alive, process_owner
 from .schema import validate_with_schema
@@ -79,6 +83,9 @@ class TrainingRequest:
     tags: tuple[str, ...]
     #: What :meth:`ModelTrainerBase.prepare_training` returned for this request.
     prepared: Any = None
+    #: Capabilities the training turned off (DISABLE requests the trainer can
+    #: honour: ``logs``, ``progress``, ``detach``); the backend must honour them.
+    disabled: frozenset[str] = frozenset()
 
 
 class ModelTrainerBase(abc.ABC):
@@ -92,6 +99,8 @@ class ModelTrainerBase(abc.ABC):
     so it may use whatever the subclass's ``__init__`` set up.
     """
 
+    #: What the type can do (see :meth:`capabilities`); names left out are unsupported.
+    CAPABILITIES: Mapping[str, SupportLevel] = {}
     #: The type name used in config (``type: LOCAL``).
     name: ClassVar[str] = ""
     #: The dataclass that declares this type's config keys (None: no keys).
@@ -196,20 +205,33 @@ class ModelTrainerBase(abc.ABC):
         model_name: Optional[str] = None,
         external_training_id: Optional[str] = None,
         tags: Optional[Sequence[str]] = None,
+        capabilities: Optional[Mapping[str, "RequestLevel | str"]] = None,
         **kwargs: Any,
     ) -> ModelTrainerFutureBase:
         """Submit a training of ``module_class`` with ``*args, **kwargs``.
 
         Arguments are checked against ``module_class.train``'s signature now
-        (TypeError before anything starts). The model is saved to
-        ``save_path[/<training id> if save_with_id][/<model_name>]``; without
-        ``save_path`` it stays in this process's memory.
+        (TypeError before anything starts), and passed through the module's
+        optional ``training_parameters`` hook (see :meth:`training_parameters`);
+        what ``train`` receives is recorded as ``info.parameters``. The model
+        is saved to ``save_path[/<training id> if save_with_id][/<model_name>]``;
+        without ``save_path`` it stays in this process's memory.
+
+        ``capabilities`` (over the trainer's configured ``capabilities``) says
+        which features the training relies on, e.g. ``{"cancel": "native",
+        "logs": "disable"}``; an unmet one raises
+        :class:`~trainerkit.UnsupportedCapabilityError` before anything is
+        recorded or started (docs/capabilities.md).
 
         Returns a future whose ``result()`` is the trained model, loaded.
         """
         self._check_open()
+        served = self._serve_capabilities(capabilities)
         check_module_class(module_class)
-        check_train_arguments(module_class, args, kwargs)
+        params = training_parameters(module_class, args, kwargs)
+        if getattr(module_class, PARAMETERS_HOOK, None) is not None:
+            args, kwargs = call_arguments(module_class, params)
+        recorded, by_repr = recordable_parameters(params)
         if not isinstance(save_with_id, bool):
             raise TypeError(f"save_with_id must be True or False, got {save_with_id!r}")
         tag_tuple = normalize_tags(tags)
@@ -233,6 +255,7 @@ class ModelTrainerBase(abc.ABC):
             save_path=path,
             model_name=model_name,
             tags=tag_tuple,
+            disabled=served.disabled,
         )
         prepared = self.prepare_training(request)
         if prepared is not None:
@@ -246,6 +269,9 @@ class ModelTrainerBase(abc.ABC):
             save_path=path,
             model_name=model_name,
             tags=tag_tuple,
+            capabilities=dict(served.levels),
+            parameters=recorded,
+            parameters_by_repr=by_repr,
         )
         self._store.add(info, owner=self._owner, replace_finished=external_training_id is not None)
         future = self._new_future(info)
@@ -264,6 +290,40 @@ class ModelTrainerBase(abc.ABC):
             raise
         log.debug("submitted training %s of %s", training_id, info.module)
         return future
+
+    def capabilities(self) -> dict[str, SupportLevel]:
+        """What this trainer can do: a :class:`~trainerkit.SupportLevel` for
+        every capability name (``SupportLevel(0)``: unsupported).
+
+        A backend declares its levels in :attr:`CAPABILITIES` (or overrides
+        this method when they depend on its config); undeclared names are
+        unsupported, and the conformance suite checks both ways.
+        """
+        return {name: self.CAPABILITIES.get(name, SupportLevel(0)) for name in CAPABILITY_NAMES}
+
+    def training_parameters(self, module_class: type, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The arguments ``module_class.train`` would receive from
+        ``train(module_class, *args, **kwargs)``, by parameter name: bound to
+        its signature, defaults filled in, then passed through the module's
+        optional classmethod ``training_parameters(cls, **params) -> Mapping``
+        (which may fill in or adjust values). Nothing is recorded or started.
+
+        Raises:
+            TypeError: the arguments do not fit, or the hook's result does not.
+        """
+        check_module_class(module_class)
+        return training_parameters(module_class, args, kwargs)
+
+    def _serve_capabilities(self, requested: Any) -> Served:
+        """Serve the config's default requests overridden by ``requested``."""
+        requests = dict(self._default_capability_requests())
+        requests.update(normalize_requests(requested))
+        return serve(self.instance_name, requests, self.capabilities())
+
+    def _default_capability_requests(self) -> dict[str, RequestLevel]:
+        config = self.config
+        defaults = config.capabilities if isinstance(config, TrainerConfig) else None
+        return normalize_requests(defaults, f"trainer {self.instance_name!r} config capabilities")
 
     def _check_save_path_free(self, path: str) -> None:
         """A live training reserves its save path: refuse a second one there."""

@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 from typing import Optional
 
+from .capabilities import normalize_requests
 from .module import check_allowed_modules
 from .schema import option
 from .store.state_dir import check_state_dir
@@ -29,6 +30,15 @@ def check_module_names(value: list[str]) -> Optional[str]:
     """A config ``check`` for a list of module names: the problem, or None."""
     try:
         check_allowed_modules(value, "the list")
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def check_capability_requests(value: dict[str, str]) -> Optional[str]:
+    """A config ``check`` for capability requests: the problem, or None."""
+    try:
+        normalize_requests(value, "the mapping")
     except (TypeError, ValueError) as exc:
         return str(exc)
     return None
@@ -56,6 +66,13 @@ class TrainerConfig:
         "trainerkit result) imports only classes of these modules and the modules under them, "
         "and the default pickle format may name nothing else (plain data types aside); null "
         "trusts the model directories (see docs/modules.md)",
+    )
+    capabilities: Optional[dict[str, str]] = option(
+        None,
+        check=check_capability_requests,
+        doc="capabilities every training of this trainer requests unless train(capabilities=...) "
+        "says otherwise, e.g. {cancel: native, logs: disable}; a trainer that cannot serve them "
+        "refuses the training before anything starts (docs/capabilities.md)",
     )
 
 

@@ -303,8 +303,9 @@ def run_training(
     latest: list[Optional[ProgressReport]] = [None]
 
     def on_progress(report: ProgressReport) -> None:
-        latest[0] = report
-        reporter.progress(report)
+        if spec.progress:  # False: the training turned the progress capability off
+            latest[0] = report
+            reporter.progress(report)
 
     def train() -> Any:
         if apply_settings:

@@ -58,6 +58,8 @@ class TrainingSpec:
         cancel_grace_period: seconds between SIGTERM and SIGKILL on cancel.
         detach: whether the training outlives the process that submitted it.
         submitter: owner identity of the submitting process (for messages).
+        progress: False when the training turned the ``progress`` capability
+            off: its ``report_progress`` calls are then not reported.
     """
 
     training_id: str
@@ -72,6 +74,7 @@ class TrainingSpec:
     cancel_grace_period: float = 10.0
     detach: bool = False
     submitter: str = ""
+    progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"version": SPEC_VERSION}
@@ -132,9 +135,10 @@ class TrainingSpec:
             math.isfinite(grace) and grace >= 0
         ):
             raise SpecError(f"spec key 'cancel_grace_period' must be seconds >= 0, got {grace!r}")
-        detach = data.get("detach", False)
-        if not isinstance(detach, bool):
-            raise SpecError(f"spec key 'detach' must be true or false, got {detach!r}")
+        detach, progress = data.get("detach", False), data.get("progress", True)
+        for key, flag in (("detach", detach), ("progress", progress)):
+            if not isinstance(flag, bool):
+                raise SpecError(f"spec key {key!r} must be true or false, got {flag!r}")
         return cls(
             training_id=text("training_id", required=True) or "",
             module=text("module", required=True) or "",
@@ -148,6 +152,7 @@ class TrainingSpec:
             cancel_grace_period=float(grace),
             detach=detach,
             submitter=str(data.get("submitter") or ""),
+            progress=progress,
         )
 
 

@@ -25,9 +25,10 @@ import threading
 import weakref
 from typing import Any, Callable, Iterator, Optional
 
+from ..capabilities import SupportLevel
 from ..errors import TrainingCanceledError, TrainingStateError
 from ..future import ModelTrainerFutureBase
-from ..info import TrainingStatus
+from ..info import ProgressReport, TrainingStatus
 from ..progress import TrainingContext, training_context
 from ..runner.run import train_and_save
 from ..schema import option
@@ -157,11 +158,29 @@ class _ThreadPool:
                     thread.join()
 
 
+def _ignore(report: ProgressReport) -> None:
+    """The progress of a training that turned the progress capability off."""
+
+
 class LocalModelTrainer(ModelTrainerBase):
     """``type: LOCAL`` — threads in this process (see the module docstring)."""
 
     name = "LOCAL"
     ConfigSchema = LocalTrainerConfig
+    CAPABILITIES = {
+        # A thread cannot be stopped from outside: cancel lands at the training's
+        # next Python-level check (or report_progress/check_canceled).
+        "cancel": SupportLevel.BEST_EFFORT,
+        "progress": SupportLevel.NATIVE | SupportLevel.CAN_DISABLE,
+        "logs": SupportLevel.NATIVE | SupportLevel.CAN_DISABLE,
+    }
+
+    def capabilities(self) -> dict[str, SupportLevel]:
+        """As :attr:`CAPABILITIES`; no ``logs`` with ``capture_output: false``."""
+        levels = super().capabilities()
+        if not self.config.capture_output:
+            levels["logs"] = SupportLevel(0)
+        return levels
 
     def __init__(self, config: LocalTrainerConfig, instance_name: str) -> None:
         super().__init__(config, instance_name)
@@ -263,12 +282,13 @@ class LocalModelTrainer(ModelTrainerBase):
         self, future: ModelTrainerFutureBase, request: TrainingRequest, state: _RunState
     ) -> None:
         def train() -> Any:
-            context = TrainingContext(
-                request.training_id,
-                on_progress=lambda report: self.mark_progress(future, report),
-                is_canceled=lambda: state.canceled,
-            )
-            with training_context(context), self._output_capture(future.id):
+            if "progress" in request.disabled:
+                on_progress: Callable[[ProgressReport], Any] = _ignore
+            else:
+                on_progress = lambda report: self.mark_progress(future, report)  # noqa: E731
+            context = TrainingContext(request.training_id, on_progress=on_progress, is_canceled=lambda: state.canceled)
+            capture = contextlib.nullcontext() if "logs" in request.disabled else self._output_capture(future.id)
+            with training_context(context), capture:
                 return request.module_class.train(*request.args, **request.kwargs)
 
         attempt = train_and_save(

@@ -26,9 +26,12 @@ import dataclasses
 import datetime
 import json
 import math
+import reprlib
 from typing import Any, Mapping, Optional, Sequence
 
 from ... import ids
+from ...capabilities import levels_to_json
+from ...info import TrainingInfo
 from ...module import bind_train_arguments, class_path
 from ...runner import TrainingSpec, inline_arguments, pickle_arguments
 from .config import (
@@ -63,6 +66,13 @@ ANNOTATION_SUBMITTED = "trainerkit.io/submission-time"
 ANNOTATION_CANCELED = "trainerkit.io/canceled"
 #: Set by the pod entry point on its own pod: the latest ProgressReport as JSON.
 ANNOTATION_PROGRESS = "trainerkit.io/progress"
+#: JSON: the capabilities the training requested and how they were served.
+ANNOTATION_CAPABILITIES = "trainerkit.io/capabilities"
+#: JSON: {"values": {name: value}, "by_repr": [names recorded by repr]}.
+ANNOTATION_PARAMETERS = "trainerkit.io/parameters"
+#: Recorded parameters larger than this (as JSON) keep only a short repr of
+#: their large values: annotations share a 256 KiB budget per object.
+MAX_PARAMETERS_BYTES = 32 * 1024
 
 CONTAINER_NAME = "trainer"
 POD_ENTRY_MODULE = "trainerkit.trainers.kubernetes.pod_entry"
@@ -80,6 +90,25 @@ class TrainingManifests:
 
     config_map: dict[str, Any]
     job: dict[str, Any]
+
+
+def record_annotations(record: TrainingInfo) -> dict[str, str]:
+    """The annotations that keep a training's capabilities and parameters on its Job."""
+    annotations: dict[str, str] = {}
+    if record.capabilities:
+        annotations[ANNOTATION_CAPABILITIES] = json.dumps(levels_to_json(record.capabilities), sort_keys=True)
+    if record.parameters:
+        values, by_repr = dict(record.parameters), list(record.parameters_by_repr)
+        text = json.dumps({"values": values, "by_repr": by_repr}, sort_keys=True)
+        if len(text.encode("utf-8")) > MAX_PARAMETERS_BYTES:
+            for name, value in values.items():
+                if len(json.dumps(value)) > 1024:
+                    values[name] = reprlib.repr(value)
+                    if name not in by_repr:
+                        by_repr.append(name)
+            text = json.dumps({"values": values, "by_repr": by_repr}, sort_keys=True)
+        annotations[ANNOTATION_PARAMETERS] = text
+    return annotations
 
 
 def trainer_selector(instance_name: str) -> str:
@@ -106,6 +135,7 @@ def build_manifests(
     tags: Sequence[str],
     submission_time: datetime.datetime,
     nonce: str,
+    record: Optional[TrainingInfo] = None,
 ) -> TrainingManifests:
     """The ConfigMap and Job of one training.
 
@@ -148,6 +178,8 @@ def build_manifests(
         annotations[ANNOTATION_MODEL_NAME] = model_name
     if tags:
         annotations[ANNOTATION_TAGS] = json.dumps(list(tags))
+    if record is not None:
+        annotations.update(record_annotations(record))
 
     job_spec: dict[str, Any] = {
         "backoffLimit": config.backoff_limit,

@@ -23,13 +23,16 @@ import datetime
 import json
 from typing import Any, Mapping, Optional, Sequence
 
+from ...capabilities import levels_from_json
 from ...errors import TrainingCanceledError, TrainingError
 from ...info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus, qualified_name
 from ...runner import Outcome
 from .manifest import (
     ANNOTATION_CANCELED,
+    ANNOTATION_CAPABILITIES,
     ANNOTATION_MODEL_NAME,
     ANNOTATION_MODULE,
+    ANNOTATION_PARAMETERS,
     ANNOTATION_PROGRESS,
     ANNOTATION_SAVE_PATH,
     ANNOTATION_SUBMITTED,
@@ -105,6 +108,7 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         tags=_tags(annotations.get(ANNOTATION_TAGS)),
         submission_time=submission,
         progress=progress,
+        **_recorded(annotations),
     )
 
     canceled = _canceled(annotations.get(ANNOTATION_CANCELED))
@@ -371,3 +375,20 @@ def _queued_detail(
         return f"pod {name}: {waiting.get('reason')}" + (f": {waiting['message']}" if waiting.get("message") else "")
     phase = (pod.get("status") or {}).get("phase") or "Pending"
     return f"pod {name} is {phase}"
+
+
+def _recorded(annotations: Mapping[str, str]) -> dict[str, Any]:
+    """The capabilities and parameters a Job's annotations keep (see manifest.record_annotations)."""
+    recorded: dict[str, Any] = {}
+    try:
+        recorded["capabilities"] = levels_from_json(json.loads(annotations.get(ANNOTATION_CAPABILITIES) or "{}"))
+    except ValueError:
+        pass
+    try:
+        parameters = json.loads(annotations.get(ANNOTATION_PARAMETERS) or "{}")
+    except ValueError:
+        parameters = {}
+    if isinstance(parameters, dict) and isinstance(parameters.get("values"), dict):
+        recorded["parameters"] = parameters["values"]
+        recorded["parameters_by_repr"] = tuple(str(name) for name in parameters.get("by_repr") or ())
+    return recorded

@@ -25,8 +25,9 @@ import logging
 import secrets
 import threading
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Optional, Sequence
 
+from ...capabilities import SupportLevel
 from ...errors import ClusterError, ConfigError, TrainingExistsError, TrainingNotFoundError
 from ...future import ModelTrainerFutureBase
 from ...info import ErrorDetail, TrainingInfo, TrainingStatus, utcnow
@@ -71,11 +72,30 @@ class KubernetesModelTrainer(ModelTrainerBase):
     name: ClassVar[str] = "KUBERNETES"
     ConfigSchema = KubernetesTrainerConfig
     supports_detach: ClassVar[bool] = True
+    #: A Job runs wherever the cluster puts it: cancel deletes its pod, progress
+    #: travels as a pod annotation, logs are the pod's, and the caller may leave.
+    CAPABILITIES: ClassVar[Mapping[str, SupportLevel]] = {
+        "cancel": SupportLevel.NATIVE,
+        "progress": SupportLevel.NATIVE,
+        "logs": SupportLevel.NATIVE,
+        "detach": SupportLevel.NATIVE,
+    }
 
     #: The pod saves the model (its volumes, not this machine's filesystem).
     saves_on_this_machine: ClassVar[bool] = False
     #: The shared watch pushes every change to this trainer's futures (_on_cluster_change).
     pushes_updates: ClassVar[bool] = True
+
+    def capabilities(self) -> dict[str, SupportLevel]:
+        """As :attr:`CAPABILITIES`, plus ``gpus`` when the container's resources
+        name a GPU resource and ``retries`` when ``backoff_limit`` is above 0."""
+        levels = super().capabilities()
+        resources = self.config.resources
+        if any("gpu" in key for key in {**resources.requests, **resources.limits}):
+            levels["gpus"] = SupportLevel.NATIVE
+        if self.config.backoff_limit > 0:
+            levels["retries"] = SupportLevel.NATIVE
+        return levels
 
     def __init__(self, config: KubernetesTrainerConfig, instance_name: str) -> None:
         super().__init__(config, instance_name)
@@ -136,7 +156,8 @@ class KubernetesModelTrainer(ModelTrainerBase):
 
     def start_training(self, future: ModelTrainerFutureBase, request: TrainingRequest) -> None:
         self._start_watch()
-        manifests = self._manifests(request, future.cached_info.submission_time, nonce=secrets.token_hex(3))
+        record = future.cached_info
+        manifests = self._manifests(request, record.submission_time, nonce=secrets.token_hex(3), record=record)
         config_map_name = manifests.config_map["metadata"]["name"]
         self._api.create_configmap(manifests.config_map)
         try:
@@ -203,7 +224,13 @@ class KubernetesModelTrainer(ModelTrainerBase):
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _manifests(self, request: TrainingRequest, submitted: datetime.datetime, nonce: str) -> TrainingManifests:
+    def _manifests(
+        self,
+        request: TrainingRequest,
+        submitted: datetime.datetime,
+        nonce: str,
+        record: Optional[TrainingInfo] = None,
+    ) -> TrainingManifests:
         assert request.save_path is not None
         return build_manifests(
             self.config,
@@ -218,6 +245,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
             tags=request.tags,
             submission_time=submitted,
             nonce=nonce,
+            record=record,
         )
 
     def _check_save_volume(self, save_path: str) -> None:

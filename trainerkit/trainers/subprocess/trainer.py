@@ -49,6 +49,7 @@ import signal
 import weakref
 from typing import Any, Iterator, Optional
 
+from ...capabilities import SupportLevel
 from ...durations import parse_duration
 from ...errors import ConfigError, TrainingCanceledError, TrainingCrashedError, TrainingStateError
 from ...future import ModelTrainerFutureBase
@@ -79,6 +80,11 @@ class SubprocessModelTrainer(ModelTrainerBase):
     name = "SUBPROCESS"
     ConfigSchema = SubprocessTrainerConfig
     supports_detach = True
+    CAPABILITIES = {
+        "cancel": SupportLevel.NATIVE,
+        "progress": SupportLevel.NATIVE | SupportLevel.CAN_DISABLE,
+        "logs": SupportLevel.NATIVE | SupportLevel.CAN_DISABLE,
+    }
 
     def __init__(self, config: SubprocessTrainerConfig, instance_name: str) -> None:
         super().__init__(config, instance_name)
@@ -152,17 +158,26 @@ class SubprocessModelTrainer(ModelTrainerBase):
             sys_path=tuple(current_sys_path()),
             cwd=self._cwd or os.getcwd(),
             environ={**os.environ, **self.config.env},
-            log_path=self._log_path(request.training_id),
+            log_path=os.devnull if "logs" in request.disabled else self._log_path(request.training_id),
             run_dir=run_dir.path,
             cancel_grace_period=self._grace,
-            detach=self.config.detach,
+            detach=self.config.detach and "detach" not in request.disabled,
             submitter=self.owner,
+            progress="progress" not in request.disabled,
         )
         try:
             self._dispatcher.submit(_Run(future, spec, run_dir))
         except BaseException:
             run_dir.remove()
             raise
+
+    def capabilities(self) -> dict[str, SupportLevel]:
+        """Cancel stops the process group (NATIVE); progress and logs may be
+        turned off per training; detach, when the config has it, too."""
+        levels = super().capabilities()
+        if self.config.detach:
+            levels["detach"] = SupportLevel.NATIVE | SupportLevel.CAN_DISABLE
+        return levels
 
     def cancel_training(self, future: ModelTrainerFutureBase) -> bool:
         run = self._dispatcher.find(future.id)
