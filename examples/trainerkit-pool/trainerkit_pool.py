@@ -4,7 +4,7 @@ import collections, concurrent.futures as cf, contextlib, dataclasses, multiproc
 import os, secrets, sys, tempfile, threading  # noqa: E401
 from typing import Any, Literal, Optional
 
-from trainerkit import ErrorDetail, ModelTrainerBase, TrainingCrashedError, TrainingStateError, runner
+from trainerkit import ErrorDetail, ModelTrainerBase, SupportLevel, TrainingCrashedError, TrainingStateError, runner
 from trainerkit.logfile import read_lines
 from trainerkit.schema import option
 from trainerkit.store.state_dir import MEMORY_STATE_DIR, open_record_store, resolve_state_dir
@@ -43,8 +43,8 @@ class PoolConfig(MachineTrainerConfig):  # type: POOL's keys, and max_workers, s
 
 class PoolTrainer(ModelTrainerBase):
     """type: POOL — trainings run in a pool of long-lived worker processes (README.md)."""
-    name = "POOL"
-    ConfigSchema = PoolConfig
+    name, ConfigSchema = "POOL", PoolConfig
+    CAPABILITIES = {"cancel": SupportLevel.BEST_EFFORT, "progress": SupportLevel.NATIVE, "logs": SupportLevel.NATIVE}
 
     def __init__(self, config: PoolConfig, instance_name: str) -> None:
         super().__init__(config, instance_name)

@@ -33,8 +33,9 @@ import pytest
 import trainerkit
 from trainerkit import ModelTrainerBase, TrainerManager, TrainingStatus
 
+from ..capabilities import CAPABILITY_NAMES, SupportLevel, UnsupportedCapabilityError
 from . import modules
-from .modules import Blocking, Chatty, ConformanceError, Failing, NeedsArgs, Progress, Quick
+from .modules import Blocking, Chatty, ChattyProgress, ConformanceError, Failing, NeedsArgs, Progress, Quick
 from .waiting import FileGate, wait_until
 
 log = logging.getLogger("trainerkit.testing")
@@ -521,3 +522,69 @@ class BackendConformance:
         assert values == [1, 2]
         wait_until(lambda: len(called) == 2, "both done callbacks", timeout=self.timeout)
         assert sorted(id(f) for f in called) == sorted(id(f) for f in futures)
+
+    # -- capabilities -----------------------------------------------------------------------
+
+    def test_capabilities_name_every_capability_with_a_support_level(self, trainer: ModelTrainerBase) -> None:
+        levels = trainer.capabilities()
+        assert list(levels) == list(CAPABILITY_NAMES), "capabilities() must give every name, in order"
+        assert all(isinstance(level, SupportLevel) for level in levels.values()), levels
+
+    def test_an_undeclared_capability_is_refused_before_anything_exists(
+        self, trainer: ModelTrainerBase, save_dir: str
+    ) -> None:
+        lacking = [name for name, level in trainer.capabilities().items() if not level]
+        if not lacking:
+            pytest.skip("the trainer declares every capability")
+        before = {info.id for info in trainer.list_trainings()}
+        path = os.path.join(save_dir, "refused")
+        with pytest.raises(UnsupportedCapabilityError) as caught:
+            trainer.train(Quick, 1, save_path=path, capabilities={name: "native" for name in lacking})
+        assert [item.name for item in caught.value.unsupported] == lacking
+        assert {info.id for info in trainer.list_trainings()} == before, "a refused training was recorded"
+        self._assert_no_model(path)
+
+    def test_declared_capabilities_are_what_the_backend_really_does(self, trainer: ModelTrainerBase) -> None:
+        # The behaviour tests above run for what the class attributes claim;
+        # a declared capability must be one of those claims.
+        levels = trainer.capabilities()
+        claims = {"cancel": "cancels_running", "progress": "reports_progress", "logs": "keeps_logs"}
+        for name, attribute in claims.items():
+            if levels[name]:
+                assert getattr(self, attribute), (
+                    f"the trainer declares {name} ({levels[name].describe()}) but "
+                    f"{type(self).__name__}.{attribute} is False"
+                )
+
+    def test_a_disabled_capability_is_turned_off_for_that_training(
+        self, trainer: ModelTrainerBase, save_dir: str
+    ) -> None:
+        levels = trainer.capabilities()
+        can = [name for name in ("logs", "progress") if SupportLevel.CAN_DISABLE in levels[name]]
+        if not can:
+            pytest.skip("the trainer cannot turn logs or progress off per training")
+        requests = {name: "disable" for name in can}
+        future = trainer.train(ChattyProgress, save_path=save_dir, save_with_id=True, capabilities=requests)
+        future.result(timeout=self.timeout)
+        info = future.get_info()
+        assert info.capabilities == {name: None for name in can}
+        if "logs" in can:
+            printed = [line for line in future.logs() if line.startswith(modules.LINE_PREFIX)]
+            assert printed == [], f"logs were disabled, yet kept: {printed}"
+        if "progress" in can:
+            assert info.progress is None, f"progress was disabled, yet recorded: {info.progress}"
+
+    def test_served_capabilities_and_parameters_are_recorded(
+        self, trainer: ModelTrainerBase, make_manager: Callable[[], TrainerManager], save_dir: str
+    ) -> None:
+        levels = trainer.capabilities()
+        requests = {name: "optional" for name in CAPABILITY_NAMES}
+        future = trainer.train(Quick, 7, save_path=save_dir, save_with_id=True, capabilities=requests)
+        future.result(timeout=self.timeout)
+        expected = {name: levels[name].served_level for name in CAPABILITY_NAMES}
+        info = future.get_info()
+        assert info.capabilities == expected
+        assert info.parameters == trainer.training_parameters(Quick, 7) == {"value": 7}
+        if self.survives_restart:
+            again = make_manager().get_model_future(future.id).get_info()
+            assert again.capabilities == expected and again.parameters == {"value": 7}

@@ -86,6 +86,19 @@ class Failing(trainerkit.ModuleBase):
         raise ConformanceError(message)
 
 
+class ChattyProgress(trainerkit.ModuleBase):
+    """Prints ``lines`` lines like :class:`Chatty` and reports a progress step
+    after each, then returns (for capabilities turned off per training)."""
+
+    @classmethod
+    def train(cls, lines: int = 2) -> "ChattyProgress":
+        """Print and report each line, then return a model."""
+        for number in range(lines):
+            print(f"{LINE_PREFIX} {number}", flush=True)
+            trainerkit.report_progress(step=number + 1, total=lines)
+        return cls()
+
+
 class Blocking(trainerkit.ModuleBase):
     """Holds its training inside ``train`` until the test releases it.
 
