@@ -192,3 +192,37 @@ def test_env_and_env_from_reach_the_pod_from_secrets_and_configmaps(make_trainer
     )
     future = trainer.train(pods.EnvEcho, ["PLAIN", "HF_TOKEN", "DEF_LEVEL"], save_path=models_dir / "env")
     assert future.result(timeout=TIMEOUT).values == {"PLAIN": "4", "HF_TOKEN": "s3cr3t", "DEF_LEVEL": "debug"}
+
+
+# -- capabilities and parameters on the cluster (issue 17) ------------------------------
+
+
+def test_gpus_and_retries_are_capabilities_only_when_the_config_gives_them(make_trainer):
+    plain = make_trainer().capabilities()
+    assert not plain["gpus"] and not plain["retries"]
+    assert plain["cancel"] == plain["detach"] == trainerkit.SupportLevel.NATIVE
+    configured = make_trainer(backoff_limit=2, resources={"limits": {"nvidia.com/gpu": "1"}}).capabilities()
+    assert configured["gpus"] == configured["retries"] == trainerkit.SupportLevel.NATIVE
+
+
+def test_parameters_and_capabilities_live_on_the_job_and_survive_a_new_manager(make_trainer, models_dir, kube):
+    trainer = make_trainer()
+    future = trainer.train(
+        JsonModel, 5, save_path=models_dir / "p", capabilities={"cancel": "native", "gpus": "optional"}
+    )
+    future.result(timeout=TIMEOUT)
+    annotations = kube.jobs(NAMESPACE)[future.id]["metadata"]["annotations"]
+    assert json.loads(annotations["trainerkit.io/parameters"]) == {"values": {"value": 5}, "by_repr": []}
+    again = make_trainer().get_model_future(future.id).get_info()
+    assert again.parameters == {"value": 5} and again.parameters_by_repr == ()
+    assert again.capabilities == {"cancel": trainerkit.SupportLevel.NATIVE, "gpus": None}
+
+
+def test_large_parameters_keep_a_short_repr_on_the_job(make_trainer, models_dir, kube):
+    big = list(range(20_000))
+    future = make_trainer().train(JsonModel, big, save_path=models_dir / "big")
+    future.result(timeout=TIMEOUT)
+    annotations = kube.jobs(NAMESPACE)[future.id]["metadata"]["annotations"]
+    recorded = json.loads(annotations["trainerkit.io/parameters"])
+    assert recorded["by_repr"] == ["value"] and recorded["values"]["value"].startswith("[0, 1, 2")
+    assert len(annotations["trainerkit.io/parameters"]) < 2048
