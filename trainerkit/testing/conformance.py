@@ -33,7 +33,7 @@ import pytest
 import trainerkit
 from trainerkit import ModelTrainerBase, TrainerManager, TrainingStatus
 
-from ..capabilities import CAPABILITY_NAMES, SupportLevel, UnsupportedCapabilityError
+from ..capabilities import CAPABILITY_NAMES, RequestLevel, SupportLevel, UnsupportedCapabilityError, serve
 from . import modules
 from .modules import Blocking, Chatty, ChattyProgress, ConformanceError, Failing, NeedsArgs, Progress, Quick
 from .waiting import FileGate, wait_until
@@ -588,3 +588,24 @@ class BackendConformance:
         if self.survives_restart:
             again = make_manager().get_model_future(future.id).get_info()
             assert again.capabilities == expected and again.parameters == {"value": 7}
+
+    @pytest.mark.parametrize("level", ["native", "best_effort", "optional", "disable"])
+    def test_every_capability_at_every_level_is_served_or_refused_as_declared(
+        self, trainer: ModelTrainerBase, save_dir: str, level: str
+    ) -> None:
+        declared = trainer.capabilities()
+        met, unmet = {}, []
+        for name, support in declared.items():
+            try:
+                served = serve("probe", {name: RequestLevel.parse(level)}, {name: support})
+            except UnsupportedCapabilityError:
+                unmet.append(name)
+            else:
+                met[name] = served.levels[name]
+        for name in unmet:
+            with pytest.raises(UnsupportedCapabilityError) as caught:
+                trainer.train(Quick, 1, save_path=save_dir, save_with_id=True, capabilities={name: level})
+            assert [item.name for item in caught.value.unsupported] == [name]
+        future = trainer.train(Quick, 2, save_path=save_dir, save_with_id=True, capabilities={n: level for n in met})
+        assert future.result(timeout=self.timeout).value == 2
+        assert future.get_info().capabilities == met
