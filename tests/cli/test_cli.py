@@ -549,12 +549,16 @@ def test_trainers_shows_each_type_and_where_it_comes_from(tmp_path):
     """)
     result = run_cli("--config", config, "trainers")
     assert result.returncode == 0, result.stderr
-    rows = {line.split()[0]: line for line in result.stdout.splitlines()[2:]}
+    table = result.stdout.split("\n\n")[0]  # the capability matrix follows (test_cli_capabilities.py)
+    rows = {line.split()[0]: line for line in table.splitlines()[2:]}
+    assert set(rows) == {"default", "quick", "custom"}
     assert rows["quick"].split()[1:3] == ["LOCAL", "built-in"]
     assert rows["custom"].split()[1:] == ["CLI_TEST_LOCAL", "import_class", "(tests.cli_modules.CliTestLocalTrainer)"]
     document = json_out(run_cli("--config", config, "trainers", "--json"))
-    assert {"name": "custom", "type": "CLI_TEST_LOCAL",
-            "source": {"kind": "import_class", "detail": "tests.cli_modules.CliTestLocalTrainer"}} in document["trainers"]
+    custom = next(t for t in document["trainers"] if t["name"] == "custom")
+    assert {key: custom[key] for key in ("name", "type", "source")} == {
+        "name": "custom", "type": "CLI_TEST_LOCAL",
+        "source": {"kind": "import_class", "detail": "tests.cli_modules.CliTestLocalTrainer"}}
     assert [t["name"] for t in document["trainers"]] == ["default", "quick", "custom"]
 
 

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
+from ..capabilities import RequestLevel, normalize_requests
 from ..yaml_core import describe_error, load_yaml, parse_plain_scalar
 from .exit_codes import CommandError, ExitCode
 
@@ -124,6 +125,33 @@ def _check_key(key: Any, where: str) -> None:
             "or learning_rate)",
             ExitCode.USAGE,
         )
+
+
+def parse_capability_options(options: Sequence[str]) -> dict[str, RequestLevel]:
+    """``["cancel=native", "logs=disable"]`` to ``{"cancel": RequestLevel.NATIVE, ...}``.
+
+    Raises:
+        CommandError (USAGE): no ``=``, an unknown capability (the message lists
+            the known ones) or level, or the same name twice.
+    """
+    requests: dict[str, RequestLevel] = {}
+    for option in options:
+        name, sep, level = option.partition("=")
+        name = name.strip()
+        if not sep:
+            raise CommandError(
+                f"--capability {option!r}: expected NAME=LEVEL, for example --capability cancel=native",
+                ExitCode.USAGE,
+            )
+        if name in requests:
+            raise CommandError(
+                f"--capability {name}= is given twice; give each capability once", ExitCode.USAGE
+            )
+        try:
+            requests.update(normalize_requests({name: level}, what=f"--capability {option!r}"))
+        except ValueError as exc:
+            raise CommandError(str(exc), ExitCode.USAGE) from None
+    return requests
 
 
 def training_arguments(args_file: Optional[str], options: Sequence[str]) -> dict[str, Any]:

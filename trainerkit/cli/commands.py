@@ -18,6 +18,7 @@ import sys
 import traceback
 from typing import Any, Callable, Mapping, Optional, TextIO
 
+from ..capabilities import CAPABILITY_NAMES, SupportLevel, UnsupportedCapabilityError
 from ..errors import ConfigError, TrainerkitError
 from ..info import TrainingInfo, TrainingStatus, qualified_name, utcnow
 from .exit_codes import CommandError, ExitCode, exit_code_for
@@ -25,9 +26,11 @@ from .parser import CONFIG_ENV
 from .progress_display import NullDisplay, follow, open_display
 from .render import (
     LIST_HEADERS,
+    capability_matrix,
     elapsed_seconds,
     format_duration,
     format_metrics,
+    format_parameter,
     format_steps,
     status_lines,
     table,
@@ -40,7 +43,8 @@ _TRAIN_OPTIONS = {
     "save_with_id": "--save-with-id",
     "model_name": "--model-name",
     "tags": "--tag",
-    "external_training_id": "(not settable from the command line)",
+    "capabilities": "--capability NAME=LEVEL",
+    "external_training_id": "--external-training-id",
 }
 
 _STATUS_EXIT = {
@@ -206,12 +210,13 @@ def _readable_signature(module_class: type, signature: Any) -> Any:
 
 
 def cmd_train(session: Session) -> ExitCode:
-    from .arguments import training_arguments
+    from .arguments import parse_capability_options, training_arguments
 
     args, out = session.args, session.out
     module_class = _import_module_class(args.module)
     kwargs = training_arguments(args.args_file, args.arg)
     _check_train_arguments(module_class, kwargs)
+    capabilities = parse_capability_options(args.capability)
     manager = session.manager
     if args.load and args.detach:
         raise CommandError(
@@ -245,8 +250,11 @@ def cmd_train(session: Session) -> ExitCode:
                 model_name=args.model_name,
                 external_training_id=args.external_training_id,
                 tags=args.tag or None,
+                capabilities=capabilities or None,
                 **kwargs,
             )
+        except UnsupportedCapabilityError as exc:
+            raise _unsupported_capabilities(args.trainer, spec.type, exc) from None
         except (TypeError, ValueError, FileExistsError) as exc:
             # The trainer's messages name train()'s keywords; say which option sets them here.
             hint = "on the command line: --save-path DIR [--save-with-id]" if "save_path" in str(exc) else ""
@@ -280,6 +288,24 @@ def cmd_train(session: Session) -> ExitCode:
         return ExitCode.OK
     end_code = _report_end(out, info)
     return code if code is not None else end_code
+
+
+def _unsupported_capabilities(trainer: str, trainer_type: str, exc: UnsupportedCapabilityError) -> CommandError:
+    """Exit status 6 with every unmet request on its own line (and in ``--json``)."""
+    count = len(exc.unsupported)
+    return CommandError(
+        f"trainer {trainer!r} ({trainer_type}) cannot serve {count} requested "
+        f"capabilit{'y' if count == 1 else 'ies'}; nothing was recorded or started",
+        ExitCode.UNAVAILABLE,
+        "\n".join(item.describe() for item in exc.unsupported)
+        + "\nsee what each trainer has with: trainerkit trainers (or request the capability as optional)",
+        details={
+            "unsupported": [
+                {"name": item.name, "requested": item.requested.value, "supported": support_flags(item.supported)}
+                for item in exc.unsupported
+            ]
+        },
+    )
 
 
 def _cancel_after_interrupt(out: Output, future: Any, display: Any) -> TrainingInfo:
@@ -324,6 +350,91 @@ def _report_end(out: Output, info: TrainingInfo, *, document: bool = True) -> Ex
             out.line("Traceback of the training:")
             out.lines(["  " + line for line in error.traceback.rstrip().splitlines()])
     return _STATUS_EXIT.get(status, ExitCode.FAILURE)
+
+
+# -- describe ----------------------------------------------------------------------------
+
+
+def cmd_describe(session: Session) -> ExitCode:
+    from ..module import PARAMETERS_HOOK, class_path, recordable_parameters, train_signature
+    from .arguments import training_arguments
+
+    args, out = session.args, session.out
+    module_class = _import_module_class(args.module)
+    kwargs = training_arguments(args.args_file, args.arg)
+    signature = train_signature(module_class)
+    declared = [_declared_parameter(parameter) for parameter in signature.parameters.values()]
+    hook = f"{module_class.__qualname__}.{PARAMETERS_HOOK}" if getattr(module_class, PARAMETERS_HOOK, None) else None
+    resolved = None
+    if args.arg or args.args_file or args.trainer:
+        _check_train_arguments(module_class, kwargs)
+        trainer_name = args.trainer or "default"
+        trainer = session.manager.get_trainer(trainer_name)
+        try:
+            params = trainer.training_parameters(module_class, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise CommandError(str(exc), ExitCode.USAGE) from None
+        recorded, by_repr = recordable_parameters(params)
+        resolved = {"trainer": trainer_name, "parameters": recorded, "parameters_by_repr": list(by_repr)}
+    out.document(
+        {
+            "module": class_path(module_class),
+            "signature": str(_readable_signature(module_class, signature)),
+            "parameters": declared,
+            "hook": hook,
+            "resolved": resolved,
+        }
+    )
+    out.line(f"Module: {class_path(module_class)}")
+    out.line(f"Signature: {module_class.__qualname__}.train{_readable_signature(module_class, signature)}")
+    out.lines(
+        table(
+            ("PARAMETER", "KIND", "ANNOTATION", "DEFAULT"),
+            (
+                [p["name"], getattr(inspect.Parameter, p["kind"].upper()).description, p["annotation"] or "-", _default_cell(p)]
+                for p in declared
+            ),
+        )
+    )
+    if hook:
+        out.line(f"Hook: {hook} adjusts the parameters before train receives them.")
+    if resolved is not None:
+        out.line()
+        out.line(f"Parameters train would receive (trainer {resolved['trainer']!r}):")
+        by_repr = set(resolved["parameters_by_repr"])
+        out.lines(
+            [f"  {format_parameter(name, value, by_repr=name in by_repr)}" for name, value in resolved["parameters"].items()]
+        )
+    return ExitCode.OK
+
+
+def _declared_parameter(parameter: inspect.Parameter) -> dict[str, Any]:
+    """One parameter of ``train`` as JSON: name, kind, annotation, default."""
+    from ..module import recordable_parameters
+
+    has_default = parameter.default is not inspect.Parameter.empty
+    variadic = parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    default, by_repr = recordable_parameters({"default": parameter.default}) if has_default else ({}, ())
+    return {
+        "name": parameter.name,
+        "kind": parameter.kind.name.lower(),
+        "annotation": (
+            inspect.formatannotation(parameter.annotation)
+            if parameter.annotation is not inspect.Parameter.empty
+            else None
+        ),
+        "required": not has_default and not variadic,
+        "default": default.get("default"),
+        "default_by_repr": bool(by_repr),
+    }
+
+
+def _default_cell(parameter: Mapping[str, Any]) -> str:
+    if parameter["required"]:
+        return "(required)"
+    if parameter["kind"].startswith("var_"):
+        return "-"
+    return format_parameter("", parameter["default"], by_repr=parameter["default_by_repr"])[1:]
 
 
 # -- status, list, logs -------------------------------------------------------------------
@@ -558,15 +669,50 @@ def cmd_trainers(session: Session) -> ExitCode:
     manager = session.manager
     path, _ = session.config_path()
     rows = []
+    matrix = []
     for name in manager.trainer_names:
         source = manager.type_source(name)
+        levels = _trainer_capabilities(session, name)
+        matrix.append((name, levels))
         rows.append(
-            {"name": name, "type": manager.trainer_spec(name).type, "source": {"kind": source.kind, "detail": source.detail}}
+            {
+                "name": name,
+                "type": manager.trainer_spec(name).type,
+                "source": {"kind": source.kind, "detail": source.detail},
+                "capabilities": (
+                    {capability: support_flags(levels[capability]) for capability in CAPABILITY_NAMES}
+                    if levels is not None
+                    else None
+                ),
+            }
         )
     out.document({"config": path, "trainers": rows})
     out.line(f"Trainers from {path}:" if path else "Trainers (built-in defaults):")
     out.lines(table(("NAME", "TYPE", "SOURCE"), ([r["name"], r["type"], str(manager.type_source(r["name"]))] for r in rows)))
-    return ExitCode.OK
+    out.line()
+    out.line("Capabilities (see docs/capabilities.md; - is unsupported):")
+    out.lines(capability_matrix(CAPABILITY_NAMES, matrix))
+    return ExitCode.FAILURE if any(levels is None for _, levels in matrix) else ExitCode.OK
+
+
+#: The flags of a SupportLevel, in the order JSON lists them.
+_SUPPORT_FLAGS = (SupportLevel.NATIVE, SupportLevel.BEST_EFFORT, SupportLevel.CAN_DISABLE)
+
+
+def support_flags(level: SupportLevel) -> list[str]:
+    """A :class:`~trainerkit.SupportLevel` as JSON: its flag names
+    (``["NATIVE", "CAN_DISABLE"]``), ``[]`` when unsupported."""
+    return [str(flag.name) for flag in _SUPPORT_FLAGS if flag in level]
+
+
+def _trainer_capabilities(session: Session, name: str) -> Optional[dict[str, SupportLevel]]:
+    """Trainer ``name``'s ``capabilities()``, or None (said on stderr) when the
+    trainer cannot be built: one unreachable cluster must not hide the others."""
+    try:
+        return session.manager.get_trainer(name).capabilities()
+    except TrainerkitError as exc:
+        session.out.note(f"trainerkit: error: trainer {name!r}: cannot tell its capabilities: {exc}")
+        return None
 
 
 def cmd_config_check(session: Session) -> ExitCode:
@@ -595,6 +741,7 @@ def cmd_config_check(session: Session) -> ExitCode:
 
 COMMANDS: dict[str, Callable[[Session], ExitCode]] = {
     "train": cmd_train,
+    "describe": cmd_describe,
     "status": cmd_status,
     "list": cmd_list,
     "logs": cmd_logs,
@@ -676,6 +823,8 @@ def run_command(name: str, args: argparse.Namespace) -> int:
             error = {"exit_code": int(code), "kind": code.name.lower(), "message": message}
             if hint:
                 error["hint"] = hint
+            if isinstance(exc, CommandError):
+                error.update(exc.details)
             output.document({"error": error})
         return int(code)
     finally:

@@ -8,7 +8,7 @@ more specific code", and 2 keeps argparse's, "the command line is wrong".
 from __future__ import annotations
 
 import enum
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 
 class ExitCode(enum.IntEnum):
@@ -27,7 +27,8 @@ class ExitCode(enum.IntEnum):
     #: The training ended CANCELED (by someone else: see INTERRUPTED).
     TRAINING_CANCELED = 5
     #: The training or its trainer type cannot do that now: still running,
-    #: already finished, keeps no logs, cannot detach, model not saved.
+    #: already finished, keeps no logs, cannot detach, lacks a requested
+    #: capability (UnsupportedCapabilityError), model not saved.
     UNAVAILABLE = 6
     #: Ctrl-C. A training this command was following was canceled first.
     INTERRUPTED = 130
@@ -36,19 +37,24 @@ class ExitCode(enum.IntEnum):
 class CommandError(Exception):
     """An expected failure of a command: one message, one exit status.
 
-    ``hint`` is an optional second line telling the user what to do.
+    ``hint`` is an optional second line telling the user what to do;
+    ``details`` are extra keys of the ``--json`` error document.
     """
 
-    def __init__(self, message: str, code: ExitCode, hint: str = "") -> None:
+    def __init__(
+        self, message: str, code: ExitCode, hint: str = "", details: Optional[Mapping[str, Any]] = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.hint = hint
+        self.details = dict(details or {})
 
 
 def exit_code_for(exc: BaseException) -> Optional[ExitCode]:
     """The exit status of an expected trainerkit error, or None for anything
     else (an unexpected error: a bug, reported with its traceback)."""
+    from ..capabilities import UnsupportedCapabilityError
     from ..errors import (
         ConfigError,
         InvalidTrainingIdError,
@@ -65,6 +71,8 @@ def exit_code_for(exc: BaseException) -> Optional[ExitCode]:
         return exc.code
     if isinstance(exc, (ConfigError, UnknownTrainerError, InvalidTrainingIdError, TrainingExistsError)):
         return ExitCode.USAGE
+    if isinstance(exc, UnsupportedCapabilityError):  # a ValueError, but no bad input: the trainer lacks it
+        return ExitCode.UNAVAILABLE
     if isinstance(exc, TrainingNotFoundError):
         return ExitCode.NOT_FOUND
     if isinstance(exc, (TrainingStateError, ModelNotSavedError, ModelLoadError)):

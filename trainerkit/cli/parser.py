@@ -22,7 +22,8 @@ exit status:
   4    the training ended ERRORED
   5    the training ended CANCELED
   6    not possible now: still running, already finished, no logs kept by this
-       trainer type, cannot detach, model not saved
+       trainer type, cannot detach, a requested capability the trainer lacks,
+       model not saved
   130  interrupted by Ctrl-C (a training that 'train' was following is canceled first)
 
 See docs/cli.md for a walk-through.
@@ -107,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--trainer", default="default", metavar="NAME", help="default: %(default)s")
     train.add_argument(
+        "--capability",
+        dest="capability",
+        action="append",
+        default=[],
+        metavar="NAME=LEVEL",
+        help="a capability the training relies on (repeatable), e.g. cancel=native, logs=disable; "
+        "LEVEL is native, best-effort, optional or disable. Unmet: exit status 6, nothing started",
+    )
+    train.add_argument(
         "--save-path",
         metavar="DIR",
         help="save the model here (without it the model is lost when the training process ends)",
@@ -134,6 +144,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--detach",
         action="store_true",
         help="print the id and exit; the training keeps running (not for LOCAL trainers)",
+    )
+
+    describe = command(
+        "describe",
+        "show a module's training parameters and, given arguments, what train would receive",
+        epilog="Nothing is recorded or started. --arg and --args-file are read as for train.",
+    )
+    describe.add_argument("module", metavar="MODULE", help="the module class: package.module:Class")
+    describe.add_argument(
+        "--arg",
+        dest="arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a keyword argument of MODULE.train (repeatable), as for train",
+    )
+    describe.add_argument(
+        "--args-file", metavar="FILE", help="keyword arguments as a mapping in a .json/.yaml file"
+    )
+    describe.add_argument(
+        "--trainer",
+        metavar="NAME",
+        help="resolve the parameters with this trainer's training_parameters (default: default)",
     )
 
     status = command("status", "show a training's status")

@@ -7,9 +7,11 @@ by the commands and the progress display so both say the same thing.
 from __future__ import annotations
 
 import datetime
+import json
 import math
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from ..capabilities import SupportLevel
 from ..info import ProgressReport, TrainingInfo, TrainingStatus
 
 
@@ -120,6 +122,11 @@ def status_lines(info: TrainingInfo, now: datetime.datetime, trainer_type: str =
         ("trainer", trainer),
         ("module", info.module),
     ]
+    by_repr = set(info.parameters_by_repr)
+    for index, (name, value) in enumerate(info.parameters.items()):
+        rows.append(("parameters" if index == 0 else "", format_parameter(name, value, by_repr=name in by_repr)))
+    if info.capabilities:
+        rows.append(("capabilities", format_served(info.capabilities)))
     if info.model_name:
         rows.append(("model name", info.model_name))
     rows.append(("save path", info.save_path or "- (model kept in the training process's memory only)"))
@@ -144,7 +151,7 @@ def status_lines(info: TrainingInfo, now: datetime.datetime, trainer_type: str =
     if info.detail:
         rows.append(("detail", info.detail))
     width = max(len(label) for label, _ in rows) + 1
-    lines = [f"{label + ':':<{width}} {value}" for label, value in rows]
+    lines = [f"{label + ':' if label else '':<{width}} {value}" for label, value in rows]
     for error in info.errors:
         text = f"{error.type}: {error.message}" if error.type else error.message
         lines.append(f"{'error:':<{width}} {text}")
@@ -152,6 +159,28 @@ def status_lines(info: TrainingInfo, now: datetime.datetime, trainer_type: str =
             lines.append("traceback of the training:")
             lines.extend("  " + line for line in error.traceback.rstrip().splitlines())
     return lines
+
+
+#: Longer parameter values are cut here (``trainerkit --json status`` has them whole).
+PARAMETER_WIDTH = 200
+
+
+def format_parameter(name: str, value: Any, *, by_repr: bool = False) -> str:
+    """``epochs=300``, ``data_path=null``, ``layers=[64, 32]``: the value as
+    JSON, which ``--arg`` reads back; one recorded by ``repr`` is shown as
+    that text and marked: ``data=<Opaque> (repr)``."""
+    text = str(value) if by_repr else json.dumps(value, ensure_ascii=False)
+    if len(text) > PARAMETER_WIDTH:
+        text = text[:PARAMETER_WIDTH] + "…"
+    return f"{name}={text}" + (" (repr)" if by_repr else "")
+
+
+def format_served(capabilities: Mapping[str, Optional[SupportLevel]]) -> str:
+    """``cancel=best-effort, logs=not served``: how each requested capability
+    was served (``not served``: disabled, or optional and not available)."""
+    return ", ".join(
+        f"{name}={level.describe() if level is not None else 'not served'}" for name, level in capabilities.items()
+    )
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -182,3 +211,26 @@ def training_row(info: TrainingInfo, now: datetime.datetime) -> list[str]:
 
 
 LIST_HEADERS = ("ID", "STATUS", "PROGRESS", "SUBMITTED", "RAN FOR", "MODULE", "TAGS")
+
+
+def support_cell(level: Optional[SupportLevel]) -> str:
+    """A cell of the capability matrix: ``native, can disable``, ``best-effort``...;
+    ``-`` when unsupported, ``?`` when the trainer could not be asked (None)."""
+    if level is None:
+        return "?"
+    return level.describe() if level else "-"
+
+
+def capability_matrix(
+    names: Sequence[str], trainers: Sequence[tuple[str, Optional[Mapping[str, SupportLevel]]]]
+) -> list[str]:
+    """The ``trainerkit trainers`` capability table: a row per capability in
+    ``names``, a column per ``(trainer name, its capabilities() or None)``."""
+    return table(
+        ("CAPABILITY", *(name for name, _ in trainers)),
+        (
+            [capability, *(support_cell(levels.get(capability, SupportLevel(0)) if levels is not None else None)
+                           for _, levels in trainers)]
+            for capability in names
+        ),
+    )
