@@ -173,3 +173,20 @@ class Point:
     def __init__(self, x, y):
         self.x = x
         self.y = y
+
+
+class Forks(trainerkit.ModuleBase):
+    """Prints, forks a child that prints and leaves without cleanup, prints again."""
+
+    @classmethod
+    def train(cls):
+        print("before fork")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                print("in the child", flush=True)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        print("after fork")
+        return cls()

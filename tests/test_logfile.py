@@ -208,3 +208,21 @@ def test_output_reaches_the_file_while_the_training_is_still_running(tmp_path):
         print("epoch 1 done")
         # ...and the training computes for a long time without printing:
         wait_until(lambda: path.exists() and path.read_text() == "epoch 1 done\n", "the line in the file", timeout=10)
+
+
+def test_a_child_forked_by_a_training_never_writes_its_parents_buffered_lines_again(tmp_path):
+    import os
+
+    path = tmp_path / "forked.log"
+    with capture_thread_output(str(path)):
+        print("before fork")
+        pid = os.fork()
+        if pid == 0:  # the child: print, flush what it has, leave without cleanup
+            try:
+                print("in the child")
+                sys.stdout.flush()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        print("after fork")
+    assert path.read_text().splitlines() == ["before fork", "in the child", "after fork"]

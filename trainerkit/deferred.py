@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import threading
 from time import monotonic
 from typing import Callable, Optional
@@ -27,16 +28,26 @@ class Deferred:
         self._due: list[tuple[float, int, Callable[[], None]]] = []
         self._count = 0
         self._thread: Optional[threading.Thread] = None
+        self._forks_handled = False
 
     def schedule(self, job: Callable[[], None], when: float) -> None:
         """Run ``job()`` at ``when`` (a ``time.monotonic()`` value) in the background thread."""
         with self._cond:
             self._count += 1
             heapq.heappush(self._due, (when, self._count, job))
-            if self._thread is None or not self._thread.is_alive():  # none yet, or forked
+            if self._thread is None:
+                if not self._forks_handled:
+                    self._forks_handled = True
+                    os.register_at_fork(after_in_child=self._forget)
                 self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
                 self._thread.start()
             self._cond.notify()
+
+    def _forget(self) -> None:
+        """In a forked child: the parent's jobs and thread are the parent's."""
+        self._cond = threading.Condition(threading.Lock())
+        self._due = []
+        self._thread = None
 
     def _loop(self) -> None:
         while True:

@@ -21,6 +21,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from time import monotonic as _monotonic
 from typing import Any, Callable, Iterator, Optional, TextIO
 
@@ -138,6 +139,7 @@ class _TeeStream(io.TextIOBase):
         sink = self._sinks.get(ident)
         if sink is not None:
             sink.hand_over(self)
+            sink.flush()  # an explicit flush (print(..., flush=True)) reaches the log file too
         rest = self._partial.pop(ident, "")
         if rest:
             self.original.write(rest)
@@ -269,6 +271,8 @@ class _LazyFile:
             log.error("the output of this training is not kept in %s: %s", self._path, exc)
             return False
         self._handle = os.fdopen(fd, "a", encoding="utf-8", errors="replace")
+        _open_files.add(self)
+        _flush_before_fork()
         return True
 
     def flush(self) -> None:
@@ -288,6 +292,30 @@ class _LazyFile:
                     self._handle.close()
                 except OSError:
                     pass
+
+
+#: Log files open now: flushed before a fork, so that a child (a data loader
+#: worker, multiprocessing) never writes its parent's buffered lines again.
+_open_files: "weakref.WeakSet[_LazyFile]" = weakref.WeakSet()
+_fork_hook = []
+
+
+def _flush_before_fork() -> None:
+    if not _fork_hook:
+        _fork_hook.append(True)
+        os.register_at_fork(before=_flush_open_files, after_in_child=_renew_locks)
+
+
+def _flush_open_files() -> None:
+    for sink in list(_open_files):
+        sink.flush()
+
+
+def _renew_locks() -> None:
+    # A lock another thread held at fork() stays held forever in the child.
+    for sink in list(_open_files):
+        sink._lock = threading.Lock()
+        sink._scheduled = False
 
 
 @contextlib.contextmanager

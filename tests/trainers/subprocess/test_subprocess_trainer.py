@@ -564,3 +564,11 @@ def test_a_reattached_future_completes_by_itself_for_concurrent_futures_wait(bui
     assert reattached in done
     assert next(concurrent.futures.as_completed([reattached], timeout=WAIT)) is reattached
     assert reattached.result(timeout=WAIT) is not None
+
+
+def test_a_child_the_training_forks_never_writes_its_buffered_lines_again(build, models):
+    from tests.subprocess_modules import Forks
+
+    future = build().train(Forks, save_path=models, save_with_id=True)
+    future.result(timeout=WAIT)
+    assert list(future.logs()) == ["before fork", "in the child", "after fork"]

@@ -89,15 +89,23 @@ def redirect_output(path: str, *, buffered: bool = False) -> None:
         encoding, errors = sys.stdout.encoding, sys.stdout.errors
         sys.stdout = io.TextIOWrapper(shared, encoding=encoding, errors=errors, write_through=True)
         sys.stderr = io.TextIOWrapper(shared, encoding=encoding, errors="backslashreplace", line_buffering=True)
+        # A child the training forks (a data loader worker) must not write the
+        # parent's buffered lines again.
+        os.register_at_fork(before=_flush_stdout)
         _flush_stdout_now_and_then()
 
 
-def _flush_stdout_now_and_then() -> None:
+def _flush_stdout() -> bool:
     try:
         sys.stdout.flush()
     except (OSError, ValueError):
-        return  # closed: nothing more to flush
-    background.schedule(_flush_stdout_now_and_then, time.monotonic() + FLUSH_INTERVAL)
+        return False  # closed: nothing more to flush
+    return True
+
+
+def _flush_stdout_now_and_then() -> None:
+    if _flush_stdout():
+        background.schedule(_flush_stdout_now_and_then, time.monotonic() + FLUSH_INTERVAL)
 
 
 # -- the supervisor ---------------------------------------------------------------------
