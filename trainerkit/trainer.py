@@ -88,6 +88,10 @@ class TrainingRequest:
     disabled: frozenset[str] = frozenset()
 
 
+#: How a training that requested no capabilities was served.
+_NOTHING_REQUESTED = Served(levels={}, disabled=frozenset())
+
+
 class ModelTrainerBase(abc.ABC):
     """A configured place where trainings run (one instance per config name).
 
@@ -316,13 +320,18 @@ class ModelTrainerBase(abc.ABC):
 
     def _serve_capabilities(self, requested: Any) -> Served:
         """Serve the config's default requests overridden by ``requested``."""
-        requests = dict(self._default_capability_requests())
-        requests.update(normalize_requests(requested))
+        requests = self._default_capability_requests()
+        if requested is not None:
+            requests = {**requests, **normalize_requests(requested)}
+        if not requests:
+            return _NOTHING_REQUESTED
         return serve(self.instance_name, requests, self.capabilities())
 
     def _default_capability_requests(self) -> dict[str, RequestLevel]:
         config = self.config
         defaults = config.capabilities if isinstance(config, TrainerConfig) else None
+        if not defaults:
+            return {}
         return normalize_requests(defaults, f"trainer {self.instance_name!r} config capabilities")
 
     def _check_save_path_free(self, path: str) -> None:
