@@ -128,7 +128,75 @@ def _long_name_error() -> str:
     raise AssertionError(f"{LONG_NAME!r} was accepted")
 
 
+def _capability_names_table() -> str:
+    from trainerkit.capabilities import CAPABILITY_MEANINGS, CAPABILITY_NAMES
+
+    rows = ["| name | meaning |", "|---|---|"]
+    rows += [f"| `{name}` | {CAPABILITY_MEANINGS[name]} |" for name in CAPABILITY_NAMES]
+    return "\n".join(rows) + "\n"
+
+
+_KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters: [{name: docs, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: docs, user: {token: docs}}]
+contexts: [{name: docs, context: {cluster: docs, user: docs, namespace: ml}}]
+current-context: docs
+"""
+
+#: The columns of the built-in matrix in docs/capabilities.md: (heading, type, config).
+MATRIX_COLUMNS = [
+    ("LOCAL", "LOCAL", {}),
+    ("LOCAL<br>`capture_output: false`", "LOCAL", {"capture_output": False}),
+    ("SUBPROCESS", "SUBPROCESS", {}),
+    ("SUBPROCESS<br>`detach: true`", "SUBPROCESS", {"detach": True}),
+    ("KUBERNETES", "KUBERNETES", {}),
+    (
+        "KUBERNETES<br>GPU in `resources`,<br>`backoff_limit: 2`",
+        "KUBERNETES",
+        {"resources": {"limits": {"nvidia.com/gpu": 1}}, "backoff_limit": 2},
+    ),
+]
+
+
+def _capability_matrix() -> str:
+    """Each built-in type's ``capabilities()``, asked of a real trainer built from
+    the column's config (KUBERNETES: with a kubeconfig; nothing is contacted)."""
+    from trainerkit.capabilities import CAPABILITY_NAMES
+
+    columns = []
+    with tempfile.TemporaryDirectory() as folder:
+        kubeconfig = os.path.join(folder, "kubeconfig")
+        with open(kubeconfig, "w", encoding="utf-8") as handle:
+            handle.write(_KUBECONFIG)
+        for index, (_, trainer_type, config) in enumerate(MATRIX_COLUMNS):
+            config = dict(config)
+            if trainer_type == "KUBERNETES":
+                config.update(namespace="ml", image="registry.example.com/train:1", kubeconfig=kubeconfig)
+            else:
+                config.update(state_dir=os.path.join(folder, f"state{index}"))
+            manager = trainerkit.TrainerManager.from_dict(
+                {"model_management": {"trainers": {"t": {"type": trainer_type, "config": config}}}}
+            )
+            spec = manager.trainer_spec("t")
+            trainer = spec.trainer_class(spec.config, "t")  # built, never opened or used
+            try:
+                columns.append(trainer.capabilities())
+            finally:
+                trainer.shutdown(wait=False)
+                manager.close(wait=False)
+    rows = ["| capability | " + " | ".join(heading for heading, _, _ in MATRIX_COLUMNS) + " |"]
+    rows.append("|---" * (len(MATRIX_COLUMNS) + 1) + "|")
+    for name in CAPABILITY_NAMES:
+        cells = [levels[name].describe() if levels[name] else "-" for levels in columns]
+        rows.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
 GENERATED: dict[tuple[str, str], Callable[[], str]] = {
+    ("capabilities.md", "capability names"): _capability_names_table,
+    ("capabilities.md", "built-in matrix"): _capability_matrix,
     ("configuration.md", "LOCAL keys"): _local_keys_table,
     ("configuration.md", "validation example"): _validation_example,
     ("modules.md", "signature errors"): _signature_errors,
@@ -246,6 +314,22 @@ def test_model_name_error_in_modules_doc_is_real(manager_factory, tmp_path):
             Classifier, "d.csv", save_path=str(tmp_path), model_name="../evil"
         )
     assert str(caught.value) in _doc("modules.md")
+
+
+# -- capabilities.md ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label", ["choosing a trainer", "training parameters"])
+def test_capabilities_doc_examples_run(label, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = _fenced(_generated_block(_doc("capabilities.md"), label))
+    exec(compile(code, f"docs/capabilities.md: {label}", "exec"), {"__name__": "capabilities_doc_example"})
+
+
+def test_unsupported_capability_message_in_capabilities_doc_is_real(manager_factory):
+    with pytest.raises(trainerkit.UnsupportedCapabilityError) as caught:
+        manager_factory().get_trainer("default").train(Classifier, "d.csv", capabilities={"cancel": "native"})
+    assert str(caught.value) in _doc("capabilities.md")
 
 
 # -- training-ids.md ------------------------------------------------------------------

@@ -51,11 +51,14 @@ SESSIONS: dict[str, tuple[dict[str, str], list[str]]] = {
         {"bad.yaml": BAD_CONFIG},
         [
             "trainerkit trainers",
+            f"trainerkit describe {IRIS} --arg epochs=300",
             f"trainerkit train {IRIS} --arg epochs=300 --arg learning_rate=0.05 "
             "--save-path models --save-with-id --model-name iris --tag demo",
             "trainerkit status {1}",
             "trainerkit result {1}",
             f"trainerkit train {IRIS} --arg epoch=300",
+            "echo $?",
+            f"trainerkit train {IRIS} --capability cancel=native --capability logs=disable",
             "echo $?",
             f"trainerkit train {IRIS} --arg data_path=missing.csv --tag demo",
             "echo $?",
