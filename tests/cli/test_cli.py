@@ -37,7 +37,7 @@ def json_out(result):
 def test_help_names_every_command_and_the_exit_statuses():
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("train", "status", "list", "logs", "cancel", "delete", "result", "trainers", "config"):
+    for command in ("train", "describe", "status", "list", "logs", "cancel", "delete", "result", "trainers", "config"):
         assert re.search(rf"^\s+{command}\s", result.stdout, re.MULTILINE), command
     for code in ("0", "1", "2", "3", "4", "5", "6", "130"):
         assert re.search(rf"^\s+{code}\s", result.stdout, re.MULTILINE), code
