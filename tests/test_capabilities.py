@@ -5,6 +5,7 @@ restart."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -78,7 +79,7 @@ def manager(tmp_path, trainer_type="LOCAL", **config):
 
 EXPECTED = {
     "LOCAL": {"cancel": BEST, "progress": NATIVE | CAN, "logs": NATIVE | CAN},
-    "SUBPROCESS": {"cancel": NATIVE, "progress": NATIVE | CAN, "logs": NATIVE | CAN},
+    "SUBPROCESS": {"cancel": NATIVE, "progress": NATIVE | CAN, "logs": NATIVE | CAN, "detach": NATIVE | CAN},
 }
 
 
@@ -147,17 +148,26 @@ def test_local_without_capture_has_no_logs_to_give_or_disable(tmp_path):
         assert trainer.train(Reporter, capabilities={"logs": "disable"}).result(timeout=WAIT)
 
 
-def test_subprocess_detach_is_a_capability_only_when_configured_and_may_be_disabled(tmp_path):
-    with manager(tmp_path, "SUBPROCESS") as plain:
-        assert not plain.get_trainer("t").capabilities()["detach"]
-        with pytest.raises(UnsupportedCapabilityError, match="detach"):
-            plain.get_trainer("t").train(Reporter, save_path=str(tmp_path / "m"), capabilities={"detach": "native"})
-    with manager(tmp_path, "SUBPROCESS", detach=True) as detaching:
-        trainer = detaching.get_trainer("t")
-        assert trainer.capabilities()["detach"] == NATIVE | CAN
-        kept = trainer.train(Reporter, save_path=str(tmp_path / "m1"), capabilities={"detach": "disable"})
-        kept.result(timeout=WAIT)
-        assert kept.get_info().capabilities == {"detach": None}
+@pytest.mark.parametrize(
+    "configured, requested, detached",
+    [(False, None, False), (False, "native", True), (False, "best-effort", True), (True, None, True), (True, "disable", False)],
+)
+def test_a_subprocess_training_detaches_as_the_config_says_unless_it_asks_otherwise(tmp_path, configured, requested, detached):
+    from tests.subprocess_fixtures import gate, pids_in, release
+    from tests.subprocess_modules import Gated
+
+    pid_file, release_file = gate(tmp_path)
+    capabilities = {"detach": requested} if requested else None
+    with manager(tmp_path, "SUBPROCESS", detach=configured) as made:
+        future = made.get_trainer("t").train(
+            Gated, pid_file, release_file, save_path=str(tmp_path / "m"), capabilities=capabilities
+        )
+        pids_in(pid_file)
+        worker = json.loads((tmp_path / "state" / "runs" / future.id / "worker.json").read_text())
+        release(release_file)
+        future.result(timeout=WAIT)
+    assert worker["detach"] is detached
+    assert future.get_info().capabilities == ({"detach": NATIVE if requested != "disable" else None} if requested else {})
 
 
 def test_config_requests_apply_to_every_training_unless_the_call_overrides_them(tmp_path):

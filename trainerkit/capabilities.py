@@ -177,6 +177,8 @@ class Served:
     levels: Mapping[str, Optional[SupportLevel]]
     #: Names the training turned off (DISABLE requests for features the trainer has).
     disabled: frozenset[str]
+    #: The requests, as given.
+    requested: Mapping[str, RequestLevel] = dataclasses.field(default_factory=dict)
 
 
 def serve(
@@ -211,7 +213,7 @@ def serve(
             levels[name] = level
     if unmet:
         raise UnsupportedCapabilityError(trainer, unmet)
-    return Served(levels=levels, disabled=frozenset(disabled))
+    return Served(levels=levels, disabled=frozenset(disabled), requested=dict(requests))
 
 
 def levels_to_json(levels: Mapping[str, Optional[SupportLevel]]) -> dict[str, Optional[str]]:

@@ -86,10 +86,13 @@ class TrainingRequest:
     #: Capabilities the training turned off (DISABLE requests the trainer can
     #: honour: ``logs``, ``progress``, ``detach``); the backend must honour them.
     disabled: frozenset[str] = frozenset()
+    #: Every capability the training requested, and at which level (the
+    #: config's defaults overridden by the call's).
+    requested: Mapping[str, RequestLevel] = dataclasses.field(default_factory=dict)
 
 
 #: How a training that requested no capabilities was served.
-_NOTHING_REQUESTED = Served(levels={}, disabled=frozenset())
+_NOTHING_REQUESTED = Served(levels={}, disabled=frozenset(), requested={})
 
 
 class ModelTrainerBase(abc.ABC):
@@ -260,6 +263,7 @@ class ModelTrainerBase(abc.ABC):
             model_name=model_name,
             tags=tag_tuple,
             disabled=served.disabled,
+            requested=served.requested,
         )
         prepared = self.prepare_training(request)
         if prepared is not None:

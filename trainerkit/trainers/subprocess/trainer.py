@@ -49,7 +49,7 @@ import signal
 import weakref
 from typing import Any, Iterator, Optional
 
-from ...capabilities import SupportLevel
+from ...capabilities import RequestLevel, SupportLevel
 from ...durations import parse_duration
 from ...errors import ConfigError, TrainingCanceledError, TrainingCrashedError, TrainingStateError
 from ...future import ModelTrainerFutureBase
@@ -81,9 +81,12 @@ class SubprocessModelTrainer(ModelTrainerBase):
     ConfigSchema = SubprocessTrainerConfig
     supports_detach = True
     CAPABILITIES = {
-        "cancel": SupportLevel.NATIVE,
+        "cancel": SupportLevel.NATIVE,  # the process group, signalled
         "progress": SupportLevel.NATIVE | SupportLevel.CAN_DISABLE,
         "logs": SupportLevel.NATIVE | SupportLevel.CAN_DISABLE,
+        # Any training may outlive its submitter: a native or best-effort
+        # request detaches it whatever the config says, a disable keeps it tied.
+        "detach": SupportLevel.NATIVE | SupportLevel.CAN_DISABLE,
     }
 
     def __init__(self, config: SubprocessTrainerConfig, instance_name: str) -> None:
@@ -161,7 +164,7 @@ class SubprocessModelTrainer(ModelTrainerBase):
             log_path=os.devnull if "logs" in request.disabled else self._log_path(request.training_id),
             run_dir=run_dir.path,
             cancel_grace_period=self._grace,
-            detach=self.config.detach and "detach" not in request.disabled,
+            detach=_detaches(self.config.detach, request),
             submitter=self.owner,
             progress="progress" not in request.disabled,
         )
@@ -170,14 +173,6 @@ class SubprocessModelTrainer(ModelTrainerBase):
         except BaseException:
             run_dir.remove()
             raise
-
-    def capabilities(self) -> dict[str, SupportLevel]:
-        """Cancel stops the process group (NATIVE); progress and logs may be
-        turned off per training; detach, when the config has it, too."""
-        levels = super().capabilities()
-        if self.config.detach:
-            levels["detach"] = SupportLevel.NATIVE | SupportLevel.CAN_DISABLE
-        return levels
 
     def cancel_training(self, future: ModelTrainerFutureBase) -> bool:
         run = self._dispatcher.find(future.id)
@@ -393,3 +388,12 @@ def _outcome_changes(outcome: Outcome) -> dict[str, Any]:
     if outcome.progress is not None:
         changes["progress"] = outcome.progress
     return changes
+
+
+def _detaches(configured: bool, request: TrainingRequest) -> bool:
+    """Whether a training outlives its submitter: the config's ``detach``,
+    unless the training asked for it (native, best-effort) or turned it off."""
+    if "detach" in request.disabled:
+        return False
+    wanted = request.requested.get("detach")
+    return configured or wanted in (RequestLevel.NATIVE, RequestLevel.BEST_EFFORT)
