@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
-from typing import IO, Mapping, Optional
+import textwrap
+from typing import IO, Any, Mapping, Optional
 
 #: The command line that starts the CLI (what the console script runs).
 TRAINERKIT = [sys.executable, "-m", "trainerkit"]
@@ -63,3 +65,15 @@ def read_submitted_id(stream: IO[str]) -> str:
         if match:
             return match.group(1)
     raise AssertionError("the command ended without a 'Training <id> submitted' line:\n" + "".join(seen))
+
+
+def write(path: Any, text: str) -> str:
+    """Write dedented ``text`` to ``path``; its path as a string."""
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def json_out(result: Any) -> Any:
+    """The JSON document a ``--json`` command printed."""
+    assert result.stdout.strip(), f"no stdout; stderr:\n{result.stderr}"
+    return json.loads(result.stdout)

@@ -12,23 +12,14 @@ import json
 import os
 import re
 import subprocess
-import textwrap
 
 import pytest
 
-from tests.cli_fixtures import TRAINERKIT, cli_env, default_sigint, read_submitted_id, run_cli, submitted_id
+from tests.cli_fixtures import TRAINERKIT, cli_env, default_sigint, json_out, read_submitted_id, run_cli, submitted_id, write
 
 IRIS = "trainerkit.examples.iris:IrisClassifier"
 
 
-def write(path, text):
-    path.write_text(textwrap.dedent(text))
-    return str(path)
-
-
-def json_out(result):
-    assert result.stdout.strip(), f"no stdout; stderr:\n{result.stderr}"
-    return json.loads(result.stdout)
 
 
 # -- help ---------------------------------------------------------------------------------

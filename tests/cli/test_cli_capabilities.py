@@ -4,24 +4,14 @@ capabilities in ``status``. Each test runs the real command in a child process."
 
 from __future__ import annotations
 
-import json
 import re
-import textwrap
 
-from tests.cli_fixtures import run_cli, submitted_id
+from tests.cli_fixtures import json_out, run_cli, submitted_id, write
 
 TUNED = "tests.cli.capability_modules:Tuned"
 IRIS = "trainerkit.examples.iris:IrisClassifier"
 
 
-def write(path, text):
-    path.write_text(textwrap.dedent(text))
-    return str(path)
-
-
-def json_out(result):
-    assert result.stdout.strip(), f"no stdout; stderr:\n{result.stderr}"
-    return json.loads(result.stdout)
 
 
 def section(stdout, title):

@@ -94,18 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("module", metavar="MODULE", help="the module class: package.module:Class")
-    train.add_argument(
-        "--arg",
-        dest="arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a keyword argument of MODULE.train (repeatable)",
-    )
-    train.add_argument(
-        "--args-file", metavar="FILE", help="keyword arguments as a mapping in a .json/.yaml file"
-    )
+    _add_module_arguments(train, "")
     train.add_argument("--trainer", default="default", metavar="NAME", help="default: %(default)s")
     train.add_argument(
         "--capability",
@@ -151,18 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         "show a module's training parameters and, given arguments, what train would receive",
         epilog="Nothing is recorded or started. --arg and --args-file are read as for train.",
     )
-    describe.add_argument("module", metavar="MODULE", help="the module class: package.module:Class")
-    describe.add_argument(
-        "--arg",
-        dest="arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a keyword argument of MODULE.train (repeatable), as for train",
-    )
-    describe.add_argument(
-        "--args-file", metavar="FILE", help="keyword arguments as a mapping in a .json/.yaml file"
-    )
+    _add_module_arguments(describe, ", as for train")
     describe.add_argument(
         "--trainer",
         metavar="NAME",
@@ -241,3 +219,19 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
     return value
+
+
+def _add_module_arguments(parser: argparse.ArgumentParser, note: str) -> None:
+    """MODULE, --arg and --args-file, as train and describe read them."""
+    parser.add_argument("module", metavar="MODULE", help="the module class: package.module:Class")
+    parser.add_argument(
+        "--arg",
+        dest="arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"a keyword argument of MODULE.train (repeatable){note}",
+    )
+    parser.add_argument(
+        "--args-file", metavar="FILE", help="keyword arguments as a mapping in a .json/.yaml file"
+    )
