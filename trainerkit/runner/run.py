@@ -326,6 +326,14 @@ def run_training(
     elif attempt.status is TrainingStatus.ERRORED:
         errors = (attempt.error_detail(),)
     outcome = Outcome(status=attempt.status, time=utcnow(), errors=errors, progress=latest[0])
+    # What the training printed is in its log before anyone hears that it
+    # ended (its stdout may be block buffered): a reader of logs() after
+    # result() sees every line.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
     reporter.outcome(outcome)
     return outcome
 
