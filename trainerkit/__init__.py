@@ -29,12 +29,14 @@ from .manager import TrainerManager
 from .module import ModuleBase, load
 from .progress import cancel_requested, check_canceled, report_progress
 from .registry import register_trainer_type
+from .resources import DistributedEnv, Resources, distributed_env
 from .trainer import ModelTrainerBase
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "DistributedEnv",
     "ErrorDetail",
     "InvalidTrainingIdError",
     "ModelLoadError",
@@ -44,6 +46,7 @@ __all__ = [
     "ModuleBase",
     "ProgressReport",
     "RequestLevel",
+    "Resources",
     "StoreError",
     "SupportLevel",
     "TrainerManager",
@@ -61,6 +64,7 @@ __all__ = [
     "UnsupportedCapabilityError",
     "cancel_requested",
     "check_canceled",
+    "distributed_env",
     "load",
     "register_trainer_type",
     "report_progress",

@@ -130,15 +130,17 @@ class UnsupportedCapabilityError(TrainerkitError, ValueError):
         unsupported: each unmet request (name, requested, supported).
     """
 
-    def __init__(self, trainer: str, unsupported: "list[Unsupported]") -> None:
+    def __init__(self, trainer: str, unsupported: "list[Unsupported]", needed_by: str = "") -> None:
         self.unsupported = list(unsupported)
+        lower = "ask for less" if needed_by else "lower the request to optional"
         super().__init__(
             f"trainer {trainer!r} cannot serve {len(self.unsupported)} requested "
-            f"capabilit{'y' if len(self.unsupported) == 1 else 'ies'}: "
+            f"capabilit{'y' if len(self.unsupported) == 1 else 'ies'}"
+            + (f" (needed by {needed_by})" if needed_by else "")
+            + ": "
             + "; ".join(item.describe() for item in self.unsupported)
             + ". Nothing was recorded or started: choose a trainer that has them "
-            "(trainerkit trainers lists each trainer's capabilities), or lower the request "
-            "to optional"
+            f"(trainerkit trainers lists each trainer's capabilities), or {lower}"
         )
 
 
@@ -182,7 +184,10 @@ class Served:
 
 
 def serve(
-    trainer: str, requests: Mapping[str, RequestLevel], supported: Mapping[str, SupportLevel]
+    trainer: str,
+    requests: Mapping[str, RequestLevel],
+    supported: Mapping[str, SupportLevel],
+    needed_by: str = "",
 ) -> Served:
     """Serve ``requests`` from ``supported``, or raise listing every unmet one.
 
@@ -212,7 +217,7 @@ def serve(
         else:
             levels[name] = level
     if unmet:
-        raise UnsupportedCapabilityError(trainer, unmet)
+        raise UnsupportedCapabilityError(trainer, unmet, needed_by)
     return Served(levels=levels, disabled=frozenset(disabled), requested=dict(requests))
 
 

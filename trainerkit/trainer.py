@@ -47,6 +47,7 @@ from .errors import (
 from .future import NO_MODEL, ModelTrainerFutureBase
 from .info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus, utcnow
 from .capabilities import CAPABILITY_NAMES, RequestLevel, Served, SupportLevel, normalize_requests, serve
+from .resources import Resources
 from .module import (
     METADATA_FILE,
     PARAMETERS_HOOK,
@@ -89,6 +90,8 @@ class TrainingRequest:
     #: Every capability the training requested, and at which level (the
     #: config's defaults overridden by the call's).
     requested: Mapping[str, RequestLevel] = dataclasses.field(default_factory=dict)
+    #: Nodes, processes per node and GPUs per process (see :class:`~trainerkit.Resources`).
+    resources: Resources = Resources()
 
 
 #: How a training that requested no capabilities was served.
@@ -213,6 +216,7 @@ class ModelTrainerBase(abc.ABC):
         external_training_id: Optional[str] = None,
         tags: Optional[Sequence[str]] = None,
         capabilities: Optional[Mapping[str, "RequestLevel | str"]] = None,
+        resources: "Resources | Mapping[str, Any] | None" = None,
         **kwargs: Any,
     ) -> ModelTrainerFutureBase:
         """Submit a training of ``module_class`` with ``*args, **kwargs``.
@@ -230,10 +234,16 @@ class ModelTrainerBase(abc.ABC):
         :class:`~trainerkit.UnsupportedCapabilityError` before anything is
         recorded or started (docs/capabilities.md).
 
+        ``resources`` (a :class:`~trainerkit.Resources` or a mapping, over the
+        trainer's configured ``resources``) asks for several processes or
+        nodes, or GPUs; a trainer that cannot serve it refuses the training the
+        same way, naming the capability it lacks.
+
         Returns a future whose ``result()`` is the trained model, loaded.
         """
         self._check_open()
-        served = self._serve_capabilities(capabilities)
+        wanted = self._resources(resources)
+        served = self._serve_capabilities(capabilities, wanted)
         check_module_class(module_class)
         params = training_parameters(module_class, args, kwargs)
         if getattr(module_class, PARAMETERS_HOOK, None) is not None:
@@ -264,6 +274,7 @@ class ModelTrainerBase(abc.ABC):
             tags=tag_tuple,
             disabled=served.disabled,
             requested=served.requested,
+            resources=wanted,
         )
         prepared = self.prepare_training(request)
         if prepared is not None:
@@ -322,14 +333,32 @@ class ModelTrainerBase(abc.ABC):
         check_module_class(module_class)
         return training_parameters(module_class, args, kwargs)
 
-    def _serve_capabilities(self, requested: Any) -> Served:
-        """Serve the config's default requests overridden by ``requested``."""
+    def _serve_capabilities(self, requested: Any, resources: Resources = Resources()) -> Served:
+        """Serve the config's default requests overridden by ``requested``, and
+        what ``resources`` needs (multi_node, multi_process, gpus)."""
         requests = self._default_capability_requests()
         if requested is not None:
             requests = {**requests, **normalize_requests(requested)}
+        needs = normalize_requests(resources.needs())
+        if needs:
+            serve(self.instance_name, needs, self.capabilities(), needed_by=f"resources {resources.describe()}")
+            for name in needs:
+                if requests.get(name) is RequestLevel.DISABLE:
+                    raise ValueError(
+                        f"capabilities turn {name} off, but resources {resources.describe()} need it; "
+                        "drop one of the two"
+                    )
+            requests = {**requests, **needs}
         if not requests:
             return _NOTHING_REQUESTED
         return serve(self.instance_name, requests, self.capabilities())
+
+    def _resources(self, requested: Any) -> Resources:
+        """The call's ``resources``, else the trainer config's, else one process."""
+        if requested is None:
+            config = self.config
+            requested = config.default_resources if isinstance(config, TrainerConfig) else None
+        return Resources.of(requested)
 
     def _default_capability_requests(self) -> dict[str, RequestLevel]:
         config = self.config

@@ -15,6 +15,7 @@ from typing import Optional
 
 from .capabilities import normalize_requests
 from .module import check_allowed_modules
+from .resources import Resources
 from .schema import option
 from .store.state_dir import check_state_dir
 
@@ -39,6 +40,15 @@ def check_capability_requests(value: dict[str, str]) -> Optional[str]:
     """A config ``check`` for capability requests: the problem, or None."""
     try:
         normalize_requests(value, "the mapping")
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def check_resources(value: dict[str, int]) -> Optional[str]:
+    """A config ``check`` for default resources: the problem, or None."""
+    try:
+        Resources.of(value)
     except (TypeError, ValueError) as exc:
         return str(exc)
     return None
@@ -73,6 +83,13 @@ class TrainerConfig:
         doc="capabilities every training of this trainer requests unless train(capabilities=...) "
         "says otherwise, e.g. {cancel: native, logs: disable}; a trainer that cannot serve them "
         "refuses the training before anything starts (docs/capabilities.md)",
+    )
+    default_resources: Optional[dict[str, int]] = option(
+        None,
+        check=check_resources,
+        doc="nodes, procs_per_node and gpus_per_proc every training of this trainer gets unless "
+        "train(resources=...) says otherwise, e.g. {procs_per_node: 2, gpus_per_proc: 1}; null: "
+        "one process without GPUs (docs/capabilities.md)",
     )
 
 

@@ -197,12 +197,21 @@ def test_env_and_env_from_reach_the_pod_from_secrets_and_configmaps(make_trainer
 # -- capabilities and parameters on the cluster (issue 17) ------------------------------
 
 
-def test_gpus_and_retries_are_capabilities_only_when_the_config_gives_them(make_trainer):
+def test_retries_are_a_capability_only_when_the_config_gives_them_and_gpus_always(make_trainer):
     plain = make_trainer().capabilities()
-    assert not plain["gpus"] and not plain["retries"]
+    assert not plain["retries"] and plain["gpus"] == trainerkit.SupportLevel.NATIVE
     assert plain["cancel"] == plain["detach"] == trainerkit.SupportLevel.NATIVE
-    configured = make_trainer(backoff_limit=2, resources={"limits": {"nvidia.com/gpu": "1"}}).capabilities()
-    assert configured["gpus"] == configured["retries"] == trainerkit.SupportLevel.NATIVE
+    assert make_trainer(backoff_limit=2).capabilities()["retries"] == trainerkit.SupportLevel.NATIVE
+
+
+def test_gpus_per_proc_becomes_the_pods_gpu_limit(make_trainer, models_dir, kube):
+    trainer = make_trainer(resources={"limits": {"memory": "1Gi", "nvidia.com/gpu": "1"}})
+    with pytest.raises(trainerkit.UnsupportedCapabilityError, match="multi_process"):
+        trainer.train(JsonModel, 1, save_path=models_dir / "r", resources={"procs_per_node": 2})
+    future = trainer.train(JsonModel, 1, save_path=models_dir / "g", resources=trainerkit.Resources(gpus_per_proc=2))
+    container = kube.jobs(NAMESPACE)[future.id]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"] == {"memory": "1Gi", "nvidia.com/gpu": "2"}
+    future.cancel()
 
 
 def test_parameters_and_capabilities_live_on_the_job_and_survive_a_new_manager(make_trainer, models_dir, kube):
@@ -215,7 +224,7 @@ def test_parameters_and_capabilities_live_on_the_job_and_survive_a_new_manager(m
     assert json.loads(annotations["trainerkit.io/parameters"]) == {"values": {"value": 5}, "by_repr": []}
     again = make_trainer().get_model_future(future.id).get_info()
     assert again.parameters == {"value": 5} and again.parameters_by_repr == ()
-    assert again.capabilities == {"cancel": trainerkit.SupportLevel.NATIVE, "gpus": None}
+    assert again.capabilities == {"cancel": trainerkit.SupportLevel.NATIVE, "gpus": trainerkit.SupportLevel.NATIVE}
 
 
 def test_large_parameters_keep_a_short_repr_on_the_job(make_trainer, models_dir, kube):

@@ -66,6 +66,8 @@ ANNOTATION_SUBMITTED = "trainerkit.io/submission-time"
 ANNOTATION_CANCELED = "trainerkit.io/canceled"
 #: Set by the pod entry point on its own pod: the latest ProgressReport as JSON.
 ANNOTATION_PROGRESS = "trainerkit.io/progress"
+#: The extended resource a training's ``gpus_per_proc`` becomes (NVIDIA's device plugin).
+GPU_RESOURCE = "nvidia.com/gpu"
 #: JSON: the capabilities the training requested and how they were served.
 ANNOTATION_CAPABILITIES = "trainerkit.io/capabilities"
 #: JSON: {"values": {name: value}, "by_repr": [names recorded by repr]}.
@@ -136,6 +138,7 @@ def build_manifests(
     submission_time: datetime.datetime,
     nonce: str,
     record: Optional[TrainingInfo] = None,
+    gpus: int = 0,
 ) -> TrainingManifests:
     """The ConfigMap and Job of one training.
 
@@ -201,7 +204,7 @@ def build_manifests(
         },
         "template": {
             "metadata": {"labels": dict(labels)},
-            "spec": _pod_spec(config, training_id, config_map_name),
+            "spec": _pod_spec(config, training_id, config_map_name, gpus),
         },
     }
     if config.annotations:
@@ -230,7 +233,7 @@ def build_manifests(
     return TrainingManifests(config_map=config_map, job=job)
 
 
-def _pod_spec(config: KubernetesTrainerConfig, training_id: str, config_map_name: str) -> dict[str, Any]:
+def _pod_spec(config: KubernetesTrainerConfig, training_id: str, config_map_name: str, gpus: int = 0) -> dict[str, Any]:
     env: list[dict[str, Any]] = []
     for name, value in config.env.items():
         if isinstance(value, Mapping):
@@ -269,6 +272,8 @@ def _pod_spec(config: KubernetesTrainerConfig, training_id: str, config_map_name
     if config.env_from:
         container["envFrom"] = copy.deepcopy(list(config.env_from))
     resources = config.resources.to_manifest()
+    if gpus:  # the training's Resources(gpus_per_proc=...) over the config's limits
+        resources.setdefault("limits", {})[GPU_RESOURCE] = str(gpus)
     if resources:
         container["resources"] = resources
     pod: dict[str, Any] = {

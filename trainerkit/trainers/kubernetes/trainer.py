@@ -79,6 +79,9 @@ class KubernetesModelTrainer(ModelTrainerBase):
         "progress": SupportLevel.NATIVE,
         "logs": SupportLevel.NATIVE,
         "detach": SupportLevel.NATIVE,
+        # Resources(gpus_per_proc=n) becomes an nvidia.com/gpu limit of n: the
+        # scheduler gives the pod GPUs of its own (the cluster must have them).
+        "gpus": SupportLevel.NATIVE,
     }
 
     #: The pod saves the model (its volumes, not this machine's filesystem).
@@ -87,12 +90,8 @@ class KubernetesModelTrainer(ModelTrainerBase):
     pushes_updates: ClassVar[bool] = True
 
     def capabilities(self) -> dict[str, SupportLevel]:
-        """As :attr:`CAPABILITIES`, plus ``gpus`` when the container's resources
-        name a GPU resource and ``retries`` when ``backoff_limit`` is above 0."""
+        """As :attr:`CAPABILITIES`, plus ``retries`` when ``backoff_limit`` is above 0."""
         levels = super().capabilities()
-        resources = self.config.resources
-        if any("gpu" in key for key in {**resources.requests, **resources.limits}):
-            levels["gpus"] = SupportLevel.NATIVE
         if self.config.backoff_limit > 0:
             levels["retries"] = SupportLevel.NATIVE
         return levels
@@ -246,6 +245,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
             submission_time=submitted,
             nonce=nonce,
             record=record,
+            gpus=request.resources.gpus_per_proc,
         )
 
     def _check_save_volume(self, save_path: str) -> None:
