@@ -78,3 +78,23 @@ def test_distributed_env_reads_the_torchrun_variables():
     assert distributed_env({"WORLD_SIZE": "1", "RANK": "0", "MASTER_PORT": "1"}) is None
     with pytest.raises(ValueError, match=r"MASTER_PORT='x' is not an integer"):
         distributed_env({**env, "MASTER_PORT": "x"})
+
+
+def test_a_mapping_fills_in_its_missing_keys_from_the_config_default(tmp_path):
+    with manager(tmp_path, default_resources={"gpus_per_proc": 1}) as made:
+        trainer = made.get_trainer("t")
+        assert trainer._resources({"nodes": 1}) == Resources(gpus_per_proc=1)
+        assert trainer._resources(Resources()) == Resources()  # a Resources is taken whole
+        assert trainer._resources(None) == Resources(gpus_per_proc=1)
+
+
+def test_the_cli_passes_its_resource_options_to_train(tmp_path):
+    from tests.cli_fixtures import run_cli
+
+    refused = run_cli("train", "tests.training_modules:Adder", "--arg", "a=1", "--procs-per-node", "2")
+    assert refused.returncode == 6
+    assert "needed by resources Resources(procs_per_node=2)" in refused.stderr
+    assert "multi_process: requested native, the trainer does not have it" in refused.stderr
+    bad = run_cli("train", "tests.training_modules:Adder", "--arg", "a=1", "--gpus-per-proc", "-1")
+    assert bad.returncode == 2 and "gpus_per_proc must be between 0 and 64, got -1" in bad.stderr
+    assert run_cli("train", "tests.training_modules:Adder", "--arg", "a=1", "--nodes", "1").returncode == 0

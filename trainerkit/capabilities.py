@@ -132,6 +132,8 @@ class UnsupportedCapabilityError(TrainerkitError, ValueError):
 
     def __init__(self, trainer: str, unsupported: "list[Unsupported]", needed_by: str = "") -> None:
         self.unsupported = list(unsupported)
+        #: What asked for them when it was not a capability request ("resources Resources(...)"), or "".
+        self.needed_by = needed_by
         lower = "ask for less" if needed_by else "lower the request to optional"
         super().__init__(
             f"trainer {trainer!r} cannot serve {len(self.unsupported)} requested "

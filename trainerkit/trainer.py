@@ -234,8 +234,8 @@ class ModelTrainerBase(abc.ABC):
         :class:`~trainerkit.UnsupportedCapabilityError` before anything is
         recorded or started (docs/capabilities.md).
 
-        ``resources`` (a :class:`~trainerkit.Resources` or a mapping, over the
-        trainer's configured ``resources``) asks for several processes or
+        ``resources`` (a :class:`~trainerkit.Resources`, or a mapping whose
+        missing keys come from the trainer's ``default_resources``) asks for several processes or
         nodes, or GPUs; a trainer that cannot serve it refuses the training the
         same way, naming the capability it lacks.
 
@@ -354,10 +354,14 @@ class ModelTrainerBase(abc.ABC):
         return serve(self.instance_name, requests, self.capabilities())
 
     def _resources(self, requested: Any) -> Resources:
-        """The call's ``resources``, else the trainer config's, else one process."""
+        """The call's ``resources`` (a mapping fills in its missing keys from the
+        config's ``default_resources``), else the config's, else one process."""
+        config = self.config
+        defaults = config.default_resources if isinstance(config, TrainerConfig) else None
         if requested is None:
-            config = self.config
-            requested = config.default_resources if isinstance(config, TrainerConfig) else None
+            return Resources.of(defaults)
+        if isinstance(requested, Mapping) and defaults:
+            return Resources.of({**defaults, **requested})
         return Resources.of(requested)
 
     def _default_capability_requests(self) -> dict[str, RequestLevel]:

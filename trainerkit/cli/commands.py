@@ -209,6 +209,14 @@ def _readable_signature(module_class: type, signature: Any) -> Any:
         return signature
 
 
+def _resources_option(args: argparse.Namespace) -> Optional[dict[str, int]]:
+    """``--nodes/--procs-per-node/--gpus-per-proc`` as train()'s resources (None: none given).
+
+    The trainer's ``default_resources`` fill in what the options leave out."""
+    given = {key: getattr(args, key) for key in ("nodes", "procs_per_node", "gpus_per_proc") if getattr(args, key) is not None}
+    return given or None
+
+
 def cmd_train(session: Session) -> ExitCode:
     from .arguments import parse_capability_options, training_arguments
 
@@ -251,6 +259,7 @@ def cmd_train(session: Session) -> ExitCode:
                 external_training_id=args.external_training_id,
                 tags=args.tag or None,
                 capabilities=capabilities or None,
+                resources=_resources_option(args),
                 **kwargs,
             )
         except UnsupportedCapabilityError as exc:
@@ -293,12 +302,14 @@ def cmd_train(session: Session) -> ExitCode:
 def _unsupported_capabilities(trainer: str, trainer_type: str, exc: UnsupportedCapabilityError) -> CommandError:
     """Exit status 6 with every unmet request on its own line (and in ``--json``)."""
     count = len(exc.unsupported)
+    needed_by = f" (needed by {exc.needed_by})" if exc.needed_by else ""
+    lower = "ask for fewer --nodes/--procs-per-node/--gpus-per-proc" if exc.needed_by else "request the capability as optional"
     return CommandError(
         f"trainer {trainer!r} ({trainer_type}) cannot serve {count} requested "
-        f"capabilit{'y' if count == 1 else 'ies'}; nothing was recorded or started",
+        f"capabilit{'y' if count == 1 else 'ies'}{needed_by}; nothing was recorded or started",
         ExitCode.UNAVAILABLE,
         "\n".join(item.describe() for item in exc.unsupported)
-        + "\nsee what each trainer has with: trainerkit trainers (or request the capability as optional)",
+        + f"\nsee what each trainer has with: trainerkit trainers (or {lower})",
         details={
             "unsupported": [
                 {"name": item.name, "requested": item.requested.value, "supported": support_flags(item.supported)}

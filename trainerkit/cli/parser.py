@@ -96,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_module_arguments(train, "")
     train.add_argument("--trainer", default="default", metavar="NAME", help="default: %(default)s")
+    for flag, key, what in (
+        ("--nodes", "nodes", "machines the training spans"),
+        ("--procs-per-node", "procs_per_node", "processes (ranks) per machine"),
+        ("--gpus-per-proc", "gpus_per_proc", "GPUs each process gets for itself"),
+    ):
+        train.add_argument(
+            flag, dest=key, type=int, metavar="N",
+            help=f"{what} (trainerkit.Resources; default: the trainer's default_resources, else 1 process, 0 GPUs)",
+        )
     train.add_argument(
         "--capability",
         dest="capability",
