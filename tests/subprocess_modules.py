@@ -190,3 +190,13 @@ class Forks(trainerkit.ModuleBase):
         os.waitpid(pid, 0)
         print("after fork")
         return cls()
+
+
+class SeesGpus(trainerkit.ModuleBase):
+    """Writes the CUDA_VISIBLE_DEVICES it sees to ``seen_file``, then waits for ``release_file``."""
+
+    @classmethod
+    def train(cls, seen_file, release_file):
+        _write(seen_file, os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
+        _wait_for(release_file)
+        return cls()

@@ -155,6 +155,7 @@ class TrainingInfo:
             (defaults filled in, after the module's ``training_parameters``
             hook); values that are not JSON are recorded by ``repr``.
         parameters_by_repr: the names in ``parameters`` recorded by ``repr``.
+        devices: the GPU ids the training was given (rank 0's first), or ().
     """
 
     id: str
@@ -173,6 +174,7 @@ class TrainingInfo:
     capabilities: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     parameters_by_repr: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
 
     def evolve(self, **changes: Any) -> "TrainingInfo":
         """A copy with ``changes`` applied (``dataclasses.replace`` without its
@@ -204,6 +206,7 @@ class TrainingInfo:
             "capabilities": levels_to_json(self.capabilities),
             "parameters": dict(self.parameters),
             "parameters_by_repr": list(self.parameters_by_repr),
+            "devices": list(self.devices),
         }
 
     @classmethod
@@ -228,6 +231,7 @@ class TrainingInfo:
             capabilities=levels_from_json(data.get("capabilities")),
             parameters=dict(data.get("parameters") or {}),
             parameters_by_repr=tuple(data.get("parameters_by_repr") or ()),
+            devices=tuple(str(device) for device in data.get("devices") or ()),
         )
 
 

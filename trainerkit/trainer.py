@@ -602,10 +602,24 @@ class ModelTrainerBase(abc.ABC):
     # -- the backend contract: reporters ----------------------------------------------------
 
     def mark_running(
-        self, future: ModelTrainerFutureBase, *, start_time: Optional[datetime.datetime] = None
+        self,
+        future: ModelTrainerFutureBase,
+        *,
+        start_time: Optional[datetime.datetime] = None,
+        devices: Sequence[str] = (),
     ) -> TrainingInfo:
-        """The training started (at ``start_time``, default now). Returns the new info."""
-        info = self._record(future, status=TrainingStatus.RUNNING, start_time=start_time or utcnow())
+        """The training started (at ``start_time``, default now), on ``devices``
+        (the GPU ids it was given, if any). Returns the new info."""
+        changes: dict[str, Any] = dict(status=TrainingStatus.RUNNING, start_time=start_time or utcnow(), detail="")
+        if devices:
+            changes["devices"] = tuple(devices)
+        info = self._record(future, **changes)
+        future._apply(info)
+        return info
+
+    def mark_waiting(self, future: ModelTrainerFutureBase, detail: str) -> TrainingInfo:
+        """The training is still QUEUED; ``detail`` says what it waits for."""
+        info = self._record(future, detail=detail)
         future._apply(info)
         return info
 

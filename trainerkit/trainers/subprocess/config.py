@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import importlib.util
 import datetime
 import re
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from ...schema import option
 from ...store.state_dir import MEMORY_STATE_DIR
@@ -14,6 +15,38 @@ from ...trainer_config import MachineTrainerConfig, check_directory
 
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _ENV_NAME = re.compile(r"^[^=\0]+\Z")
+
+
+def _check_gpus(value: object) -> Optional[str]:
+    if isinstance(value, list):
+        ids = [str(item).strip() for item in value]
+        if any(not item or "," in item for item in ids):
+            return f"{value!r}: each GPU id must be a non-empty id without commas (0, 1, or a UUID)"
+        if len(set(ids)) != len(ids):
+            return f"{value!r} names a GPU twice"
+    return None
+
+
+def gpu_ids(value: "str | list[int | str] | None") -> list[str]:
+    """The device ids a ``gpus`` config value stands for ('auto' is looked up now)."""
+    if value is None:
+        return []
+    if value != "auto":
+        return [str(item).strip() for item in value]  # type: ignore[union-attr]
+    import shutil
+    import subprocess
+
+    nvidia_smi = shutil.which("nvidia-smi")
+    if nvidia_smi:
+        try:
+            listing = subprocess.run([nvidia_smi, "-L"], capture_output=True, text=True, timeout=20).stdout
+        except (OSError, subprocess.SubprocessError):
+            listing = ""
+        ids = [match.group(1) for match in re.finditer(r"^GPU (\d+):", listing, re.MULTILINE)]
+        if ids:
+            return ids
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return [item.strip() for item in visible.split(",") if item.strip() and item.strip() != "-1"]
 
 
 def _check_preload(modules: list) -> Optional[str]:
@@ -87,6 +120,14 @@ class SubprocessTrainerConfig(MachineTrainerConfig):
         "must stop): the training sees TrainingCanceledError at once and may clean up in "
         "'finally' blocks. Default 10 s, as docker stop: enough to close files and write a "
         "checkpoint, short enough that a stuck training frees the machine soon",
+    )
+    gpus: Union[Literal["auto"], list[Union[int, str]], None] = option(
+        None,
+        check=_check_gpus,
+        doc="GPUs this trainer hands out, each to one training at a time (as CUDA_VISIBLE_DEVICES): "
+        "a list of device ids, 'auto' (the GPUs nvidia-smi -L lists, else those in this "
+        "process's CUDA_VISIBLE_DEVICES), or null: none. A training with "
+        "Resources(gpus_per_proc=n) waits QUEUED until n are free; one without GPUs sees none",
     )
     detach: bool = option(
         False,

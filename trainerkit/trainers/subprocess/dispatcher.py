@@ -57,6 +57,8 @@ class _Dispatcher:
         self.lock = threading.Condition()
         self.queue: "collections.deque[_Run]" = collections.deque()
         self.active: dict[str, _Run] = {}  # handed to a worker, until that worker exits
+        # GPU ids not held by an active run; None: this trainer hands out no GPUs.
+        self.free_gpus: Optional[list[str]] = list(trainer._gpus) if trainer._gpus else None
         self.idle: list[_Worker] = []
         self.workers: dict[int, _Worker] = {}  # by events fd
         self.start_failures = 0
@@ -237,14 +239,50 @@ class _Dispatcher:
 
     def _dispatch(self) -> None:
         while True:
+            detail = ""  # set when a training starts waiting for GPUs
             with self.lock:
                 if not self.queue or len(self.active) >= self.max_workers:
                     return
-                run = self.queue.popleft()
-                run.phase = _Run.HANDED
-                self.active[run.future.id] = run
-                self.lock.notify_all()
+                run = self.queue[0]
+                blocked = self.free_gpus is not None and run.gpus_needed > len(self.free_gpus)
+                if not blocked:
+                    self.queue.popleft()
+                    run.phase = _Run.HANDED
+                    self.active[run.future.id] = run
+                    self._assign_gpus(run)
+                    self.lock.notify_all()
+                elif not run.waiting_for_gpus:
+                    run.waiting_for_gpus = True
+                    free = len(self.free_gpus or ())
+                    detail = (
+                        f"waiting for {run.gpus_needed} GPU{'s' if run.gpus_needed != 1 else ''} "
+                        f"({free} of {free + self._gpus_in_use()} free)"
+                    )
+            if blocked:  # first come, first served: later trainings wait behind it
+                trainer = self._trainer_ref()
+                if trainer is not None and detail:
+                    _report(lambda _run, text: trainer.mark_waiting(_run.future, text), run, detail)
+                return
             self._hand_off(run)
+
+    def _gpus_in_use(self) -> int:
+        return sum(len(run.devices) for run in self.active.values())
+
+    def _assign_gpus(self, run: _Run) -> None:
+        """Give ``run`` its GPUs (and hide the others from it). Lock held."""
+        if self.free_gpus is None:
+            return
+        run.devices = tuple(self.free_gpus[: run.gpus_needed])
+        del self.free_gpus[: run.gpus_needed]
+        environ = dict(run.spec.environ or {})
+        environ["CUDA_VISIBLE_DEVICES"] = ",".join(run.devices)
+        run.spec = dataclasses.replace(run.spec, environ=environ)
+
+    def _retire(self, run: _Run) -> None:
+        """``run`` left the worker it was handed to: its GPUs are free again. Lock held."""
+        self.active.pop(run.future.id, None)
+        if self.free_gpus is not None and run.devices:
+            self.free_gpus.extend(device for device in run.devices if device not in self.free_gpus)
 
     def _hand_off(self, run: _Run) -> None:
         trainer = self._trainer_ref()
@@ -267,7 +305,7 @@ class _Dispatcher:
                 run.worker = None
             refused = worker
         with self.lock:
-            self.active.pop(run.future.id, None)
+            self._retire(run)
             run.phase = _Run.DONE
             self.lock.notify_all()
         if trainer is not None:
@@ -446,7 +484,7 @@ class _Dispatcher:
             if retry:
                 run.worker = None
             else:
-                self.active.pop(run.future.id, None)
+                self._retire(run)
                 run.phase = _Run.DONE
                 self.lock.notify_all()
         if retry:
@@ -464,7 +502,8 @@ class _Dispatcher:
         with self.lock:
             runs = list(self.queue) + list(self.active.values())
             self.queue.clear()
-            self.active.clear()
+            for run in list(self.active.values()):
+                self._retire(run)
             self.lock.notify_all()
         for run in runs:
             if trainer is not None and run.phase != _Run.DONE:

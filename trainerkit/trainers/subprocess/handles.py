@@ -35,6 +35,9 @@ class _Run:
         self.cancel_requested = False
         self.detached = spec.detach
         self.attempts = 0
+        self.gpus_needed = 0  # Resources.gpus_per_proc of the training
+        self.devices: tuple[str, ...] = ()  # the GPU ids it holds while handed to a worker
+        self.waiting_for_gpus = False  # its QUEUED detail says so already
 
 
 class _Worker:

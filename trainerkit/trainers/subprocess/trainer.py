@@ -62,7 +62,7 @@ from ...runner import Outcome, TrainingSpec, check_importable_class, inline_argu
 from ...store import TrainingStore
 from ...store.state_dir import MEMORY_STATE_DIR, STATE_DIR_ENV, open_record_store, resolve_state_dir
 from ...trainer import ModelTrainerBase, TrainingRequest
-from .config import SubprocessTrainerConfig
+from .config import SubprocessTrainerConfig, gpu_ids
 from .dispatcher import _Dispatcher
 from .exits import describe_exit, signal_hint
 from .handles import WORKER_MODULE, _Run, _Worker, current_sys_path
@@ -89,6 +89,13 @@ class SubprocessModelTrainer(ModelTrainerBase):
         "detach": SupportLevel.NATIVE | SupportLevel.CAN_DISABLE,
     }
 
+    def capabilities(self) -> dict[str, SupportLevel]:
+        """As :attr:`CAPABILITIES`, plus ``gpus`` when the config gives it GPUs."""
+        levels = super().capabilities()
+        if self._gpus:
+            levels["gpus"] = SupportLevel.NATIVE
+        return levels
+
     def __init__(self, config: SubprocessTrainerConfig, instance_name: str) -> None:
         super().__init__(config, instance_name)
         self._state_dir = resolve_state_dir(config.state_dir)
@@ -98,6 +105,7 @@ class SubprocessModelTrainer(ModelTrainerBase):
         )
         self._grace = parse_duration(config.cancel_grace_period).total_seconds()
         self._cwd = os.path.abspath(os.path.expanduser(config.cwd)) if config.cwd else None
+        self._gpus = gpu_ids(config.gpus)  # handed out one training at a time by the dispatcher
         self._dispatcher = _Dispatcher(self)
         atexit.register(_wait_at_exit, weakref.ref(self))
         # Idle workers must not outlive a trainer that is dropped without shutdown.
@@ -116,6 +124,13 @@ class SubprocessModelTrainer(ModelTrainerBase):
 
     def prepare_training(self, request: TrainingRequest) -> bytes:
         """Refuse what cannot run in another process; return the pickled arguments."""
+        wanted = request.resources.gpus_per_proc
+        if wanted > len(self._gpus):
+            raise ValueError(
+                f"the training asks for {wanted} GPUs, but trainer {self.instance_name!r} hands out "
+                f"{len(self._gpus)} ({', '.join(self._gpus)}); ask for at most {len(self._gpus)}, or "
+                "give the trainer more in its gpus config"
+            )
         if request.save_path is None:
             raise ValueError(
                 f"trainer {self.instance_name!r} (type SUBPROCESS) trains in another process, so "
@@ -168,8 +183,10 @@ class SubprocessModelTrainer(ModelTrainerBase):
             submitter=self.owner,
             progress="progress" not in request.disabled,
         )
+        run = _Run(future, spec, run_dir)
+        run.gpus_needed = request.resources.gpus_per_proc
         try:
-            self._dispatcher.submit(_Run(future, spec, run_dir))
+            self._dispatcher.submit(run)
         except BaseException:
             run_dir.remove()
             raise
@@ -263,7 +280,7 @@ class SubprocessModelTrainer(ModelTrainerBase):
     # -- reports from the dispatcher (its thread)
 
     def _on_running(self, run: _Run, record: WorkerRecord) -> None:
-        info = self.mark_running(run.future, start_time=record.start_time)
+        info = self.mark_running(run.future, start_time=record.start_time, devices=run.devices)
         if info.status is TrainingStatus.CANCELED and not run.cancel_requested:
             # Canceled from another process while it was being handed over: stop it.
             self._dispatcher.cancel(run)
