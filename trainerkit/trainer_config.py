@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from .capabilities import normalize_requests
 from .module import check_allowed_modules
@@ -27,31 +27,23 @@ def check_directory(value: str) -> Optional[str]:
     return None
 
 
-def check_module_names(value: list[str]) -> Optional[str]:
-    """A config ``check`` for a list of module names: the problem, or None."""
-    try:
-        check_allowed_modules(value, "the list")
-    except (TypeError, ValueError) as exc:
-        return str(exc)
-    return None
+def _problem(check: Callable[[Any], Any]) -> Callable[[Any], Optional[str]]:
+    """A config ``check`` from a function that raises TypeError/ValueError for a bad value."""
+
+    def problem(value: Any) -> Optional[str]:
+        try:
+            check(value)
+        except (TypeError, ValueError) as exc:
+            return str(exc)
+        return None
+
+    return problem
 
 
-def check_capability_requests(value: dict[str, str]) -> Optional[str]:
-    """A config ``check`` for capability requests: the problem, or None."""
-    try:
-        normalize_requests(value, "the mapping")
-    except (TypeError, ValueError) as exc:
-        return str(exc)
-    return None
-
-
-def check_resources(value: dict[str, int]) -> Optional[str]:
-    """A config ``check`` for default resources: the problem, or None."""
-    try:
-        Resources.of(value)
-    except (TypeError, ValueError) as exc:
-        return str(exc)
-    return None
+#: Config checks: a list of module names, capability requests, default resources.
+check_module_names = _problem(lambda value: check_allowed_modules(value, "the list"))
+check_capability_requests = _problem(lambda value: normalize_requests(value, "the mapping"))
+check_resources = _problem(Resources.of)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
