@@ -54,7 +54,7 @@ class Resources:
     def of(cls, value: "Resources | Mapping[str, Any] | None") -> "Resources":
         """A Resources from itself, a mapping with the same keys, or None (the defaults)."""
         if value is None:
-            return cls()
+            return ONE_PROCESS if cls is Resources else cls()
         if isinstance(value, Resources):
             return value
         if isinstance(value, Mapping):
@@ -89,6 +89,10 @@ class Resources:
         given = [f"{field.name}={getattr(self, field.name)}" for field in dataclasses.fields(self)
                  if getattr(self, field.name) != field.default]
         return f"Resources({', '.join(given)})"
+
+
+#: The default: one process, no GPUs (built once; train() asks for it at every call).
+ONE_PROCESS = Resources()
 
 
 @dataclasses.dataclass(frozen=True)
