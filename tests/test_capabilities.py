@@ -78,8 +78,14 @@ def manager(tmp_path, trainer_type="LOCAL", **config):
 
 
 EXPECTED = {
-    "LOCAL": {"cancel": BEST, "progress": NATIVE | CAN, "logs": NATIVE | CAN},
-    "SUBPROCESS": {"cancel": NATIVE, "progress": NATIVE | CAN, "logs": NATIVE | CAN, "detach": NATIVE | CAN},
+    "LOCAL": {
+        "cancel": BEST, "progress": NATIVE | CAN, "logs": NATIVE | CAN,
+        "remote_storage": NATIVE, "checkpoints": NATIVE,
+    },
+    "SUBPROCESS": {
+        "cancel": NATIVE, "progress": NATIVE | CAN, "logs": NATIVE | CAN, "detach": NATIVE | CAN,
+        "remote_storage": NATIVE, "checkpoints": NATIVE,
+    },
 }
 
 

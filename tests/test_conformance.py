@@ -45,8 +45,10 @@ class TestKubernetesConformance(BackendConformance):
     bounded_concurrency = False  # the cluster's scheduler decides; see hold_queue below
 
     @pytest.fixture
-    def trainer_config(self, cluster_config) -> dict[str, Any]:  # noqa: F811 - the fixture
-        return cluster_config()["model_management"]["trainers"][TRAINER]
+    def trainer_config(self, cluster_config, models_dir) -> dict[str, Any]:  # noqa: F811 - the fixture
+        # Checkpoints on the models volume, so that the checkpoints tests run too.
+        config = cluster_config(checkpoint_dir=str(models_dir / "checkpoints"))
+        return config["model_management"]["trainers"][TRAINER]
 
     @pytest.fixture
     def save_dir(self, models_dir) -> str:  # noqa: F811 - the fixture

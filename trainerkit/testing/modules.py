@@ -50,6 +50,27 @@ class Quick(trainerkit.ModuleBase):
         return cls(value)
 
 
+class Checkpointing(trainerkit.ModuleBase):
+    """Counts ``epochs`` epochs, saving a checkpoint after each; it starts from
+    :func:`trainerkit.latest_checkpoint` when there is one. ``started_at`` is
+    the epoch it started from (0 on a fresh start)."""
+
+    def __init__(self, epoch: int, started_at: int) -> None:
+        self.epoch = epoch
+        self.started_at = started_at
+
+    @classmethod
+    def train(cls, epochs: int = 2) -> "Checkpointing":
+        """Run the epochs not yet done, checkpointing each; return the last state."""
+        previous = trainerkit.latest_checkpoint()
+        start = previous.epoch if previous is not None else 0
+        model = cls(start, start)
+        for epoch in range(start + 1, epochs + 1):
+            model.epoch = epoch
+            trainerkit.save_checkpoint(model)
+        return model
+
+
 class Progress(trainerkit.ModuleBase):
     """Reports ``steps`` progress reports (``step`` 1..steps of ``total``
     steps, metric ``loss`` = 1/step), then returns."""

@@ -139,6 +139,7 @@ def build_manifests(
     nonce: str,
     record: Optional[TrainingInfo] = None,
     gpus: int = 0,
+    storage: Optional[Mapping[str, Any]] = None,
 ) -> TrainingManifests:
     """The ConfigMap and Job of one training.
 
@@ -161,7 +162,8 @@ def build_manifests(
     else:
         arguments = inline_arguments(pickle_arguments(module_class, args, kwargs))
     spec = TrainingSpec(
-        training_id=training_id, module=module, arguments=arguments, save_path=save_path
+        training_id=training_id, module=module, arguments=arguments, save_path=save_path,
+        **{key: value for key, value in (storage or {}).items() if value is not None},
     ).to_dict()
     config_map: dict[str, Any] = {
         "apiVersion": "v1",

@@ -33,6 +33,7 @@ from ...future import ModelTrainerFutureBase
 from ...info import ErrorDetail, TrainingInfo, TrainingStatus, utcnow
 from ...trainer import ModelTrainerBase, TrainingRequest
 from ...runner import check_importable_class
+from ...storage import is_url
 from .api_errors import AlreadyExistsError, ConflictError, NotFoundError
 from .config import KubernetesTrainerConfig
 from .manifest import (
@@ -82,6 +83,9 @@ class KubernetesModelTrainer(ModelTrainerBase):
         # Resources(gpus_per_proc=n) becomes an nvidia.com/gpu limit of n: the
         # scheduler gives the pod GPUs of its own (the cluster must have them).
         "gpus": SupportLevel.NATIVE,
+        # save_path (and checkpoint_dir) may be an fsspec URL: the pod saves
+        # there, no shared volume needed; credentials reach it through env/env_from.
+        "remote_storage": SupportLevel.NATIVE,
     }
 
     #: The pod saves the model (its volumes, not this machine's filesystem).
@@ -90,11 +94,24 @@ class KubernetesModelTrainer(ModelTrainerBase):
     pushes_updates: ClassVar[bool] = True
 
     def capabilities(self) -> dict[str, SupportLevel]:
-        """As :attr:`CAPABILITIES`, plus ``retries`` when ``backoff_limit`` is above 0."""
+        """As :attr:`CAPABILITIES`, plus ``retries`` when ``backoff_limit`` is above 0
+        and ``checkpoints`` when ``checkpoint_dir`` is set (a URL, or a path on a
+        writable volume mount)."""
         levels = super().capabilities()
         if self.config.backoff_limit > 0:
             levels["retries"] = SupportLevel.NATIVE
+        if self._checkpoint_problem() is None:
+            levels["checkpoints"] = SupportLevel.NATIVE
         return levels
+
+    def _checkpoint_problem(self) -> Optional[str]:
+        """Why the pods cannot save checkpoints, or None."""
+        location = self.config.checkpoint_dir
+        if not location:
+            return "the trainer has no checkpoint_dir"
+        if is_url(location) or not self.config.require_save_volume:
+            return None
+        return self.config.save_volume_problem(location, self.instance_name)
 
     def __init__(self, config: KubernetesTrainerConfig, instance_name: str) -> None:
         super().__init__(config, instance_name)
@@ -246,11 +263,16 @@ class KubernetesModelTrainer(ModelTrainerBase):
             nonce=nonce,
             record=record,
             gpus=request.resources.gpus_per_proc,
+            storage={
+                "storage_options": self.storage_options or None,
+                "checkpoint_dir": self.config.checkpoint_dir if self._checkpoint_problem() is None else None,
+                "resume_from": request.resume_from,
+            },
         )
 
     def _check_save_volume(self, save_path: str) -> None:
-        if not self.config.require_save_volume:
-            return
+        if not self.config.require_save_volume or is_url(save_path):
+            return  # a URL needs no shared volume: the pod uploads there
         problem = self.config.save_volume_problem(save_path, self.instance_name)
         if problem:
             raise ValueError(problem)

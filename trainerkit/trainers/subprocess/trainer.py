@@ -87,6 +87,11 @@ class SubprocessModelTrainer(ModelTrainerBase):
         # Any training may outlive its submitter: a native or best-effort
         # request detaches it whatever the config says, a disable keeps it tied.
         "detach": SupportLevel.NATIVE | SupportLevel.CAN_DISABLE,
+        # save_path, checkpoint_dir and load take any fsspec URL; the worker
+        # gets storage_options through its spec, credentials through its env.
+        "remote_storage": SupportLevel.NATIVE,
+        # checkpoint_dir, else <state dir>/checkpoints.
+        "checkpoints": SupportLevel.NATIVE,
     }
 
     def capabilities(self) -> dict[str, SupportLevel]:
@@ -121,6 +126,10 @@ class SubprocessModelTrainer(ModelTrainerBase):
                 "which record into it; set state_dir in the trainer's config to a directory"
             )
         return open_record_store(self.config.state_dir)
+
+    def default_checkpoint_dir(self) -> str:
+        """``<state dir>/checkpoints``."""
+        return os.path.join(self._state_dir, "checkpoints")
 
     def prepare_training(self, request: TrainingRequest) -> bytes:
         """Refuse what cannot run in another process; return the pickled arguments."""
@@ -182,6 +191,10 @@ class SubprocessModelTrainer(ModelTrainerBase):
             detach=_detaches(self.config.detach, request),
             submitter=self.owner,
             progress="progress" not in request.disabled,
+            storage_options=self.storage_options or None,
+            checkpoint_dir=self.checkpoint_dir(),
+            resume_from=request.resume_from,
+            cache_dir=self.cache_dir,
         )
         run = _Run(future, spec, run_dir)
         run.gpus_needed = request.resources.gpus_per_proc
@@ -261,9 +274,9 @@ class SubprocessModelTrainer(ModelTrainerBase):
             self._dispatcher.wait_idle()
         super().shutdown(wait=wait)
 
-    def delete_training(self, training_id: str, delete_model: bool = False) -> None:
+    def delete_training(self, training_id: str, delete_model: bool = False, keep_checkpoints: bool = False) -> None:
         """As :meth:`ModelTrainerBase.delete_training`; also removes the log and run files."""
-        super().delete_training(training_id, delete_model=delete_model)
+        super().delete_training(training_id, delete_model=delete_model, keep_checkpoints=keep_checkpoints)
         self._remove_files(training_id)
 
     def purge_finished(self, older_than: Optional[datetime.timedelta] = None) -> list[str]:
