@@ -563,10 +563,11 @@ def _download(fs: Any, base: str, manifest: Mapping[str, Any], staging: str, url
     try:
         if remote:
             fs.get(remote, local)
-    except FileNotFoundError as exc:
+    except FileNotFoundError:
+        missing = [item["path"] for item, path in zip(files, remote) if not _exists_quietly(fs, path)]
         raise ModelLoadError(
-            f"the model at {url} is incomplete: a file its manifest lists is missing ({exc}); it was "
-            "removed after it was published"
+            f"the model at {url} is incomplete: files its manifest lists are missing "
+            f"({', '.join(missing) or 'one of them'}); they were removed after it was published"
         ) from None
     except Exception as exc:
         raise _fail(url, "download", exc) from None
@@ -578,6 +579,13 @@ def _download(fs: Any, base: str, manifest: Mapping[str, Any], staging: str, url
                 f"{max(size, 0)} bytes (sha256 {digest[:12] or '-'}), the manifest says {item['size']} "
                 f"(sha256 {item['sha256'][:12]}); it was changed after it was published"
             )
+
+
+def _exists_quietly(fs: Any, path: str) -> bool:
+    try:
+        return bool(fs.exists(path))
+    except Exception:
+        return False
 
 
 def _check_local_files(base: str, manifest: Mapping[str, Any], where: str) -> None:
