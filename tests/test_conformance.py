@@ -36,6 +36,7 @@ class TestSubprocessConformance(BackendConformance):
                 "max_workers": 1,
                 "state_dir": str(tmp_path / "state"),
                 "cancel_grace_period": "300ms",
+                "max_retries": 1,  # so that the retries tests run too
             },
         }
 
@@ -47,7 +48,8 @@ class TestKubernetesConformance(BackendConformance):
     @pytest.fixture
     def trainer_config(self, cluster_config, models_dir) -> dict[str, Any]:  # noqa: F811 - the fixture
         # Checkpoints on the models volume, so that the checkpoints tests run too.
-        config = cluster_config(checkpoint_dir=str(models_dir / "checkpoints"))
+        # ... and max_retries, so that the retries tests run too.
+        config = cluster_config(checkpoint_dir=str(models_dir / "checkpoints"), max_retries=1)
         return config["model_management"]["trainers"][TRAINER]
 
     @pytest.fixture

@@ -306,3 +306,54 @@ def test_cli_trains_to_a_url_and_loads_it(tmp_path, s3_bucket, s3_env):
         text=True, timeout=WAIT, env=env,
     )
     assert missing.returncode != 0 and f"no model at {s3_bucket}/nothing-here" in missing.stderr
+
+
+# -- retries (SUBPROCESS) ------------------------------------------------------------------------
+
+
+def test_a_crashed_attempt_is_retried_with_the_same_id_and_resumes_from_its_last_checkpoint(
+    manager_factory, tmp_path, s3_bucket, s3_env
+):
+    trainer = _manager(
+        manager_factory, tmp_path, "SUBPROCESS", max_retries=2, checkpoint_dir=f"{s3_bucket}/ckpt"
+    ).get_trainer("t")
+    assert trainer.capabilities()["retries"]
+    marker = str(tmp_path / "killed")
+    future = trainer.train(Epochs, 5, kill_after=3, marker=marker, save_path=f"{s3_bucket}/m", save_with_id=True)
+    model = future.result(timeout=WAIT)
+    assert os.path.exists(marker)  # the first attempt was SIGKILLed after its third checkpoint
+    assert (model.started_at, model.epoch) == (3, 5)
+    info = future.get_info()
+    assert info.status is trainerkit.TrainingStatus.COMPLETED and info.attempt == 2
+    assert [c.name for c in future.checkpoints()] == [f"checkpoint-00000{n}" for n in range(1, 6)]
+    log = "\n".join(future.logs())
+    assert "attempt 2 of 3: attempt 1 failed" in log and "SIGKILL" in log
+    # A new manager reads the attempt back from the record.
+    again = _manager(manager_factory, tmp_path, "SUBPROCESS", max_retries=2).get_trainer("t")
+    assert again.get_model_future(future.id).get_info().attempt == 2
+
+
+def test_retries_stop_at_max_retries_and_an_exception_is_not_retried(manager_factory, tmp_path):
+    from tests.subprocess_modules import Crasher
+    from tests.training_modules import Failing
+
+    trainer = _manager(manager_factory, tmp_path, "SUBPROCESS", max_retries=1).get_trainer("t")
+    crashing = trainer.train(Crasher, "exit3", save_path=str(tmp_path / "m"), save_with_id=True)
+    assert crashing.wait(WAIT)
+    info = crashing.get_info()
+    assert info.status is trainerkit.TrainingStatus.ERRORED and info.attempt == 2
+    assert info.errors[0].type.endswith("TrainingCrashedError")
+    failing = trainer.train(Failing, save_path=str(tmp_path / "m"), save_with_id=True)
+    assert failing.wait(WAIT)
+    assert failing.get_info().status is trainerkit.TrainingStatus.ERRORED and failing.get_info().attempt == 1
+
+
+def test_retry_on_error_retries_an_exception_too(manager_factory, tmp_path):
+    from tests.training_modules import Failing
+
+    trainer = _manager(manager_factory, tmp_path, "SUBPROCESS", max_retries=1, retry_on_error=True).get_trainer("t")
+    failing = trainer.train(Failing, save_path=str(tmp_path / "m"), save_with_id=True)
+    assert failing.wait(WAIT)
+    info = failing.get_info()
+    assert info.status is trainerkit.TrainingStatus.ERRORED and info.attempt == 2
+    assert "attempt 2 of 2" in "\n".join(failing.logs())

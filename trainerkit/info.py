@@ -156,6 +156,8 @@ class TrainingInfo:
             hook); values that are not JSON are recorded by ``repr``.
         parameters_by_repr: the names in ``parameters`` recorded by ``repr``.
         devices: the GPU ids the training was given (rank 0's first), or ().
+        attempt: which attempt is running (or ran last), counting from 1: a
+            crashed attempt retried (``max_retries``) runs again with the same id.
     """
 
     id: str
@@ -175,6 +177,7 @@ class TrainingInfo:
     parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     parameters_by_repr: tuple[str, ...] = ()
     devices: tuple[str, ...] = ()
+    attempt: int = 1
 
     def evolve(self, **changes: Any) -> "TrainingInfo":
         """A copy with ``changes`` applied (``dataclasses.replace`` without its
@@ -207,6 +210,7 @@ class TrainingInfo:
             "parameters": dict(self.parameters),
             "parameters_by_repr": list(self.parameters_by_repr),
             "devices": list(self.devices),
+            "attempt": self.attempt,
         }
 
     @classmethod
@@ -232,7 +236,13 @@ class TrainingInfo:
             parameters=dict(data.get("parameters") or {}),
             parameters_by_repr=tuple(data.get("parameters_by_repr") or ()),
             devices=tuple(str(device) for device in data.get("devices") or ()),
+            attempt=_attempt(data.get("attempt")),
         )
+
+
+def _attempt(value: Any) -> int:
+    """A recorded attempt number; records written before attempts existed say 1."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
 
 
 _INFO_FIELDS = frozenset(field.name for field in dataclasses.fields(TrainingInfo))

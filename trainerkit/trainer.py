@@ -703,6 +703,13 @@ class ModelTrainerBase(abc.ABC):
         future._apply(info)
         return info
 
+    def mark_attempt(self, future: ModelTrainerFutureBase, attempt: int, detail: str) -> TrainingInfo:
+        """The training goes on with attempt number ``attempt`` (a retry after a
+        crash, same id); ``detail`` says so ("attempt 2 of 3: ...")."""
+        info = self._record(future, attempt=attempt, detail=detail)
+        future._apply(info)
+        return info
+
     def mark_waiting(self, future: ModelTrainerFutureBase, detail: str) -> TrainingInfo:
         """The training is still QUEUED; ``detail`` says what it waits for."""
         info = self._record(future, detail=detail)

@@ -36,7 +36,8 @@ from trainerkit import ModelTrainerBase, TrainerManager, TrainingStatus
 from ..capabilities import CAPABILITY_NAMES, RequestLevel, SupportLevel, UnsupportedCapabilityError, serve
 from . import modules
 from .modules import (
-    Blocking, Chatty, ChattyProgress, Checkpointing, ConformanceError, Failing, NeedsArgs, Progress, Quick,
+    Blocking, Chatty, ChattyProgress, Checkpointing, ConformanceError, CrashesOnce, Failing, NeedsArgs, Progress,
+    Quick,
 )
 from .waiting import FileGate, wait_until
 
@@ -599,6 +600,18 @@ class BackendConformance:
         assert [info.name for info in trainer.list_checkpoints(second.id)] == ["checkpoint-000001"]
         with pytest.raises(trainerkit.TrainingNotFoundError, match=first.id):
             trainer.train(Checkpointing, 1, save_path=save_dir, save_with_id=True, resume_from=first.id)
+
+    def test_retries_start_a_crashed_attempt_again_with_the_same_id(
+        self, trainer: ModelTrainerBase, gate_dir: str, save_dir: str
+    ) -> None:
+        if not trainer.capabilities()["retries"]:
+            pytest.skip("the trainer does not declare retries")
+        os.makedirs(gate_dir, exist_ok=True)
+        marker = os.path.join(gate_dir, f"crashed-{os.getpid()}-{id(trainer)}")
+        future = trainer.train(CrashesOnce, marker, 8, save_path=save_dir, save_with_id=True)
+        assert future.result(timeout=self.timeout).value == 8
+        assert os.path.exists(marker), "the first attempt did not run"
+        assert future.get_info().attempt == 2
 
     def test_declared_capabilities_are_what_the_backend_really_does(self, trainer: ModelTrainerBase) -> None:
         # The behaviour tests above run for what the class attributes claim;

@@ -71,6 +71,23 @@ class Checkpointing(trainerkit.ModuleBase):
         return model
 
 
+class CrashesOnce(trainerkit.ModuleBase):
+    """Its first attempt kills its own process (SIGKILL, a crash) after creating
+    the file ``marker``; a later attempt, finding the file, returns ``value``."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    @classmethod
+    def train(cls, marker: str, value: int = 1) -> "CrashesOnce":
+        """Crash the first time, return a model the next."""
+        if not os.path.exists(marker):
+            with open(marker, "w"):
+                pass
+            os.kill(os.getpid(), 9)  # SIGKILL (the number: os has no SIGKILL on every platform)
+        return cls(value)
+
+
 class Progress(trainerkit.ModuleBase):
     """Reports ``steps`` progress reports (``step`` 1..steps of ``total``
     steps, metric ``loss`` = 1/step), then returns."""

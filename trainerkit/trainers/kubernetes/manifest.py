@@ -187,7 +187,7 @@ def build_manifests(
         annotations.update(record_annotations(record))
 
     job_spec: dict[str, Any] = {
-        "backoffLimit": config.backoff_limit,
+        "backoffLimit": config.job_backoff_limit,
         # A training error is deterministic: fail the Job at once rather than
         # spend backoff_limit retries on it; evictions and preemptions do not
         # count as failures at all. Retries are kept for crashes (OOM, node loss).

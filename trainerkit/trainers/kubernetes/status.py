@@ -108,6 +108,8 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         tags=_tags(annotations.get(ANNOTATION_TAGS)),
         submission_time=submission,
         progress=progress,
+        # Each pod of the Job is an attempt (max_retries/backoff_limit replace crashed ones).
+        attempt=max(1, sum(1 for _, state in containers if state and _ever_started(state))),
         **_recorded(annotations),
     )
 

@@ -98,7 +98,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
         and ``checkpoints`` when ``checkpoint_dir`` is set (a URL, or a path on a
         writable volume mount)."""
         levels = super().capabilities()
-        if self.config.backoff_limit > 0:
+        if self.config.job_backoff_limit > 0:
             levels["retries"] = SupportLevel.NATIVE
         if self._checkpoint_problem() is None:
             levels["checkpoints"] = SupportLevel.NATIVE
