@@ -33,6 +33,7 @@ fsspec's ``FSSPEC_<PROTOCOL>_<OPTION>``...) and from ``storage_options``
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime
 import hashlib
@@ -43,7 +44,7 @@ import re
 import secrets
 import shutil
 import tempfile
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .errors import ModelLoadError, StorageError
 from .info import utcnow
@@ -68,6 +69,8 @@ _EXTRAS = {
 CACHE_DIR_ENV = "TRAINERKIT_CACHE_DIR"
 
 _CHUNK = 1 << 20
+#: Files uploaded, downloaded and hashed at once.
+_TRANSFER_THREADS = 8
 
 StorageOptions = Optional[Mapping[str, Mapping[str, Any]]]
 
@@ -273,17 +276,30 @@ def _local_files(directory: str) -> list[str]:
     return sorted(found)
 
 
-def build_manifest(directory: str, *, root: str = "") -> dict[str, Any]:
-    """The manifest of a model saved (with its metadata file) in ``directory``."""
+def build_manifest(
+    directory: str, *, root: str = "", each: Optional[Callable[[str, str], None]] = None
+) -> dict[str, Any]:
+    """The manifest of a model saved (with its metadata file) in ``directory``.
+
+    ``each(relative path, full path)``, when given, runs for every file in a
+    thread of its own beside the file's hashing (an upload overlaps the
+    hashing of the other files: SHA-256 releases the GIL).
+    """
     try:
         with open(os.path.join(directory, _METADATA_FILE), encoding="utf-8") as handle:
             metadata = json.load(handle)
     except (OSError, ValueError) as exc:
         raise StorageError(f"cannot publish {directory}: its {_METADATA_FILE} is unreadable ({exc})") from None
-    files = []
-    for relative in _local_files(directory):
-        size, digest = _hash_file(os.path.join(directory, relative))
-        files.append({"path": relative, "size": size, "sha256": digest})
+    relatives = _local_files(directory)
+
+    def one(relative: str) -> dict[str, Any]:
+        full = os.path.join(directory, *relative.split("/"))
+        if each is not None:
+            each(relative, full)
+        size, digest = _hash_file(full)
+        return {"path": relative, "size": size, "sha256": digest}
+
+    files = _in_threads(one, relatives)
     return {
         "format": MANIFEST_FORMAT,
         "module": metadata.get("module"),
@@ -292,6 +308,14 @@ def build_manifest(directory: str, *, root: str = "") -> dict[str, Any]:
         "root": root,
         "files": files,
     }
+
+
+def _in_threads(function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """``[function(item) for item in items]``, run by a few threads (the first error is raised)."""
+    if len(items) <= 1:
+        return [function(item) for item in items]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(_TRANSFER_THREADS, len(items))) as pool:
+        return list(pool.map(function, items))
 
 
 def parse_manifest(raw: bytes, where: str) -> dict[str, Any]:
@@ -359,7 +383,6 @@ def publish(directory: str, url: str, storage_options: StorageOptions = None, *,
     """
     fs, path = filesystem(url, storage_options)
     root = f"v-{utcnow().strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}" if replace else ""
-    manifest = build_manifest(directory, root=root)
     base = f"{path}/{root}" if root else path
     try:
         _refresh(fs, path)
@@ -375,15 +398,17 @@ def publish(directory: str, url: str, storage_options: StorageOptions = None, *,
         old = None  # a damaged manifest is replaced
     except Exception as exc:
         raise _fail(url, "check", exc) from None
-    local = [os.path.join(directory, *item["path"].split("/")) for item in manifest["files"]]
-    remote = [f"{base}/{item['path']}" for item in manifest["files"]]
+    remote = [f"{base}/{relative}" for relative in _local_files(directory)]
     manifest_path = f"{path}/{MANIFEST_FILE}"
     try:
         if _is_local(fs):
+            manifest = build_manifest(directory, root=root)
             _place_locally(directory, base, manifest, manifest_path, fs)
         else:
-            if local:
-                fs.put(local, remote)
+            # Each file is uploaded while the others are hashed; the manifest goes last.
+            manifest = build_manifest(
+                directory, root=root, each=lambda relative, full: fs.put_file(full, f"{base}/{relative}")
+            )
             fs.pipe_file(manifest_path, json.dumps(manifest, indent=1).encode("utf-8"))
     except BaseException as exc:
         _remove_quietly(fs, remote if not _is_local(fs) else [base])
@@ -560,9 +585,14 @@ def _download(fs: Any, base: str, manifest: Mapping[str, Any], staging: str, url
     local = [os.path.join(staging, *item["path"].split("/")) for item in files]
     for target in local:
         os.makedirs(os.path.dirname(target), exist_ok=True)
+
+    def fetch_one(index: int) -> tuple[int, str]:
+        """Download one file and hash it (the others download meanwhile)."""
+        fs.get_file(remote[index], local[index])
+        return _hash_file(local[index]) if os.path.isfile(local[index]) else (-1, "")
+
     try:
-        if remote:
-            fs.get(remote, local)
+        found = _in_threads(fetch_one, range(len(files)))
     except FileNotFoundError:
         missing = [item["path"] for item, path in zip(files, remote) if not _exists_quietly(fs, path)]
         raise ModelLoadError(
@@ -571,8 +601,7 @@ def _download(fs: Any, base: str, manifest: Mapping[str, Any], staging: str, url
         ) from None
     except Exception as exc:
         raise _fail(url, "download", exc) from None
-    for item, target in zip(files, local):
-        size, digest = _hash_file(target) if os.path.isfile(target) else (-1, "")
+    for item, (size, digest) in zip(files, found):
         if size != item["size"] or digest != item["sha256"]:
             raise ModelLoadError(
                 f"the model at {url} does not match its manifest: {item['path']} has "
