@@ -57,6 +57,10 @@ class TestKubernetesConformance(BackendConformance):
         return str(models_dir)  # mounted into the pods
 
     @pytest.fixture
+    def storage_url(self, models_dir) -> str:  # noqa: F811 - the fixture
+        return f"file://{models_dir}/remote"  # a file:// URL must be on a volume of the pods too
+
+    @pytest.fixture
     def hold_queue(self, kube):  # noqa: F811 - the fixture
         @contextlib.contextmanager
         def hold(trainer) -> Iterator[None]:

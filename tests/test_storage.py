@@ -357,3 +357,13 @@ def test_retry_on_error_retries_an_exception_too(manager_factory, tmp_path):
     info = failing.get_info()
     assert info.status is trainerkit.TrainingStatus.ERRORED and info.attempt == 2
     assert "attempt 2 of 2" in "\n".join(failing.logs())
+
+
+def test_memory_urls_are_refused_where_trainings_run_in_another_process(manager_factory, tmp_path):
+    trainer = _manager(manager_factory, tmp_path, "SUBPROCESS").get_trainer("t")
+    with pytest.raises(ValueError, match="save_path memory://x/m is in fsspec's memory filesystem"):
+        trainer.train(Adder, 1, save_path="memory://x/m")
+    with_dir = _manager(manager_factory, tmp_path, "SUBPROCESS", checkpoint_dir="memory://x/c").get_trainer("t")
+    with pytest.raises(ValueError, match="checkpoint_dir memory://x/c"):
+        with_dir.train(Adder, 1, save_path=str(tmp_path / "m"))
+    assert trainer.list_trainings() == []

@@ -90,8 +90,9 @@ class CheckpointStore:
 
     def save(self, training_id: str, model: Any, name: Optional[str] = None) -> str:
         """Save ``model`` as checkpoint ``name`` (default: the next ``checkpoint-NNNNNN``)."""
-        if name is None:
-            numbers = [int(m.group(1)) for info in self.list(training_id) if (m := _DEFAULT_NAME.match(info.name))]
+        if name is None:  # the names alone (no manifest reads): one listing per save
+            entries = storage.list_dir(self.training_dir(training_id), self.storage_options)
+            numbers = [int(m.group(1)) for entry in entries if (m := _DEFAULT_NAME.match(entry.name))]
             name = f"checkpoint-{max(numbers, default=0) + 1:06d}"
         else:
             check_model_name(name)
@@ -197,7 +198,8 @@ def latest_checkpoint() -> Any:
         if found:
             newest = found[-1]
             log.info("training %s resumes from checkpoint %s", context.training_id, newest.path)
-            return load(newest.path, storage_options=store.storage_options, cache_dir=context.cache_dir)
+            # Read once per attempt: downloaded to a temporary directory, not kept in a cache.
+            return load(newest.path, storage_options=store.storage_options, cache=False)
     return None
 
 

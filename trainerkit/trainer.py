@@ -130,6 +130,9 @@ class ModelTrainerBase(abc.ABC):
     #: True when trainings save their model from this machine (so train() checks
     #: that save_path can be written here); False where they save elsewhere (a pod).
     saves_on_this_machine: ClassVar[bool] = True
+    #: True when trainings run in the calling process (threads): only then can
+    #: they use fsspec's ``memory://`` filesystem, which lives in one process.
+    trains_in_this_process: ClassVar[bool] = False
     #: True when the backend pushes every change to its futures itself once
     #: :meth:`observe_trainings` has been called for them (a watch), so that
     #: no polling thread is needed; False: the base polls every ``observe_interval``.
@@ -274,6 +277,7 @@ class ModelTrainerBase(abc.ABC):
         )
         if resume_from is not None:
             self._check_resume_from(resume_from)
+        self._check_process_local_urls(path)
         if path is not None:
             if is_url(path):
                 check_destination(path, self.storage_options)
@@ -429,6 +433,18 @@ class ModelTrainerBase(abc.ABC):
         store = self.checkpoint_store()
         if store is not None:
             store.delete(training_id)
+
+    def _check_process_local_urls(self, save_path: Optional[str]) -> None:
+        """``memory://`` lives in one process: refuse it where trainings run in another."""
+        if self.trains_in_this_process:
+            return
+        for what, location in (("save_path", save_path), ("checkpoint_dir", self.checkpoint_dir())):
+            if location and is_url(location) and storage.protocol_of(location) == "memory":
+                raise ValueError(
+                    f"{what} {location} is in fsspec's memory filesystem, which exists only inside one "
+                    f"process, but trainer {self.instance_name!r} ({self.name}) trains in another process; "
+                    "use a directory or a shared store (s3://, gs://, file:// on a shared disk)"
+                )
 
     def _check_resume_from(self, resume_from: Any) -> None:
         """``resume_from`` must name a training of this trainer, or one with checkpoints."""

@@ -213,6 +213,9 @@ class LocalModelTrainer(ModelTrainerBase):
             make_private_dir(self._log_dir, what="the log directory", setting="log_dir")
         return store
 
+    #: Trainings are threads of this process (memory:// URLs work).
+    trains_in_this_process = True
+
     def default_checkpoint_dir(self) -> str:
         """``<state dir>/checkpoints``; with state_dir ':memory:' a private
         temporary directory made at the first use (like the logs)."""

@@ -75,3 +75,12 @@ def test_a_python_exception_is_still_not_retried(s3_trainer, s3_bucket):
 def test_max_retries_and_backoff_limit_cannot_disagree(cluster_config):  # noqa: F811 - the fixture
     with pytest.raises(trainerkit.ConfigError, match="max_retries .* backoff_limit"):
         trainerkit.TrainerManager.from_dict(cluster_config(max_retries=1, backoff_limit=3))
+
+
+def test_a_file_url_must_be_on_a_volume_of_the_pods_like_a_path(make_manager, tmp_path, models_dir):  # noqa: F811
+    trainer = make_manager().get_trainer(TRAINER)
+    with pytest.raises(ValueError, match="not under any writable volume mount"):
+        trainer.train(Epochs, 1, save_path=f"file://{tmp_path}/elsewhere")
+    assert not make_manager(checkpoint_dir=f"file://{tmp_path}/ckpt").get_trainer(TRAINER).capabilities()["checkpoints"]
+    assert make_manager(checkpoint_dir=f"file://{models_dir}/ckpt").get_trainer(TRAINER).capabilities()["checkpoints"]
+    assert trainer.list_trainings() == []

@@ -33,7 +33,7 @@ from ...future import ModelTrainerFutureBase
 from ...info import ErrorDetail, TrainingInfo, TrainingStatus, utcnow
 from ...trainer import ModelTrainerBase, TrainingRequest
 from ...runner import check_importable_class
-from ...storage import is_url
+from ...storage import is_url, protocol_of
 from .api_errors import AlreadyExistsError, ConflictError, NotFoundError
 from .config import KubernetesTrainerConfig
 from .manifest import (
@@ -109,8 +109,12 @@ class KubernetesModelTrainer(ModelTrainerBase):
         location = self.config.checkpoint_dir
         if not location:
             return "the trainer has no checkpoint_dir"
-        if is_url(location) or not self.config.require_save_volume:
+        if not self.config.require_save_volume:
             return None
+        if is_url(location):
+            if protocol_of(location) not in ("file", "local"):
+                return None  # a store: no volume needed
+            location = location.split("://", 1)[1]
         return self.config.save_volume_problem(location, self.instance_name)
 
     def __init__(self, config: KubernetesTrainerConfig, instance_name: str) -> None:
@@ -271,8 +275,12 @@ class KubernetesModelTrainer(ModelTrainerBase):
         )
 
     def _check_save_volume(self, save_path: str) -> None:
-        if not self.config.require_save_volume or is_url(save_path):
-            return  # a URL needs no shared volume: the pod uploads there
+        if not self.config.require_save_volume:
+            return
+        if is_url(save_path):
+            if protocol_of(save_path) not in ("file", "local"):
+                return  # a store URL needs no shared volume: the pod uploads there
+            save_path = save_path.split("://", 1)[1]  # file:// is a path in the pod
         problem = self.config.save_volume_problem(save_path, self.instance_name)
         if problem:
             raise ValueError(problem)
