@@ -353,6 +353,9 @@ class _Supervisor:
                 os.unlink(path)
         layout = RankLayout(procs_per_node=spec.procs_per_node, master_port=free_port())
         base = dict(spec.environ if spec.environ is not None else os.environ)
+        # As torchrun does: ranks that each start a thread per core oversubscribe the
+        # machine P times over; one thread each unless the user chose (env: OMP_NUM_THREADS).
+        base.setdefault("OMP_NUM_THREADS", "1")
         self.ranks = LocalRanks(layout, spec.cancel_grace_period)
         for rank in range(spec.procs_per_node):
             environ = {**base, **layout.environ(rank)}
