@@ -87,6 +87,19 @@ def test_a_rank_that_raises_fails_the_training_with_its_own_error(tmp_path):
         assert future.get_info().errors[0].type.endswith("Boom")
 
 
+def test_a_rank_failing_after_rank_0_returned_still_fails_the_training(tmp_path):
+    directory = str(tmp_path)
+    release(os.path.join(directory, "release"))
+    with manager(tmp_path) as made:
+        future = made.get_trainer("t").train(
+            RanksGated, directory, fail_rank=1, fail_late=True, save_path=str(tmp_path / "m"), resources=TWO
+        )
+        with pytest.raises(Boom, match="^rank 1: rank 1 gives up late\n"):
+            future.result(timeout=WAIT)
+        assert future.get_info().status is TrainingStatus.ERRORED
+        assert all(gone(pid) for pid in pids_from_log(future))
+
+
 def test_rank_0_failing_stops_the_others_and_is_the_error(tmp_path):
     directory = str(tmp_path)
     with manager(tmp_path) as made:

@@ -379,7 +379,8 @@ class _Supervisor:
             return
         self.ranks.poll()
         failure = self.ranks.failure
-        if failure is not None and self.rank_failure is None and self.held is None:
+        rank0_failed = self.held is not None and self.held.status is not TrainingStatus.COMPLETED
+        if failure is not None and self.rank_failure is None and not rank0_failed:
             self.rank_failure = self._rank_failure_outcome(failure)
             self._note(f"{failure.describe()}: stopping the other ranks" + self._kill_after())
             self._stop_training()
