@@ -163,3 +163,24 @@ def test_several_nodes_are_refused_before_anything_starts(tmp_path):
         with pytest.raises(trainerkit.UnsupportedCapabilityError, match="multi_node"):
             trainer.train(RankExchange, save_path=str(tmp_path / "m"), resources={"nodes": 2, "procs_per_node": 2})
         assert trainer.list_trainings() == []
+
+
+def test_a_multi_process_training_waits_queued_until_all_its_gpus_are_free(tmp_path):
+    from tests.subprocess_modules import Gated
+
+    first = tmp_path / "first"
+    first.mkdir()
+    pid_file, release_file = str(first / "pid"), str(first / "release")
+    with manager(tmp_path, gpus=["0", "1"], max_workers=2) as made:
+        trainer = made.get_trainer("t")
+        holder = trainer.train(Gated, pid_file, release_file, save_path=str(tmp_path / "m1"), resources={"gpus_per_proc": 1})
+        pids_in(pid_file)
+        pair = trainer.train(RanksSeeGpus, str(tmp_path), save_path=str(tmp_path / "m2"),
+                             resources={"procs_per_node": 2, "gpus_per_proc": 1})
+        wait_until(lambda: pair.get_info().detail == "waiting for 2 GPUs (1 of 2 free)", "the pair to wait for GPUs")
+        assert pair.get_info().status is TrainingStatus.QUEUED
+        release(release_file)
+        holder.result(timeout=WAIT)
+        pair.result(timeout=WAIT)
+        assert sorted(open(os.path.join(tmp_path, f"rank{k}.gpus")).read() for k in (0, 1)) == ["0", "1"]
+        assert sorted(pair.get_info().devices) == ["0", "1"]

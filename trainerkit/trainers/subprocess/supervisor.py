@@ -329,6 +329,8 @@ class _Supervisor:
             try:
                 line = self._start_ranks(spec)
             except (OSError, SpecError) as exc:
+                if self.ranks is not None:
+                    self.ranks.kill()  # those already started: reaped by the loop before the worker exits
                 self._close_spec()
                 self._finish(errored(OSError, f"cannot start the training's rank processes: {exc}"))
                 return
