@@ -238,3 +238,16 @@ class RanksSeeGpus(trainerkit.ModuleBase):
         instance = cls()
         instance.payload_length = len(payload)
         return instance
+
+
+class RanksExit(trainerkit.ModuleBase):
+    """Rank 1 prints a line and leaves with ``os._exit(5)``; rank 0 waits for
+    ``<directory>/release`` (which never comes: the training fails first)."""
+
+    @classmethod
+    def train(cls, directory):
+        if os.environ.get("RANK") == "1":
+            print("rank 1 leaves now", flush=True)
+            os._exit(5)
+        _wait_for(os.path.join(directory, "release"))
+        return cls()

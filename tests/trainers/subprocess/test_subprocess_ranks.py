@@ -14,7 +14,7 @@ import trainerkit
 from trainerkit import Resources, TrainingCanceledError, TrainingCrashedError, TrainingStatus
 from trainerkit.testing.modules import RankExchange
 from tests.subprocess_fixtures import WAIT, gone, pids_in, release, wait_until
-from tests.subprocess_modules import Boom, RanksGated, RanksSeeGpus
+from tests.subprocess_modules import Boom, RanksExit, RanksGated, RanksSeeGpus
 
 TWO = Resources(procs_per_node=2)
 
@@ -184,3 +184,22 @@ def test_a_multi_process_training_waits_queued_until_all_its_gpus_are_free(tmp_p
         pair.result(timeout=WAIT)
         assert sorted(open(os.path.join(tmp_path, f"rank{k}.gpus")).read() for k in (0, 1)) == ["0", "1"]
         assert sorted(pair.get_info().devices) == ["0", "1"]
+
+
+def test_a_rank_stopped_on_its_own_by_sigterm_fails_the_training_saying_so(tmp_path):
+    directory = str(tmp_path)
+    with manager(tmp_path) as made:
+        future = made.get_trainer("t").train(RanksGated, directory, save_path=str(tmp_path / "m"), resources=TWO)
+        pids = rank_pids(directory, 2)
+        os.kill(pids[1], signal.SIGTERM)
+        with pytest.raises(TrainingCrashedError, match=rf"rank 1 \(pid {pids[1]}\) stopped on a SIGTERM sent to that rank alone"):
+            future.result(timeout=WAIT)
+        assert all(gone(pid) for pid in pids.values())
+
+
+def test_a_rank_that_exits_with_a_code_fails_the_training_with_the_end_of_its_log(tmp_path):
+    with manager(tmp_path) as made:
+        future = made.get_trainer("t").train(RanksExit, str(tmp_path), save_path=str(tmp_path / "m"), resources=TWO)
+        with pytest.raises(TrainingCrashedError, match=r"rank 1 \(pid \d+\) exited with code 5 before reporting an outcome"):
+            future.result(timeout=WAIT)
+        assert "rank 1 leaves now" in future.get_info().errors[0].traceback

@@ -426,10 +426,16 @@ class _Supervisor:
                 TrainingStatus.ERRORED,
                 *(dataclasses.replace(error, message=f"rank {failure.rank}: {error.message}") for error in reported.errors),
             )
-        message = failure.describe() + (
-            failure.hint() if failure.returncode < 0 else " before reporting an outcome (os._exit() or "
-            "sys.exit() outside train(), a crash, or a SIGTERM sent to that rank alone)"
-        )
+        if reported is not None and reported.status is TrainingStatus.CANCELED:
+            message = (
+                f"rank {failure.rank} (pid {failure.pid}) stopped on a SIGTERM sent to that rank alone "
+                "(a cancel of the training goes to the worker: future.cancel(), trainerkit cancel ID)"
+            )
+        else:
+            message = failure.describe() + (
+                failure.hint() if failure.returncode < 0 else " before reporting an outcome (os._exit() or "
+                "sys.exit() outside train(), or a crash)"
+            )
         spec = self.rank_specs.get(failure.local_rank)
         return errored(TrainingCrashedError, message, self._log_tail(spec.log_path if spec else None))
 
