@@ -85,3 +85,21 @@ class DiesMidUpload(trainerkit.ModuleBase):
 
         storage.publish = publish
         return cls(value)
+
+
+class RankCheckpoints(trainerkit.ModuleBase):
+    """Every rank saves a checkpoint named after the epoch and records what
+    save_checkpoint returned and what latest_checkpoint gave it, in ``directory``."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    @classmethod
+    def train(cls, directory, epochs=2):
+        rank = int(os.environ.get("RANK", "0"))
+        previous = trainerkit.latest_checkpoint()
+        start = previous.epoch if previous is not None else 0
+        names = [trainerkit.save_checkpoint(cls(epoch), name=f"epoch-{epoch}") for epoch in range(start + 1, epochs + 1)]
+        with open(os.path.join(directory, f"rank-{rank}"), "w") as handle:
+            handle.write(f"{start} {','.join(names)}")
+        return cls(epochs)

@@ -84,7 +84,7 @@ EXPECTED = {
     },
     "SUBPROCESS": {
         "cancel": NATIVE, "progress": NATIVE | CAN, "logs": NATIVE | CAN, "detach": NATIVE | CAN,
-        "remote_storage": NATIVE, "checkpoints": NATIVE,
+        "multi_process": NATIVE, "remote_storage": NATIVE, "checkpoints": NATIVE,
     },
 }
 

@@ -367,3 +367,23 @@ def test_memory_urls_are_refused_where_trainings_run_in_another_process(manager_
     with pytest.raises(ValueError, match="checkpoint_dir memory://x/c"):
         with_dir.train(Adder, 1, save_path=str(tmp_path / "m"))
     assert trainer.list_trainings() == []
+
+
+def test_in_a_multi_process_training_only_rank_0_saves_checkpoints_and_every_rank_resumes(manager_factory, tmp_path):
+    from tests.storage_modules import RankCheckpoints
+
+    trainer = _manager(manager_factory, tmp_path, "SUBPROCESS").get_trainer("t")
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    first = trainer.train(RankCheckpoints, str(first_dir), 2, save_path=str(tmp_path / "m"), save_with_id=True,
+                          resources={"procs_per_node": 2})
+    assert first.result(timeout=WAIT).epoch == 2
+    assert [info.name for info in first.checkpoints()] == ["epoch-1", "epoch-2"]
+    assert (first_dir / "rank-0").read_text() == "0 epoch-1,epoch-2"
+    assert (first_dir / "rank-1").read_text() == "0 epoch-1,epoch-2"  # returned, not saved
+    second = trainer.train(RankCheckpoints, str(second_dir), 3, save_path=str(tmp_path / "m"), save_with_id=True,
+                           resources={"procs_per_node": 2}, resume_from=first.id)
+    second.result(timeout=WAIT)
+    assert (second_dir / "rank-0").read_text() == "2 epoch-3" == (second_dir / "rank-1").read_text()
+    assert [info.name for info in second.checkpoints()] == ["epoch-3"]

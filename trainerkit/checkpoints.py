@@ -135,6 +135,9 @@ class CheckpointContext:
     cache_dir: Optional[str] = None
     #: Why there is no store (said by save_checkpoint), when there is none.
     missing: str = ""
+    #: The global rank of this process in a multi-process training: only
+    #: rank 0 saves checkpoints (as only rank 0 saves the model).
+    rank: int = 0
 
 
 _current: "contextvars.ContextVar[Optional[CheckpointContext]]" = contextvars.ContextVar(
@@ -159,6 +162,10 @@ def save_checkpoint(model: Any, name: Optional[str] = None) -> str:
     an existing checkpoint of the same name is replaced atomically.
     ``name`` defaults to the next ``checkpoint-000001``, ``checkpoint-000002``...
 
+    In a multi-process training only rank 0 saves (rank 0's model is the
+    training's model); on the other ranks it saves nothing and returns
+    ``name`` (or "" for a default name), so every rank may call it.
+
     Raises:
         TrainingStateError: called outside a training, or the trainer has no
             ``checkpoint_dir``.
@@ -176,6 +183,10 @@ def save_checkpoint(model: Any, name: Optional[str] = None) -> str:
             f"training {context.training_id} cannot save a checkpoint: {context.missing or 'its trainer has no checkpoint_dir'}; "
             "set checkpoint_dir (a path or URL) in the trainer's config"
         )
+    if context.rank != 0:
+        if name is not None:
+            check_model_name(name)
+        return name or ""
     return context.store.save(context.training_id, model, name)
 
 
@@ -185,7 +196,8 @@ def latest_checkpoint() -> Any:
     This training's own checkpoints (an earlier attempt's included) come
     first; without any, those of the training named by
     ``train(..., resume_from=...)``. Outside a training, or without a
-    ``checkpoint_dir``, it returns None.
+    ``checkpoint_dir``, it returns None. Every rank of a multi-process
+    training gets the same checkpoint (to resume alike).
     """
     context = _current.get()
     if context is None or context.store is None:

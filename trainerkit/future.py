@@ -119,12 +119,26 @@ class ModelTrainerFutureBase(concurrent.futures.Future):
         with self._condition:
             return self._condition.wait_for(lambda: self._info.status.is_terminal, timeout)
 
-    def logs(self, follow: bool = False) -> Any:
+    def logs(self, follow: bool = False, rank: int = 0) -> Any:
         """The training's output, as an iterator of text lines.
 
         With ``follow=True`` it keeps yielding lines until the training ends.
+        ``rank`` picks one process of a multi-process training (0, the
+        default, is rank 0's output; a training of one process has rank 0 only).
+
+        Raises:
+            TypeError: ``rank`` is not an integer.
+            ValueError: the training has no such rank (``info.ranks`` says how many it has).
         """
-        return self._trainer.training_logs(self, follow=follow)
+        if isinstance(rank, bool) or not isinstance(rank, int):
+            raise TypeError(f"rank must be an integer, got {rank!r}")
+        if rank == 0:
+            return self._trainer.training_logs(self, follow=follow)
+        ranks = self.cached_info.ranks
+        if not 0 <= rank < ranks:
+            has = "one process (rank 0)" if ranks == 1 else f"{ranks} processes (ranks 0 to {ranks - 1})"
+            raise ValueError(f"training {self.id} has {has}; there is no rank {rank}")
+        return self._trainer.training_logs(self, follow=follow, rank=rank)
 
     # -- controlling ------------------------------------------------------------
 

@@ -158,6 +158,8 @@ class TrainingInfo:
         devices: the GPU ids the training was given (rank 0's first), or ().
         attempt: which attempt is running (or ran last), counting from 1: a
             crashed attempt retried (``max_retries``) runs again with the same id.
+        ranks: the training's processes (``Resources.world_size``: 1 unless
+            it asked for several); ``future.logs(rank=k)`` reads rank ``k``'s output.
     """
 
     id: str
@@ -178,6 +180,7 @@ class TrainingInfo:
     parameters_by_repr: tuple[str, ...] = ()
     devices: tuple[str, ...] = ()
     attempt: int = 1
+    ranks: int = 1
 
     def evolve(self, **changes: Any) -> "TrainingInfo":
         """A copy with ``changes`` applied (``dataclasses.replace`` without its
@@ -211,6 +214,7 @@ class TrainingInfo:
             "parameters_by_repr": list(self.parameters_by_repr),
             "devices": list(self.devices),
             "attempt": self.attempt,
+            "ranks": self.ranks,
         }
 
     @classmethod
@@ -237,6 +241,7 @@ class TrainingInfo:
             parameters_by_repr=tuple(data.get("parameters_by_repr") or ()),
             devices=tuple(str(device) for device in data.get("devices") or ()),
             attempt=_attempt(data.get("attempt")),
+            ranks=int(data.get("ranks") or 1),
         )
 
 

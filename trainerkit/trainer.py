@@ -313,6 +313,7 @@ class ModelTrainerBase(abc.ABC):
             capabilities=dict(served.levels),
             parameters=recorded,
             parameters_by_repr=by_repr,
+            ranks=wanted.world_size,
         )
         self._store.add(info, owner=self._owner, replace_finished=external_training_id is not None)
         future = self._new_future(info)
@@ -660,7 +661,11 @@ class ModelTrainerBase(abc.ABC):
         return MemoryTrainingStore()
 
     def training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
-        """The output of a training, line by line (``follow``: until it ends)."""
+        """The output of a training, line by line (``follow``: until it ends).
+
+        A backend that runs multi-process trainings also takes ``rank=k`` (a
+        keyword, only ever passed for k > 0 and below ``info.ranks``) and
+        returns rank k's output; without it, rank 0's."""
         raise NotImplementedError(
             f"trainer type {self.name} keeps no logs of trainings; read the output where the "
             "training itself writes it"

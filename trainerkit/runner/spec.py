@@ -67,6 +67,11 @@ class TrainingSpec:
             falls back to.
         cache_dir: the cache of models loaded from URLs (None: the default).
         attempt: which attempt of the training this is (1 for the first).
+        procs_per_node: rank processes the worker starts for this training (1:
+            the training process alone); each gets the torchrun variables, rank
+            0 is the training process (pool workers only).
+        rank_devices: the GPU ids of each local rank, in rank order (its
+            ``CUDA_VISIBLE_DEVICES``); None leaves the environment's.
     """
 
     training_id: str
@@ -87,13 +92,15 @@ class TrainingSpec:
     resume_from: Optional[str] = None
     cache_dir: Optional[str] = None
     attempt: int = 1
+    procs_per_node: int = 1
+    rank_devices: Optional[tuple[tuple[str, ...], ...]] = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"version": SPEC_VERSION}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, tuple):
-                value = list(value)
+                value = [list(item) if isinstance(item, tuple) else item for item in value]
             elif isinstance(value, Mapping):
                 value = dict(value)
             data[field.name] = value
@@ -162,6 +169,21 @@ class TrainingSpec:
         attempt = data.get("attempt", 1)
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
             raise SpecError(f"spec key 'attempt' must be a whole number >= 1, got {attempt!r}")
+        procs = data.get("procs_per_node", 1)
+        if isinstance(procs, bool) or not isinstance(procs, int) or procs < 1:
+            raise SpecError(f"spec key 'procs_per_node' must be an integer >= 1, got {procs!r}")
+        rank_devices = data.get("rank_devices")
+        if rank_devices is not None and (
+            not isinstance(rank_devices, (list, tuple))
+            or len(rank_devices) != procs
+            or not all(
+                isinstance(ids, (list, tuple)) and all(isinstance(i, str) for i in ids) for ids in rank_devices
+            )
+        ):
+            raise SpecError(
+                f"spec key 'rank_devices' must be a list of {procs} lists of device ids (one per rank), "
+                f"got {rank_devices!r}"
+            )
         return cls(
             storage_options=storage_options,
             checkpoint_dir=text("checkpoint_dir"),
@@ -181,6 +203,8 @@ class TrainingSpec:
             detach=detach,
             submitter=str(data.get("submitter") or ""),
             progress=progress,
+            procs_per_node=procs,
+            rank_devices=tuple(tuple(ids) for ids in rank_devices) if rank_devices is not None else None,
         )
 
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import datetime
+import glob
 import logging
 import os
 import signal
@@ -67,7 +68,7 @@ from .config import SubprocessTrainerConfig, gpu_ids
 from .dispatcher import _Dispatcher
 from .exits import describe_exit, signal_hint
 from .handles import WORKER_MODULE, _Run, _Worker, current_sys_path
-from .rundir import ARGUMENTS_FILE, OUTCOME_FILE, PROGRESS_FILE, RunDirectory, WorkerRecord
+from .rundir import ARGUMENTS_FILE, OUTCOME_FILE, PROGRESS_FILE, RunDirectory, WorkerRecord, rank_log_path
 
 log = logging.getLogger("trainerkit")
 
@@ -93,6 +94,8 @@ class SubprocessModelTrainer(ModelTrainerBase):
         "remote_storage": SupportLevel.NATIVE,
         # checkpoint_dir, else <state dir>/checkpoints.
         "checkpoints": SupportLevel.NATIVE,
+        # Resources(procs_per_node=P): P rank processes with the torchrun variables.
+        "multi_process": SupportLevel.NATIVE,
     }
 
     def capabilities(self) -> dict[str, SupportLevel]:
@@ -136,11 +139,13 @@ class SubprocessModelTrainer(ModelTrainerBase):
 
     def prepare_training(self, request: TrainingRequest) -> bytes:
         """Refuse what cannot run in another process; return the pickled arguments."""
-        wanted = request.resources.gpus_per_proc
+        resources = request.resources
+        wanted = resources.gpus_per_proc * resources.procs_per_node
         if wanted > len(self._gpus):
+            each = f" ({resources.procs_per_node} processes x {resources.gpus_per_proc})" if resources.procs_per_node > 1 else ""
             raise ValueError(
-                f"the training asks for {wanted} GPUs, but trainer {self.instance_name!r} hands out "
-                f"{len(self._gpus)} ({', '.join(self._gpus)}); ask for at most {len(self._gpus)}, or "
+                f"the training asks for {wanted} GPUs{each}, but trainer {self.instance_name!r} hands out "
+                f"{len(self._gpus)} ({', '.join(self._gpus)}); ask for at most {len(self._gpus)} in all, or "
                 "give the trainer more in its gpus config"
             )
         if request.save_path is None:
@@ -202,9 +207,10 @@ class SubprocessModelTrainer(ModelTrainerBase):
             checkpoint_dir=self.checkpoint_dir(),
             resume_from=request.resume_from,
             cache_dir=self.cache_dir,
+            procs_per_node=request.resources.procs_per_node,
         )
         run = _Run(future, spec, run_dir)
-        run.gpus_needed = request.resources.gpus_per_proc
+        run.gpus_needed = request.resources.gpus_per_proc * request.resources.procs_per_node
         try:
             self._dispatcher.submit(run)
         except BaseException:
@@ -223,9 +229,9 @@ class SubprocessModelTrainer(ModelTrainerBase):
             log.info("cancel requested for training %s", future.id)
         return result == "signaled"
 
-    def training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
+    def training_logs(self, future: ModelTrainerFutureBase, follow: bool, rank: int = 0) -> Iterator[str]:
         return read_lines(
-            self._log_path(future.id),
+            rank_log_path(self._log_path(future.id), rank),
             follow=follow,
             finished=lambda: future.get_info().status.is_terminal,
         )
@@ -293,9 +299,10 @@ class SubprocessModelTrainer(ModelTrainerBase):
             self._remove_files(training_id)
         return purged
 
-    def log_path(self, training_id: str) -> str:
-        """The log file of a training (stdout and stderr of its process)."""
-        return self._log_path(training_id)
+    def log_path(self, training_id: str, rank: int = 0) -> str:
+        """The log file of a training (stdout and stderr of its process; of
+        rank ``rank``'s process in a multi-process training)."""
+        return rank_log_path(self._log_path(training_id), rank)
 
     # -- reports from the dispatcher (its thread)
 
@@ -428,12 +435,16 @@ class SubprocessModelTrainer(ModelTrainerBase):
 
     def _remove_files(self, training_id: str) -> None:
         self._run_dir(training_id).remove()
-        try:
-            os.unlink(self._log_path(training_id))
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("cannot remove the log of training %s: %s", training_id, exc)
+        path = self._log_path(training_id)
+        # Rank k's log is <id>.rank<k>.log (a multi-process training).
+        rank_logs = glob.glob(glob.escape(rank_log_path(path, 1)).replace(".rank1.", ".rank*."))
+        for name in [path, *rank_logs]:
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("cannot remove the log %s of training %s: %s", name, training_id, exc)
 
     def _wait_at_exit(self) -> None:
         if not self._dispatcher.must_wait_at_exit():
