@@ -117,12 +117,19 @@ class ModelTrainerFutureBase(concurrent.futures.Future):
         with self._condition:
             return self._condition.wait_for(lambda: self._info.status.is_terminal, timeout)
 
-    def logs(self, follow: bool = False) -> Any:
+    def logs(self, follow: bool = False, rank: int = 0) -> Any:
         """The training's output, as an iterator of text lines.
 
         With ``follow=True`` it keeps yielding lines until the training ends.
+        ``rank`` picks one process of a multi-process training: its own output
+        only (rank 0's by default).
+
+        Raises:
+            ValueError: the training has no such rank.
         """
-        return self._trainer.training_logs(self, follow=follow)
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+            raise ValueError(f"rank must be a non-negative integer, got {rank!r}")
+        return self._trainer.training_logs(self, follow=follow, rank=rank)
 
     # -- controlling ------------------------------------------------------------
 

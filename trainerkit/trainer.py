@@ -129,8 +129,15 @@ class ModelTrainerBase(abc.ABC):
     #: no polling thread is needed; False: the base polls every ``observe_interval``.
     pushes_updates: ClassVar[bool] = False
 
+    @classmethod
+    def name_problem(cls, name: str) -> Optional[str]:
+        """What makes ``name`` unfit to name a trainer of this type, beyond the rules of
+        every trainer (:func:`trainerkit.ids.check_trainer_name`), or None. Checked when
+        the configuration is loaded and when a trainer is built, never at ``train()``."""
+        return None
+
     def __init__(self, config: Any, instance_name: str) -> None:
-        problem = ids.check_trainer_name(instance_name)
+        problem = ids.check_trainer_name(instance_name) or type(self).name_problem(instance_name)
         if problem:
             raise InvalidTrainingIdError(problem)
         self.config = config
@@ -557,12 +564,20 @@ class ModelTrainerBase(abc.ABC):
         """The record store of this trainer (default: in this process's memory)."""
         return MemoryTrainingStore()
 
-    def training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
-        """The output of a training, line by line (``follow``: until it ends)."""
+    def training_logs(self, future: ModelTrainerFutureBase, follow: bool, rank: int = 0) -> Iterator[str]:
+        """The output of a training, line by line (``follow``: until it ends); of a
+        multi-process training, rank ``rank``'s own output (a backend whose trainings
+        have one process refuses any other rank: :meth:`check_single_rank`)."""
         raise NotImplementedError(
             f"trainer type {self.name} keeps no logs of trainings; read the output where the "
             "training itself writes it"
         )
+
+    @staticmethod
+    def check_single_rank(future: ModelTrainerFutureBase, rank: int) -> None:
+        """Refuse ``logs(rank=k)``, k > 0, of a training that has one process."""
+        if rank != 0:
+            raise ValueError(f"training {future.id} runs one process, rank 0; it has no rank {rank}")
 
     def observe_trainings(self, futures: Sequence[ModelTrainerFutureBase]) -> None:
         """Bring futures of trainings that run elsewhere up to date.

@@ -19,6 +19,18 @@ ConfigMap, with two pod-specific reporters:
   ``config/rbac-kubernetes-trainer.yaml``); without it the training runs all
   the same, progress shows only at the end, and one warning says why.
 
+In a multi-node training (``$TRAINERKIT_NODES`` above 1) the pod is one node:
+it sets ``RANK`` (``NODE_RANK * procs_per_node``) and ``LOCAL_RANK`` next to the
+torchrun variables of the manifest, then, before the training starts, waits
+(at most ``$TRAINERKIT_RENDEZVOUS_TIMEOUT`` seconds) until ``MASTER_ADDR``
+resolves and, on every node but rank 0's, accepts connections on
+``MASTER_PORT``: a headless Service's DNS records can take a while to appear,
+and ``torch.distributed`` gives up on a name that does not resolve. While it
+waits, the annotation ``trainerkit.io/rendezvous`` of its pod says why (the
+trainer shows it in the status detail); when the time is up the training
+fails naming the node, the address and what was missing. Resolution uses the
+ordinary socket API, as the training's own code will.
+
 The pod reaches the API server the way in-cluster clients do:
 ``https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`` (set by the
 kubelet), with the service account's ``token`` and ``ca.crt`` from the
@@ -36,16 +48,19 @@ the save) failed, which fails the Job at once; 143 stopped by SIGTERM
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import socket
 import ssl
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ...info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
 from ...runner import Outcome
@@ -60,6 +75,9 @@ from ...runner import (
 )
 from .config import (
     ENV_IMAGE,
+    ENV_NODES,
+    ENV_PROCS_PER_NODE,
+    ENV_RENDEZVOUS_TIMEOUT,
     ENV_POD_NAME,
     ENV_POD_NAMESPACE,
     ENV_PROGRESS_INTERVAL,
@@ -68,7 +86,7 @@ from .config import (
     SERVICE_ACCOUNT_DIR,
     TERMINATION_MESSAGE_PATH,
 )
-from .manifest import ANNOTATION_PROGRESS, EXIT_TRAINING_FAILED
+from .manifest import ANNOTATION_PROGRESS, ANNOTATION_RENDEZVOUS, EXIT_TRAINING_FAILED
 
 log = logging.getLogger("trainerkit")
 
@@ -150,6 +168,10 @@ class PodAnnotationReporter:
         self._thread.join(timeout=5)
         self._send_latest()  # the last report, if the thread had not sent it yet
 
+    def annotate(self, key: str, value: Optional[str]) -> None:
+        """Set (None: remove) one annotation of this pod now; failures are logged, never raised."""
+        self._patch({"metadata": {"annotations": {key: value}}})
+
     # -- sending -----------------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -167,7 +189,12 @@ class PodAnnotationReporter:
             if report is None or report is self._sent or self._disabled:
                 return
             self._sent = report
-        body = json.dumps({"metadata": {"annotations": {ANNOTATION_PROGRESS: json.dumps(report.to_dict())}}})
+        self._patch({"metadata": {"annotations": {ANNOTATION_PROGRESS: json.dumps(report.to_dict())}}})
+
+    def _patch(self, patch: dict) -> None:
+        if self._disabled:
+            return
+        body = json.dumps(patch)
         request = urllib.request.Request(
             self._url,
             data=body.encode("utf-8"),
@@ -220,6 +247,112 @@ def _import_error_outcome(module: str, exc: ImportError) -> Outcome:
     return Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=(ErrorDetail.from_exception(error),))
 
 
+class RendezvousError(TimeoutError):
+    """A node of a multi-node training could not reach rank 0 in time."""
+
+
+def node_environment(environ: "os._Environ[str] | dict[str, str]") -> Optional[tuple[int, int, int]]:
+    """``(nodes, procs_per_node, node_rank)`` of a multi-node pod (None for one node);
+    sets ``RANK`` and ``LOCAL_RANK`` of its first process in ``environ``.
+
+    Raises:
+        ValueError: a variable the manifest sets is missing or malformed (names it).
+    """
+    def number(name: str, default: Optional[str] = None) -> int:
+        text = environ.get(name, default)
+        try:
+            return int(text)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(f"the pod's {name}={text!r} is not an integer (it is set by trainerkit's manifest)") from None
+
+    nodes = number(ENV_NODES, "1")
+    if nodes <= 1:
+        return None
+    procs = number(ENV_PROCS_PER_NODE, "1")
+    node_rank = number("NODE_RANK")
+    if not 0 <= node_rank < nodes:
+        raise ValueError(f"the pod's NODE_RANK={node_rank} is not between 0 and {nodes - 1}")
+    environ["RANK"] = str(node_rank * procs)
+    environ["LOCAL_RANK"] = "0"
+    return nodes, procs, node_rank
+
+
+def wait_for_rank0(
+    address: str,
+    port: int,
+    *,
+    node_rank: int,
+    timeout: float,
+    report: Any = None,
+    cancel: Optional[CancelSignal] = None,
+    interval: float = 0.5,
+) -> bool:
+    """Wait until ``address`` resolves and (on nodes other than 0) accepts TCP
+    connections on ``port``; ``report(text or None)`` hears each new reason to
+    wait and, at the end, None. Returns False when canceled meanwhile.
+
+    Raises:
+        RendezvousError: ``timeout`` seconds passed first; says what was missing.
+    """
+    started = time.monotonic()
+    shown: Optional[str] = None
+    where = f"{address}:{port}"
+    while True:
+        if cancel is not None and cancel.requested:
+            return False
+        try:
+            infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+            reason = None
+        except (socket.gaierror, UnicodeError) as exc:
+            infos, reason = [], f"its name does not resolve yet ({exc})"
+        if reason is None and node_rank != 0:
+            reason = "it does not accept connections yet"
+            for family, kind, proto, _, sockaddr in infos:
+                try:
+                    with socket.socket(family, kind, proto) as probe:
+                        probe.settimeout(max(0.1, min(2.0, interval * 4)))
+                        probe.connect(sockaddr)
+                    reason = None
+                    break
+                except OSError as exc:
+                    reason = f"it does not accept connections yet ({exc.strerror or exc})"
+        if reason is None:
+            if shown is not None and report is not None:
+                report(None)
+            if shown is not None:
+                log.info("rank 0 at %s is reachable after %.1f s", where, time.monotonic() - started)
+            return True
+        waited = time.monotonic() - started
+        if waited >= timeout:
+            raise RendezvousError(
+                f"node {node_rank} waited {timeout:g} s for rank 0 at {where} (MASTER_ADDR:MASTER_PORT), "
+                f"but {reason}: check that rank 0's pod runs and that the training's headless Service "
+                "resolves in the cluster's DNS, or raise rendezvous_timeout in the trainer's config"
+            )
+        if reason != shown:
+            shown = reason
+            log.info("node %d: waiting for rank 0 at %s: %s", node_rank, where, reason)
+            if report is not None:
+                report(f"waiting for rank 0 at {where}: {reason}")
+        time.sleep(min(interval, max(0.0, timeout - waited)))
+
+
+def _rendezvous(annotations: Optional[PodAnnotationReporter], cancel: CancelSignal, node_rank: int) -> bool:
+    address = os.environ.get("MASTER_ADDR") or ""
+    try:
+        port = int(os.environ.get("MASTER_PORT") or "")
+        timeout = float(os.environ.get(ENV_RENDEZVOUS_TIMEOUT) or "600")
+    except ValueError:
+        raise ValueError("the pod's MASTER_PORT or rendezvous timeout is malformed (they are set by trainerkit's manifest)") from None
+
+    def report(text: Optional[str]) -> None:
+        if annotations is not None:
+            value = None if text is None else json.dumps({"waiting": text, "since": utcnow().isoformat()})
+            annotations.annotate(ANNOTATION_RENDEZVOUS, value)
+
+    return wait_for_rank0(address, port, node_rank=node_rank, timeout=timeout, report=report, cancel=cancel)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the training of the spec file given as the only argument; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -246,8 +379,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TypeError:
         pass  # not a module class: run_training reports it like any training error
     # The termination message first: it is the outcome; the last annotation patch may wait on the network.
-    reporters = ReporterGroup(_StderrReporter(), termination, PodAnnotationReporter.from_environment())
+    annotations = PodAnnotationReporter.from_environment()
+    reporters = ReporterGroup(_StderrReporter(), termination, annotations)
     cancel = CancelSignal().install()
+    try:
+        node = node_environment(os.environ)
+        if node is not None:
+            nodes, procs, node_rank = node
+            if procs > 1:
+                raise ValueError(
+                    f"this pod runs one process per node; procs_per_node={procs} is not served by "
+                    "KUBERNETES trainings yet"
+                )
+            log.info("node %d of %d (rank %s of %s)", node_rank, nodes, os.environ["RANK"], os.environ.get("WORLD_SIZE"))
+            if not _rendezvous(annotations, cancel, node_rank):
+                reporters.outcome(Outcome(status=TrainingStatus.CANCELED, time=utcnow()))
+                return EXIT_TERMINATED
+            if node_rank != 0:  # rank 0's model is the training's: only rank 0 saves
+                spec = dataclasses.replace(spec, save_path=None)
+    except (ValueError, RendezvousError) as exc:
+        reporters.outcome(Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=(ErrorDetail.from_exception(exc),)))
+        return EXIT_TRAINING_FAILED
     outcome = run_training(spec, reporters, cancel, apply_settings=False)
     if outcome.status is TrainingStatus.COMPLETED:
         return EXIT_COMPLETED

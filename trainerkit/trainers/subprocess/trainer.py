@@ -203,7 +203,8 @@ class SubprocessModelTrainer(ModelTrainerBase):
             log.info("cancel requested for training %s", future.id)
         return result == "signaled"
 
-    def training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
+    def training_logs(self, future: ModelTrainerFutureBase, follow: bool, rank: int = 0) -> Iterator[str]:
+        self.check_single_rank(future, rank)
         return read_lines(
             self._log_path(future.id),
             follow=follow,
