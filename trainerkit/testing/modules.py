@@ -132,3 +132,71 @@ class NeedsArgs(trainerkit.ModuleBase):
     def train(cls, data: str, *, epochs: int) -> "NeedsArgs":
         """Return a model holding its arguments."""
         return cls(data, epochs)
+
+
+def exchange_ranks(value: int, timeout: float = 60.0) -> list[int]:
+    """Every rank's ``value``, in rank order, exchanged over TCP through the
+    torchrun rendezvous (``MASTER_ADDR:MASTER_PORT``) with the standard library
+    only: rank 0 listens there, every other rank connects and sends its value,
+    rank 0 sends the whole list back to each. Outside a multi-process training
+    (no torchrun environment) it is ``[value]``.
+
+    Raises:
+        OSError: a peer could not be reached, or stopped answering, within
+            ``timeout`` seconds.
+    """
+    import json
+    import socket
+
+    env = trainerkit.distributed_env()
+    if env is None:
+        return [value]
+    if env.rank == 0:
+        values: dict[int, int] = {0: value}
+        peers = []
+        with socket.create_server((env.master_addr, env.master_port), backlog=env.world_size) as server:
+            server.settimeout(timeout)
+            while len(values) < env.world_size:
+                peer, _ = server.accept()
+                peer.settimeout(timeout)
+                message = json.loads(peer.makefile("r", encoding="utf-8").readline())
+                values[int(message["rank"])] = int(message["value"])
+                peers.append(peer)
+        everything = [values[rank] for rank in range(env.world_size)]
+        for peer in peers:
+            with peer:
+                peer.sendall((json.dumps(everything) + "\n").encode("utf-8"))
+        return everything
+    deadline = time.monotonic() + timeout
+    while True:  # rank 0 may not listen yet
+        try:
+            connection = socket.create_connection((env.master_addr, env.master_port), timeout=timeout)
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(_POLL_INTERVAL)
+    with connection:
+        connection.sendall((json.dumps({"rank": env.rank, "value": value}) + "\n").encode("utf-8"))
+        return [int(item) for item in json.loads(connection.makefile("r", encoding="utf-8").readline())]
+
+
+class RankExchange(trainerkit.ModuleBase):
+    """A multi-process training with the standard library only: each rank
+    reads its torchrun environment (:func:`trainerkit.distributed_env`) and
+    sends ``value + rank`` to the others (:func:`exchange_ranks`); the model
+    keeps what rank 0 saw: its rank, the world size and every rank's value."""
+
+    def __init__(self, rank: int, world_size: int, values: list[int]) -> None:
+        self.rank = rank
+        self.world_size = world_size
+        self.values = values
+
+    @classmethod
+    def train(cls, value: int = 0) -> "RankExchange":
+        """Exchange ``value + rank`` with every rank; return what this rank saw."""
+        env = trainerkit.distributed_env()
+        rank, world_size = (env.rank, env.world_size) if env else (0, 1)
+        print(f"rank {rank} of {world_size}", flush=True)
+        return cls(rank, world_size, exchange_ranks(value + rank))
+
