@@ -200,3 +200,35 @@ class SeesGpus(trainerkit.ModuleBase):
         _write(seen_file, os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
         _wait_for(release_file)
         return cls()
+
+
+class RanksGated(trainerkit.ModuleBase):
+    """Each rank reports its own progress step (rank + 1), writes its pid to
+    ``<directory>/rank<RANK>.pid``, then waits for ``<directory>/release``;
+    rank ``fail_rank`` raises :class:`Boom` instead of waiting. The model keeps
+    the rank that returned it."""
+
+    @classmethod
+    def train(cls, directory, fail_rank=-1):
+        env = trainerkit.distributed_env()
+        rank = env.rank if env else 0
+        trainerkit.report_progress(step=rank + 1, total=10)
+        _write(os.path.join(directory, f"rank{rank}.pid"), str(os.getpid()))
+        if rank == fail_rank:
+            raise Boom(f"rank {rank} gives up")
+        _wait_for(os.path.join(directory, "release"))
+        instance = cls()
+        instance.rank = rank
+        return instance
+
+
+class RanksSeeGpus(trainerkit.ModuleBase):
+    """Each rank writes its CUDA_VISIBLE_DEVICES to ``<directory>/rank<RANK>.gpus``."""
+
+    @classmethod
+    def train(cls, directory, payload=""):
+        rank = os.environ["RANK"]
+        _write(os.path.join(directory, f"rank{rank}.gpus"), os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
+        instance = cls()
+        instance.payload_length = len(payload)
+        return instance

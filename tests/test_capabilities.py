@@ -79,7 +79,9 @@ def manager(tmp_path, trainer_type="LOCAL", **config):
 
 EXPECTED = {
     "LOCAL": {"cancel": BEST, "progress": NATIVE | CAN, "logs": NATIVE | CAN},
-    "SUBPROCESS": {"cancel": NATIVE, "progress": NATIVE | CAN, "logs": NATIVE | CAN, "detach": NATIVE | CAN},
+    "SUBPROCESS": {
+        "cancel": NATIVE, "progress": NATIVE | CAN, "logs": NATIVE | CAN, "detach": NATIVE | CAN, "multi_process": NATIVE
+    },
 }
 
 

@@ -44,13 +44,13 @@ def test_resources_say_which_capabilities_they_need():
     assert Resources(procs_per_node=2).describe() == "Resources(procs_per_node=2)"
 
 
-@pytest.mark.parametrize("trainer_type", ["LOCAL", "SUBPROCESS"])
-def test_a_trainer_that_cannot_serve_the_resources_refuses_them_before_anything_exists(tmp_path, trainer_type):
+@pytest.mark.parametrize("trainer_type, lacking", [("LOCAL", ["multi_process", "gpus"]), ("SUBPROCESS", ["gpus"])])
+def test_a_trainer_that_cannot_serve_the_resources_refuses_them_before_anything_exists(tmp_path, trainer_type, lacking):
     with manager(tmp_path, trainer_type) as made:
         trainer = made.get_trainer("t")
         with pytest.raises(UnsupportedCapabilityError, match=r"needed by resources Resources\(procs_per_node=2, gpus_per_proc=1\)") as caught:
             trainer.train(Adder, 1, save_path=str(tmp_path / "m"), resources={"procs_per_node": 2, "gpus_per_proc": 1})
-        assert [item.name for item in caught.value.unsupported] == ["multi_process", "gpus"]
+        assert [item.name for item in caught.value.unsupported] == lacking
         assert trainer.list_trainings() == []
         assert not (tmp_path / "m").exists()
         future = trainer.train(Adder, 1, save_path=str(tmp_path / "m"), resources=Resources())
@@ -98,3 +98,16 @@ def test_the_cli_passes_its_resource_options_to_train(tmp_path):
     bad = run_cli("train", "tests.training_modules:Adder", "--arg", "a=1", "--gpus-per-proc", "-1")
     assert bad.returncode == 2 and "gpus_per_proc must be between 0 and 64, got -1" in bad.stderr
     assert run_cli("train", "tests.training_modules:Adder", "--arg", "a=1", "--nodes", "1").returncode == 0
+
+
+@pytest.mark.parametrize("trainer_type", ["LOCAL", "SUBPROCESS"])
+def test_a_single_process_training_has_rank_0_only(tmp_path, trainer_type):
+    with manager(tmp_path, trainer_type) as made:
+        future = made.get_trainer("t").train(Adder, 1, save_path=str(tmp_path / "m"))
+        future.result(timeout=WAIT)
+        assert future.get_info().ranks == 1
+        assert list(future.logs(rank=0)) == list(future.logs())
+        with pytest.raises(ValueError, match=r"has one process \(rank 0\); there is no rank 1"):
+            future.logs(rank=1)
+        with pytest.raises(TypeError, match="rank must be an integer"):
+            future.logs(rank=True)

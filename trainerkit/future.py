@@ -121,14 +121,21 @@ class ModelTrainerFutureBase(concurrent.futures.Future):
         """The training's output, as an iterator of text lines.
 
         With ``follow=True`` it keeps yielding lines until the training ends.
-        ``rank`` picks one process of a multi-process training: its own output
-        only (rank 0's by default).
+        ``rank`` picks one process of a multi-process training (0, the
+        default, is rank 0's output; a training of one process has rank 0 only).
 
         Raises:
-            ValueError: the training has no such rank.
+            TypeError: ``rank`` is not an integer.
+            ValueError: the training has no such rank (``info.ranks`` says how many it has).
         """
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
-            raise ValueError(f"rank must be a non-negative integer, got {rank!r}")
+        if isinstance(rank, bool) or not isinstance(rank, int):
+            raise TypeError(f"rank must be an integer, got {rank!r}")
+        if rank == 0:
+            return self._trainer.training_logs(self, follow=follow)
+        ranks = self.cached_info.ranks
+        if not 0 <= rank < ranks:
+            has = "one process (rank 0)" if ranks == 1 else f"{ranks} processes (ranks 0 to {ranks - 1})"
+            raise ValueError(f"training {self.id} has {has}; there is no rank {rank}")
         return self._trainer.training_logs(self, follow=follow, rank=rank)
 
     # -- controlling ------------------------------------------------------------

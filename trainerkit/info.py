@@ -156,6 +156,8 @@ class TrainingInfo:
             hook); values that are not JSON are recorded by ``repr``.
         parameters_by_repr: the names in ``parameters`` recorded by ``repr``.
         devices: the GPU ids the training was given (rank 0's first), or ().
+        ranks: the training's processes (``Resources.world_size``: 1 unless
+            it asked for several); ``future.logs(rank=k)`` reads rank ``k``'s output.
     """
 
     id: str
@@ -175,6 +177,7 @@ class TrainingInfo:
     parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     parameters_by_repr: tuple[str, ...] = ()
     devices: tuple[str, ...] = ()
+    ranks: int = 1
 
     def evolve(self, **changes: Any) -> "TrainingInfo":
         """A copy with ``changes`` applied (``dataclasses.replace`` without its
@@ -207,6 +210,7 @@ class TrainingInfo:
             "parameters": dict(self.parameters),
             "parameters_by_repr": list(self.parameters_by_repr),
             "devices": list(self.devices),
+            "ranks": self.ranks,
         }
 
     @classmethod
@@ -232,6 +236,7 @@ class TrainingInfo:
             parameters=dict(data.get("parameters") or {}),
             parameters_by_repr=tuple(data.get("parameters_by_repr") or ()),
             devices=tuple(str(device) for device in data.get("devices") or ()),
+            ranks=int(data.get("ranks") or 1),
         )
 
 

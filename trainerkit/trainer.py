@@ -298,6 +298,7 @@ class ModelTrainerBase(abc.ABC):
             capabilities=dict(served.levels),
             parameters=recorded,
             parameters_by_repr=by_repr,
+            ranks=wanted.world_size,
         )
         self._store.add(info, owner=self._owner, replace_finished=external_training_id is not None)
         future = self._new_future(info)
@@ -564,20 +565,16 @@ class ModelTrainerBase(abc.ABC):
         """The record store of this trainer (default: in this process's memory)."""
         return MemoryTrainingStore()
 
-    def training_logs(self, future: ModelTrainerFutureBase, follow: bool, rank: int = 0) -> Iterator[str]:
-        """The output of a training, line by line (``follow``: until it ends); of a
-        multi-process training, rank ``rank``'s own output (a backend whose trainings
-        have one process refuses any other rank: :meth:`check_single_rank`)."""
+    def training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
+        """The output of a training, line by line (``follow``: until it ends).
+
+        A backend that runs multi-process trainings also takes ``rank=k`` (a
+        keyword, only ever passed for k > 0 and below ``info.ranks``) and
+        returns rank k's output; without it, rank 0's."""
         raise NotImplementedError(
             f"trainer type {self.name} keeps no logs of trainings; read the output where the "
             "training itself writes it"
         )
-
-    @staticmethod
-    def check_single_rank(future: ModelTrainerFutureBase, rank: int) -> None:
-        """Refuse ``logs(rank=k)``, k > 0, of a training that has one process."""
-        if rank != 0:
-            raise ValueError(f"training {future.id} runs one process, rank 0; it has no rank {rank}")
 
     def observe_trainings(self, futures: Sequence[ModelTrainerFutureBase]) -> None:
         """Bring futures of trainings that run elsewhere up to date.

@@ -2,7 +2,8 @@
 
 :mod:`.spec` (what travels: :class:`TrainingSpec`), :mod:`.run` (the one
 train -> save -> outcome path, :func:`run_training`, and its reporters),
-:mod:`.outcome` (how a training ended) and ``python -m trainerkit.runner``
+:mod:`.outcome` (how a training ended), :mod:`.ranks` (the rank processes
+of a multi-process training: started, watched, stopped together) and ``python -m trainerkit.runner``
 (the same from a shell). SUBPROCESS workers and Kubernetes pods both run
 :func:`run_training`; LOCAL runs the same steps in a thread of the caller.
 """
@@ -17,6 +18,7 @@ from .run import (
     apply_process_settings,
     load_module_class,
     run_training,
+    training_rank,
 )
 from .spec import (
     SpecError,
@@ -45,5 +47,6 @@ __all__ = [
     "pickle_arguments",
     "read_spec",
     "run_training",
+    "training_rank",
     "write_json_atomically",
 ]

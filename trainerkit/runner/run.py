@@ -28,6 +28,7 @@ from ..errors import TrainingCanceledError
 from ..info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
 from ..module import bind_train_arguments, check_module_class, import_object, save_model
 from ..progress import TrainingContext, training_context
+from ..resources import distributed_env
 from .outcome import Outcome, write_json_atomically
 from .spec import TrainingSpec, load_arguments
 
@@ -297,13 +298,21 @@ def run_training(
     """Run the training ``spec`` describes in this process and report how it ended.
 
     Never raises for the training's own failures: they become an ERRORED
-    outcome (type, message, traceback text); see :func:`train_and_save`.
+    outcome (type, message, traceback text); see :func:`train_and_save`. In a
+    multi-process training (the torchrun variables in the spec's environment)
+    only rank 0 saves the model and reports progress (:func:`training_rank`).
     """
     cancel = cancel or CancelSignal()
     latest: list[Optional[ProgressReport]] = [None]
+    try:
+        rank = training_rank(spec)
+    except ValueError as exc:
+        outcome = Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=(ErrorDetail.from_exception(exc),))
+        reporter.outcome(outcome)
+        return outcome
 
     def on_progress(report: ProgressReport) -> None:
-        if spec.progress:  # False: the training turned the progress capability off
+        if spec.progress and rank == 0:  # False: progress turned off, or another rank's
             latest[0] = report
             reporter.progress(report)
 
@@ -318,7 +327,7 @@ def run_training(
             return module_class.train(*args, **kwargs)
 
     attempt = train_and_save(
-        train, save_path=spec.save_path, training_id=spec.training_id, cancel=cancel, finishing=reporter.finishing
+        train, save_path=spec.save_path if rank == 0 else None, training_id=spec.training_id, cancel=cancel, finishing=reporter.finishing
     )
     errors: tuple[ErrorDetail, ...] = ()
     if attempt.status is TrainingStatus.CANCELED:
@@ -336,6 +345,19 @@ def run_training(
             pass
     reporter.outcome(outcome)
     return outcome
+
+
+def training_rank(spec: TrainingSpec) -> int:
+    """The global rank this process trains as: ``RANK`` of the spec's
+    environment (of this process's, when the spec keeps it), 0 for a training of
+    one process. Only rank 0 saves the model and reports progress; every rank
+    reports its outcome.
+
+    Raises:
+        ValueError: the torchrun variables are malformed (names the variable).
+    """
+    env = distributed_env(spec.environ if spec.environ is not None else os.environ)
+    return env.rank if env is not None else 0
 
 
 def _canceled(reason: str) -> tuple[ErrorDetail, ...]:

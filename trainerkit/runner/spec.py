@@ -60,6 +60,11 @@ class TrainingSpec:
         submitter: owner identity of the submitting process (for messages).
         progress: False when the training turned the ``progress`` capability
             off: its ``report_progress`` calls are then not reported.
+        procs_per_node: rank processes the worker starts for this training (1:
+            the training process alone); each gets the torchrun variables, rank
+            0 is the training process (pool workers only).
+        rank_devices: the GPU ids of each local rank, in rank order (its
+            ``CUDA_VISIBLE_DEVICES``); None leaves the environment's.
     """
 
     training_id: str
@@ -75,13 +80,15 @@ class TrainingSpec:
     detach: bool = False
     submitter: str = ""
     progress: bool = True
+    procs_per_node: int = 1
+    rank_devices: Optional[tuple[tuple[str, ...], ...]] = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"version": SPEC_VERSION}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, tuple):
-                value = list(value)
+                value = [list(item) if isinstance(item, tuple) else item for item in value]
             elif isinstance(value, Mapping):
                 value = dict(value)
             data[field.name] = value
@@ -139,6 +146,21 @@ class TrainingSpec:
         for key, flag in (("detach", detach), ("progress", progress)):
             if not isinstance(flag, bool):
                 raise SpecError(f"spec key {key!r} must be true or false, got {flag!r}")
+        procs = data.get("procs_per_node", 1)
+        if isinstance(procs, bool) or not isinstance(procs, int) or procs < 1:
+            raise SpecError(f"spec key 'procs_per_node' must be an integer >= 1, got {procs!r}")
+        rank_devices = data.get("rank_devices")
+        if rank_devices is not None and (
+            not isinstance(rank_devices, (list, tuple))
+            or len(rank_devices) != procs
+            or not all(
+                isinstance(ids, (list, tuple)) and all(isinstance(i, str) for i in ids) for ids in rank_devices
+            )
+        ):
+            raise SpecError(
+                f"spec key 'rank_devices' must be a list of {procs} lists of device ids (one per rank), "
+                f"got {rank_devices!r}"
+            )
         return cls(
             training_id=text("training_id", required=True) or "",
             module=text("module", required=True) or "",
@@ -153,6 +175,8 @@ class TrainingSpec:
             detach=detach,
             submitter=str(data.get("submitter") or ""),
             progress=progress,
+            procs_per_node=procs,
+            rank_devices=tuple(tuple(ids) for ids in rank_devices) if rank_devices is not None else None,
         )
 
 

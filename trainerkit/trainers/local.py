@@ -214,9 +214,8 @@ class LocalModelTrainer(ModelTrainerBase):
                     self._log_dir = tempfile.mkdtemp(prefix="trainerkit-logs-")
         return os.path.join(self._log_dir, f"{training_id}.log")
 
-    def training_logs(self, future: ModelTrainerFutureBase, follow: bool, rank: int = 0) -> Iterator[str]:
+    def training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
         """What the training's thread printed and logged (see trainerkit.logfile)."""
-        self.check_single_rank(future, rank)
         return read_lines(
             self._log_path(future.id),
             follow=follow,

@@ -276,7 +276,11 @@ class _Dispatcher:
         del self.free_gpus[: run.gpus_needed]
         environ = dict(run.spec.environ or {})
         environ["CUDA_VISIBLE_DEVICES"] = ",".join(run.devices)
-        run.spec = dataclasses.replace(run.spec, environ=environ)
+        procs = run.spec.procs_per_node
+        each = len(run.devices) // procs
+        # Rank k gets the k-th run of gpus_per_proc devices (rank 0's first, as info.devices lists them).
+        rank_devices = tuple(run.devices[k * each : (k + 1) * each] for k in range(procs)) if procs > 1 else None
+        run.spec = dataclasses.replace(run.spec, environ=environ, rank_devices=rank_devices)
 
     def _retire(self, run: _Run) -> None:
         """``run`` left the worker it was handed to: its GPUs are free again. Lock held."""

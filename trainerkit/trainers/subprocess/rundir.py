@@ -12,7 +12,9 @@ still observable, cancellable and loadable from elsewhere:
 * ``outcome.json`` — the final status and errors, written before the worker
   exits;
 * ``arguments.pkl`` — pickled arguments too large to travel inline (removed
-  once the training process has read them).
+  once the training process has read them);
+* ``rank<k>.outcome.json`` — how rank ``k`` of a multi-process training ended
+  (its error, when it failed), for ranks other than 0.
 
 Every file is written whole and renamed into place, so a reader never sees
 half of one.
@@ -38,6 +40,21 @@ WORKER_FILE = "worker.json"
 PROGRESS_FILE = "progress.json"
 OUTCOME_FILE = "outcome.json"
 ARGUMENTS_FILE = "arguments.pkl"
+
+
+def rank_outcome_file(rank: int) -> str:
+    """The run directory file of rank ``rank``'s outcome (ranks other than 0)."""
+    return f"rank{rank}.outcome.json"
+
+
+def rank_log_path(log_path: str, rank: int) -> str:
+    """The log file of rank ``rank`` of a training whose log is ``log_path``:
+    rank 0 writes ``log_path`` itself, rank k ``<training id>.rank<k>.log``
+    beside it (``os.devnull`` when the training's logs are off)."""
+    if rank == 0 or log_path == os.devnull:
+        return log_path
+    root, ext = os.path.splitext(log_path)
+    return f"{root}.rank{rank}{ext}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,14 +154,15 @@ class RunDirectory:
     def write_outcome(self, outcome: Outcome) -> None:
         write_json_atomically(self.file(OUTCOME_FILE), outcome.to_dict())
 
-    def read_outcome(self) -> Optional[Outcome]:
-        data = _read_json(self.file(OUTCOME_FILE))
+    def read_outcome(self, name: str = OUTCOME_FILE) -> Optional[Outcome]:
+        """The training's outcome (or, by ``name``, one rank's: :func:`rank_outcome_file`)."""
+        data = _read_json(self.file(name))
         if data is None:
             return None
         try:
             return Outcome.from_dict(data)
         except (KeyError, ValueError) as exc:
-            log.warning("ignoring malformed %s: %s", self.file(OUTCOME_FILE), exc)
+            log.warning("ignoring malformed %s: %s", self.file(name), exc)
             return None
 
     def remove(self) -> None:

@@ -26,6 +26,16 @@ A worker serves exactly one training, then exits:
 5. End of stdin means the trainer's process is gone: without ``detach`` the
    training is stopped as for a cancel and recorded as interrupted; with
    ``detach`` it goes on.
+6. A multi-process training (``procs_per_node`` > 1 in the spec): the training
+   process is rank 0, and the supervisor forks ranks 1 and up from itself when
+   the spec arrives (:func:`.worker._fork_rank`), each with the torchrun
+   variables (a free port on 127.0.0.1 as ``MASTER_PORT``), its own
+   ``CUDA_VISIBLE_DEVICES`` and log, watched by
+   :class:`trainerkit.runner.ranks.LocalRanks`. Rank 0's progress and model are
+   the training's. Rank 0's outcome is held until every other rank has
+   exited: a rank that fails first (an exception, a non-zero exit, a signal)
+   stops the others (SIGTERM, SIGKILL after the grace period) and its failure,
+   naming the rank, is the training's outcome. A cancel stops every rank.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ import selectors
 import signal
 import sys
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from ...errors import TrainingCanceledError, TrainingCrashedError, TrainingInterruptedError
 from ...info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
@@ -47,10 +57,14 @@ from ...deferred import background
 from ...logfile import FLUSH_INTERVAL
 from ...owner import process_owner
 from ...private_files import open_private
-from ...runner import Outcome, SpecError, TrainingSpec
+from ...runner import Outcome, SpecError, TrainingSpec, inline_arguments
+from ...runner.ranks import LocalRanks, RankExit, RankLayout, free_port
 from .exits import describe_exit, ended, errored, signal_hint
 from .protocol import LineReader
-from .rundir import RunDirectory, WorkerRecord
+from .rundir import RunDirectory, WorkerRecord, rank_log_path, rank_outcome_file
+
+#: Starts rank k of a multi-process training from its spec, writing its outcome to the path; returns its pid.
+RankForker = Callable[[TrainingSpec, Optional[str]], int]
 
 #: Progress goes to the trainer (and the run directory) at most this often, in seconds.
 PROGRESS_INTERVAL = 0.1
@@ -114,8 +128,15 @@ def _flush_stdout_now_and_then() -> None:
 class _Supervisor:
     """The supervisor's event loop (see the module docstring)."""
 
-    def __init__(self, child: int, spec_w: int, news_r: int, events_fd: int) -> None:
+    def __init__(
+        self, child: int, spec_w: int, news_r: int, events_fd: int, fork_rank: Optional[RankForker] = None
+    ) -> None:
         self.child = child
+        self.fork_rank = fork_rank
+        self.ranks: Optional[LocalRanks] = None  # ranks 1 and up of a multi-process training
+        self.rank_specs: dict[int, TrainingSpec] = {}
+        self.held: Optional[Outcome] = None  # rank 0's outcome, until every other rank has exited
+        self.rank_failure: Optional[Outcome] = None  # the first other rank that failed
         self.spec_w: Optional[int] = spec_w
         self.news_r = news_r
         self.events_fd = events_fd
@@ -164,6 +185,7 @@ class _Supervisor:
                 self.terms_seen = self.terms
                 self._cancel()
             self._check_child()
+            self._check_ranks()
             now = time.monotonic()
             self._flush_progress(now)
             self._escalate(now)
@@ -186,6 +208,8 @@ class _Supervisor:
     def _finished(self, now: float) -> bool:
         if self.child_status is None:
             return False
+        if self.ranks is not None and not self.ranks.all_exited:
+            return False
         if self.started and self.final is None:
             return False
         return not self.out or self.trainer_gone or now - self.final_at > FLUSH_TIMEOUT
@@ -196,6 +220,8 @@ class _Supervisor:
             deadlines.append(self.progress_sent_at + PROGRESS_INTERVAL)
         if self.kill_deadline is not None:
             deadlines.append(self.kill_deadline)
+        if self.ranks is not None and self.ranks.kill_deadline is not None and not self.ranks.all_exited:
+            deadlines.append(self.ranks.kill_deadline)
         return max(0.0, min(deadlines) - now)
 
     def _watch_writes(self, wanted: bool) -> None:
@@ -264,7 +290,7 @@ class _Supervisor:
             outcome = Outcome.from_dict(event.get("outcome") or {})
             if outcome.status is TrainingStatus.CANCELED and self.interrupted and not self.cancel_requested:
                 outcome = self._interrupted_outcome()  # it stopped because its submitter is gone
-            self._finish(outcome)
+            self._rank0_outcome(outcome)
 
     # -- the training's life
 
@@ -299,6 +325,13 @@ class _Supervisor:
                 self._close_spec()
                 self._finish(errored(OSError, f"cannot write the run directory {spec.run_dir}: {exc}"))
                 return
+        if spec.procs_per_node > 1:
+            try:
+                line = self._start_ranks(spec)
+            except (OSError, SpecError) as exc:
+                self._close_spec()
+                self._finish(errored(OSError, f"cannot start the training's rank processes: {exc}"))
+                return
         try:
             assert self.spec_w is not None
             os.write(self.spec_w, line + b"\n")  # blocking: the training process is waiting for it
@@ -306,6 +339,93 @@ class _Supervisor:
             pass  # it died while waiting; its exit status tells the rest
         self._close_spec()
         self._send("running", worker=record.to_dict())
+
+    def _start_ranks(self, spec: TrainingSpec) -> bytes:
+        """Fork ranks 1 and up; return rank 0's spec line for the training process."""
+        if self.fork_rank is None:
+            raise SpecError("this worker cannot start rank processes")
+        arguments = spec.arguments
+        if "pickle_file" in arguments:  # every rank reads them: inline, so none removes them under another
+            path = str(arguments["pickle_file"])
+            with open(path, "rb") as handle:
+                arguments = inline_arguments(handle.read())
+            if spec.arguments.get("remove_after_load"):
+                os.unlink(path)
+        layout = RankLayout(procs_per_node=spec.procs_per_node, master_port=free_port())
+        base = dict(spec.environ if spec.environ is not None else os.environ)
+        self.ranks = LocalRanks(layout, spec.cancel_grace_period)
+        for rank in range(spec.procs_per_node):
+            environ = {**base, **layout.environ(rank)}
+            if spec.rank_devices is not None:
+                environ["CUDA_VISIBLE_DEVICES"] = ",".join(spec.rank_devices[rank])
+            log_path = rank_log_path(spec.log_path, rank) if spec.log_path else None
+            self.rank_specs[rank] = dataclasses.replace(
+                spec, arguments=arguments, environ=environ, log_path=log_path, procs_per_node=1, rank_devices=None
+            )
+        for rank in range(1, spec.procs_per_node):
+            outcome_path = self.run_dir.file(rank_outcome_file(rank)) if self.run_dir is not None else None
+            self.ranks.adopt(rank, self.fork_rank(self.rank_specs[rank], outcome_path))
+        self._note(
+            f"{spec.procs_per_node} ranks on 127.0.0.1:{layout.master_port}, pids "
+            + ", ".join([str(self.child)] + [str(pid) for _, pid in sorted(self.ranks.pids.items())])
+        )
+        return json.dumps(self.rank_specs[0].to_dict()).encode("utf-8")
+
+    def _check_ranks(self) -> None:
+        if self.ranks is None:
+            return
+        self.ranks.poll()
+        failure = self.ranks.failure
+        if failure is not None and self.rank_failure is None and self.held is None:
+            self.rank_failure = self._rank_failure_outcome(failure)
+            self._note(f"{failure.describe()}: stopping the other ranks" + self._kill_after())
+            self._stop_training()
+        self._conclude()
+
+    def _rank0_outcome(self, outcome: Outcome) -> None:
+        """Rank 0 (the training process) ended with ``outcome`` (reported, or from its exit)."""
+        if self.ranks is None:
+            self._finish(outcome)
+            return
+        if self.held is not None:
+            return
+        self.held = outcome
+        if outcome.status is not TrainingStatus.COMPLETED and not self.ranks.stopping:
+            self._note(f"rank 0 ended {outcome.status.value}: stopping the other ranks" + self._kill_after())
+            self.ranks.stop()
+        if self.child_status is None and self.kill_deadline is None:
+            # It reported; give it the grace period to exit on its own (as _finish does for one process).
+            self.kill_deadline = time.monotonic() + (self.spec.cancel_grace_period if self.spec else 0.0)
+        self._conclude()
+
+    def _conclude(self) -> None:
+        """The training's outcome, once rank 0 and every other rank have ended."""
+        if self.final is not None or self.ranks is None or not self.ranks.all_exited:
+            return
+        if self.child_status is None:
+            return  # rank 0 still runs: the training has ended once no process of it is left
+        outcome = self.rank_failure or self.held
+        if outcome is None:  # rank 0 exited without a word: its exit status says how
+            assert self.child_status is not None
+            outcome = self._outcome_from_exit(self.child_status)
+        self._finish(outcome)
+
+    def _rank_failure_outcome(self, failure: RankExit) -> Outcome:
+        """The training's outcome when rank ``failure.rank`` (not 0) failed first."""
+        reported = None
+        if self.run_dir is not None:
+            reported = self.run_dir.read_outcome(rank_outcome_file(failure.local_rank))
+        if reported is not None and reported.status is TrainingStatus.ERRORED and reported.errors:
+            return ended(
+                TrainingStatus.ERRORED,
+                *(dataclasses.replace(error, message=f"rank {failure.rank}: {error.message}") for error in reported.errors),
+            )
+        message = failure.describe() + (
+            failure.hint() if failure.returncode < 0 else " before reporting an outcome (os._exit() or "
+            "sys.exit() outside train(), a crash, or a SIGTERM sent to that rank alone)"
+        )
+        spec = self.rank_specs.get(failure.local_rank)
+        return errored(TrainingCrashedError, message, self._log_tail(spec.log_path if spec else None))
 
     def _close_spec(self) -> None:
         if self.spec_w is not None:
@@ -350,6 +470,8 @@ class _Supervisor:
         return f", SIGKILL in {grace:g} s if it is still running"
 
     def _stop_training(self) -> None:
+        if self.ranks is not None and not self.ranks.stopping:
+            self.ranks.stop()
         if self.child_status is not None or self.kill_deadline is not None:
             return
         self._signal_group(signal.SIGTERM)
@@ -357,6 +479,10 @@ class _Supervisor:
         self.kill_deadline = time.monotonic() + grace
 
     def _escalate(self, now: float) -> None:
+        if self.ranks is not None and self.ranks.escalate(now):
+            self._note("ranks " + ", ".join(str(self.ranks.layout.rank(k)) for k in sorted(self.ranks.pids))
+                       + " did not stop within the grace period: SIGKILL")
+            self.ranks.kill_deadline = None
         if self.kill_deadline is None or now < self.kill_deadline or self.child_status is not None:
             return
         self.kill_deadline = None
@@ -404,8 +530,12 @@ class _Supervisor:
             self._kill_leftovers()
         self.child_status = status
         self._read_news_now()
-        if self.final is None and self.started:
-            self._finish(self._outcome_from_exit(status))
+        if self.rank_failure is not None:
+            self._conclude()  # rank 0 was stopped because another rank failed
+        elif self.final is None and self.started and self.held is None:
+            self._rank0_outcome(self._outcome_from_exit(status))
+        elif self.ranks is not None:
+            self._conclude()
 
     def _kill_leftovers(self) -> None:
         try:
@@ -425,7 +555,8 @@ class _Supervisor:
         if self.interrupted:
             return self._interrupted_outcome()
         code = os.waitstatus_to_exitcode(status)
-        message = f"the training process (pid {self.child}) {describe_exit(code)}" + (
+        who = "rank 0, the training process" if self.ranks is not None else "the training process"
+        message = f"{who} (pid {self.child}) {describe_exit(code)}" + (
             signal_hint(code) if code < 0 else " before reporting an outcome (os._exit() or "
             "sys.exit() outside train(), or a crash)"
         )
@@ -500,8 +631,8 @@ class _Supervisor:
         except OSError:
             pass
 
-    def _log_tail(self) -> str:
-        path = self.spec.log_path if self.spec else None
+    def _log_tail(self, path: Optional[str] = None) -> str:
+        path = path or (self.spec.log_path if self.spec else None)
         if not path:
             return ""
         try:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import glob
 import logging
 import os
 import signal
@@ -66,7 +67,7 @@ from .config import SubprocessTrainerConfig, gpu_ids
 from .dispatcher import _Dispatcher
 from .exits import describe_exit, signal_hint
 from .handles import WORKER_MODULE, _Run, _Worker, current_sys_path
-from .rundir import ARGUMENTS_FILE, RunDirectory, WorkerRecord
+from .rundir import ARGUMENTS_FILE, RunDirectory, WorkerRecord, rank_log_path
 
 log = logging.getLogger("trainerkit")
 
@@ -87,6 +88,8 @@ class SubprocessModelTrainer(ModelTrainerBase):
         # Any training may outlive its submitter: a native or best-effort
         # request detaches it whatever the config says, a disable keeps it tied.
         "detach": SupportLevel.NATIVE | SupportLevel.CAN_DISABLE,
+        # Resources(procs_per_node=P): P rank processes with the torchrun variables.
+        "multi_process": SupportLevel.NATIVE,
     }
 
     def capabilities(self) -> dict[str, SupportLevel]:
@@ -124,11 +127,13 @@ class SubprocessModelTrainer(ModelTrainerBase):
 
     def prepare_training(self, request: TrainingRequest) -> bytes:
         """Refuse what cannot run in another process; return the pickled arguments."""
-        wanted = request.resources.gpus_per_proc
+        resources = request.resources
+        wanted = resources.gpus_per_proc * resources.procs_per_node
         if wanted > len(self._gpus):
+            each = f" ({resources.procs_per_node} processes x {resources.gpus_per_proc})" if resources.procs_per_node > 1 else ""
             raise ValueError(
-                f"the training asks for {wanted} GPUs, but trainer {self.instance_name!r} hands out "
-                f"{len(self._gpus)} ({', '.join(self._gpus)}); ask for at most {len(self._gpus)}, or "
+                f"the training asks for {wanted} GPUs{each}, but trainer {self.instance_name!r} hands out "
+                f"{len(self._gpus)} ({', '.join(self._gpus)}); ask for at most {len(self._gpus)} in all, or "
                 "give the trainer more in its gpus config"
             )
         if request.save_path is None:
@@ -182,9 +187,10 @@ class SubprocessModelTrainer(ModelTrainerBase):
             detach=_detaches(self.config.detach, request),
             submitter=self.owner,
             progress="progress" not in request.disabled,
+            procs_per_node=request.resources.procs_per_node,
         )
         run = _Run(future, spec, run_dir)
-        run.gpus_needed = request.resources.gpus_per_proc
+        run.gpus_needed = request.resources.gpus_per_proc * request.resources.procs_per_node
         try:
             self._dispatcher.submit(run)
         except BaseException:
@@ -204,9 +210,8 @@ class SubprocessModelTrainer(ModelTrainerBase):
         return result == "signaled"
 
     def training_logs(self, future: ModelTrainerFutureBase, follow: bool, rank: int = 0) -> Iterator[str]:
-        self.check_single_rank(future, rank)
         return read_lines(
-            self._log_path(future.id),
+            rank_log_path(self._log_path(future.id), rank),
             follow=follow,
             finished=lambda: future.get_info().status.is_terminal,
         )
@@ -274,9 +279,10 @@ class SubprocessModelTrainer(ModelTrainerBase):
             self._remove_files(training_id)
         return purged
 
-    def log_path(self, training_id: str) -> str:
-        """The log file of a training (stdout and stderr of its process)."""
-        return self._log_path(training_id)
+    def log_path(self, training_id: str, rank: int = 0) -> str:
+        """The log file of a training (stdout and stderr of its process; of
+        rank ``rank``'s process in a multi-process training)."""
+        return rank_log_path(self._log_path(training_id), rank)
 
     # -- reports from the dispatcher (its thread)
 
@@ -363,12 +369,16 @@ class SubprocessModelTrainer(ModelTrainerBase):
 
     def _remove_files(self, training_id: str) -> None:
         self._run_dir(training_id).remove()
-        try:
-            os.unlink(self._log_path(training_id))
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("cannot remove the log of training %s: %s", training_id, exc)
+        path = self._log_path(training_id)
+        # Rank k's log is <id>.rank<k>.log (a multi-process training).
+        rank_logs = glob.glob(glob.escape(rank_log_path(path, 1)).replace(".rank1.", ".rank*."))
+        for name in [path, *rank_logs]:
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("cannot remove the log %s of training %s: %s", name, training_id, exc)
 
     def _wait_at_exit(self) -> None:
         if not self._dispatcher.must_wait_at_exit():

@@ -16,8 +16,13 @@ import sys
 import traceback
 from typing import Any, Mapping, Optional, Sequence
 
-from ...runner import CancelSignal, JsonLinesReporter, TrainingSpec, run_training
+from ...info import TrainingStatus
+from ...runner import CancelSignal, FileReporter, JsonLinesReporter, TrainingSpec, run_training
 from .supervisor import _Supervisor, redirect_output
+
+#: Exit status of a rank process other than rank 0, by how its training ended (as ``python -m trainerkit.runner``).
+RANK_EXIT_CODES = {TrainingStatus.COMPLETED: 0, TrainingStatus.CANCELED: 3}
+RANK_EXIT_ERRORED = 1
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -52,8 +57,12 @@ def serve(events_fd: int, settings: Mapping[str, Any]) -> int:
         os.setpgid(child, child)  # also done by the child: whichever runs first wins the race
     except OSError:
         pass
+
+    def fork_rank(spec: TrainingSpec, outcome_path: Optional[str]) -> int:
+        return _fork_rank(spec, outcome_path, preload, sys_path, supervisor_pid)
+
     try:
-        code = _Supervisor(child, spec_w, news_r, events_fd).run()
+        code = _Supervisor(child, spec_w, news_r, events_fd, fork_rank).run()
     except BaseException:  # a bug here: leave its trace where someone will look
         traceback.print_exc()
         code = 70
@@ -96,6 +105,56 @@ def _training_process(
     cancel = CancelSignal().install()
     run_training(spec, reporter, cancel)
     return 0
+
+
+def _fork_rank(
+    spec: TrainingSpec, outcome_path: Optional[str], preload: list[str], sys_path: list[str], supervisor_pid: int
+) -> int:
+    """Start one more rank of a multi-process training (ranks 1 and up; rank 0
+    is the training process): a fork of the supervisor, which runs no user code
+    and no thread, so the rank starts as clean as the training process did and
+    without an interpreter start. It leads a process group of its own, dies with
+    the supervisor, runs ``spec`` (its torchrun variables are in the spec's
+    environment) and writes its outcome to ``outcome_path``. Returns its pid."""
+    pid = os.fork()
+    if pid:
+        try:
+            os.setpgid(pid, pid)  # also done by the child: whichever runs first wins the race
+        except OSError:
+            pass
+        return pid
+    code = 70
+    try:
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGTERM, signal.SIGCHLD, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        os.setpgid(0, 0)
+        _die_with(supervisor_pid)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        os.closerange(3, 1 << 16)  # the supervisor's pipes and selector are not the rank's
+        if spec.log_path:
+            redirect_output(spec.log_path, buffered=True)
+        sys.path[:0] = [entry for entry in sys_path if entry not in sys.path]
+        for name in preload:
+            try:
+                importlib.import_module(name)
+            except (Exception, SystemExit) as exc:  # the training itself will report it if it matters
+                sys.stderr.write(f"[trainerkit] preloading {name!r} failed: {type(exc).__name__}: {exc}\n")
+        faulthandler.enable()
+        cancel = CancelSignal().install()
+        outcome = run_training(spec, FileReporter(outcome_path), cancel)
+        code = RANK_EXIT_CODES.get(outcome.status, RANK_EXIT_ERRORED)
+    except BaseException:  # a bug here: leave its trace in the rank's log
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
 
 
 def _die_with(supervisor_pid: int) -> None:
