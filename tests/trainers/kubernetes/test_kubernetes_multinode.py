@@ -44,13 +44,14 @@ def _running_processes(kube, training_id):
             if pod["metadata"]["labels"].get(LABEL_TRAINING_ID) == training_id and kube.pod_pid(NAMESPACE, name)]
 
 
-def test_three_nodes_all_reduce_and_rank0_saves_the_sum(trainer, kube, models_dir):
-    future = trainer.train(mn.AllReduceSum, 5, save_path=models_dir / "sum", resources=trainerkit.Resources(nodes=3))
+def test_three_nodes_of_two_processes_all_reduce_and_rank0_saves_the_sum(trainer, kube, models_dir):
+    future = trainer.train(mn.AllReduceSum, 5, save_path=models_dir / "sum",
+                           resources=trainerkit.Resources(nodes=3, procs_per_node=2))
     model = future.result(timeout=TIMEOUT)
-    assert (model.total, model.rank, model.world_size) == (30, 0, 3)  # 5 * (1 + 2 + 3), from rank 0
+    assert (model.total, model.rank, model.world_size) == (105, 0, 6)  # 5 * (1 + ... + 6), from rank 0
     info = future.get_info()
-    assert info.status is TrainingStatus.COMPLETED
-    assert info.progress is not None and (info.progress.step, info.progress.total) == (1, 3)  # rank 0's report
+    assert info.status is TrainingStatus.COMPLETED and info.ranks == 6
+    assert info.progress is not None and (info.progress.step, info.progress.total) == (1, 6)  # rank 0's report
     job = kube.jobs(NAMESPACE)[future.id]
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3 and job["spec"]["backoffLimit"] == 0
@@ -64,28 +65,33 @@ def test_three_nodes_all_reduce_and_rank0_saves_the_sum(trainer, kube, models_di
 
     # Each rank's own output; rank 0's by default.
     assert [line for line in future.logs() if line.startswith("rank ")] == [
-        "rank 0 of 3 on node 0 contributes 5", "rank 0 total 30"]
-    assert [line for line in future.logs(rank=2) if line.startswith("rank ")] == [
-        "rank 2 of 3 on node 2 contributes 15", "rank 2 total 30"]
-    with pytest.raises(ValueError, match="has ranks 0 to 2, so it has no rank 3"):
-        list(future.logs(rank=3))
-    with pytest.raises(ValueError, match="non-negative integer"):
-        future.logs(rank=-1)
-
+        "rank 0 of 6 on node 0 contributes 5", "rank 0 total 105"]
+    assert [line for line in future.logs(rank=3) if line.startswith("rank ")] == [
+        "rank 3 of 6 on node 1 contributes 20", "rank 3 total 105"]
+    assert not any("rank 2 " in line for line in future.logs(rank=3))
+    with pytest.raises(ValueError, match="no rank 6"):
+        list(future.logs(rank=6))
+    # A fresh manager reads the world size from the cluster.
     # delete: the Job, its pods, its Service and its ConfigMap all go.
     trainer.delete_training(future.id)
     wait_until(lambda: not kube.jobs(NAMESPACE) and not kube.pods(NAMESPACE) and not kube.services(NAMESPACE)
                and not kube.configmaps(NAMESPACE), what="everything of the training to go")
 
 
-def test_killing_one_node_fails_the_training_naming_it_and_stops_the_others(trainer, kube, models_dir, gate_dir):
+def _wait_for_ranks(gate_dir, world_size):
+    wait_until(lambda: all((gate_dir / mn.entered(rank)).exists() and (gate_dir / mn.entered(rank)).read_text()
+                           for rank in range(world_size)), timeout=TIMEOUT, what="every rank to take part")
+    return [int((gate_dir / mn.entered(rank)).read_text()) for rank in range(world_size)]
+
+
+def test_killing_one_pods_process_fails_the_training_naming_its_node_and_stops_every_rank(
+        trainer, kube, models_dir, gate_dir):
     future = trainer.train(mn.AllReduceSum, 1, str(gate_dir), save_path=models_dir / "killed",
-                           resources={"nodes": 3})
-    wait_until(lambda: all((gate_dir / mn.entered(rank)).exists() for rank in range(3)), timeout=TIMEOUT,
-               what="every rank to take part")
+                           resources={"nodes": 3, "procs_per_node": 2})
+    pids = _wait_for_ranks(gate_dir, 6)
     assert future.get_info().status is TrainingStatus.RUNNING
     victim = _pods_by_index(kube, future.id)[1]["metadata"]["name"]
-    os.killpg(kube.pod_pid(NAMESPACE, victim), signal.SIGKILL)
+    os.killpg(kube.pod_pid(NAMESPACE, victim), signal.SIGKILL)  # the pod's main process: node 1 dies
     assert future.wait(TIMEOUT)
     info = future.get_info()
     assert info.status is TrainingStatus.ERRORED
@@ -93,7 +99,19 @@ def test_killing_one_node_fails_the_training_naming_it_and_stops_the_others(trai
     assert "exited with code 137" in info.errors[0].message and "killed by signal 9" in info.errors[0].message
     assert "a node failed, so every node of the multi-node training was stopped" in info.errors[-1].message
     wait_until(lambda: not _running_processes(kube, future.id), what="no pod process to be left")
+    wait_until(lambda: not any(mn.alive(pid) for pid in pids), what="every rank process to end")
     assert not (models_dir / "killed").exists()
+
+
+def test_a_rank_killed_inside_a_pod_fails_its_node_naming_the_rank(trainer, kube, models_dir, gate_dir):
+    future = trainer.train(mn.AllReduceSum, 1, str(gate_dir), save_path=models_dir / "rank-killed",
+                           resources={"nodes": 2, "procs_per_node": 2})
+    pids = _wait_for_ranks(gate_dir, 4)
+    os.kill(pids[3], signal.SIGKILL)
+    assert future.wait(TIMEOUT)
+    first = future.get_info().errors[0]
+    assert first.message.startswith("node 1 (pod ") and f"rank 3 (pid {pids[3]}) was killed by SIGKILL (9)" in first.message
+    wait_until(lambda: not any(mn.alive(pid) for pid in pids), what="every rank process to end")
 
 
 def test_a_failing_rank_fails_the_training_with_its_own_error_naming_its_node(trainer, kube, models_dir):
@@ -106,21 +124,22 @@ def test_a_failing_rank_fails_the_training_with_its_own_error_naming_its_node(tr
     wait_until(lambda: not _running_processes(kube, future.id), what="rank 0 to be stopped")
 
 
-def test_cancel_stops_every_pod(trainer, kube, models_dir, gate_dir):
+def test_cancel_stops_every_pod_and_rank(trainer, kube, models_dir, gate_dir):
     future = trainer.train(mn.AllReduceSum, 1, str(gate_dir), save_path=models_dir / "canceled",
-                           resources={"nodes": 3})
-    wait_until(lambda: all((gate_dir / mn.entered(rank)).exists() for rank in range(3)), timeout=TIMEOUT,
-               what="every rank to take part")
+                           resources={"nodes": 3, "procs_per_node": 2})
+    pids = _wait_for_ranks(gate_dir, 6)
     assert future.cancel() is True
     assert future.get_info().status is TrainingStatus.CANCELED
     wait_until(lambda: not _pods_by_index(kube, future.id), timeout=TIMEOUT, what="every pod to go")
+    wait_until(lambda: not any(mn.alive(pid) for pid in pids), what="every rank process to end")
     assert not (models_dir / "canceled").exists()
 
 
 def test_queued_while_not_every_pod_runs_then_a_fresh_process_reattaches_and_lists_it(
         trainer, kube, make_manager, models_dir, gate_dir, cluster_config, tmp_path):
     kube.set_unschedulable(True)
-    future = trainer.train(mn.AllReduceSum, 2, str(gate_dir), save_path=models_dir / "later", resources={"nodes": 2})
+    future = trainer.train(mn.AllReduceSum, 2, str(gate_dir), save_path=models_dir / "later",
+                           resources={"nodes": 2, "procs_per_node": 2})
     info = wait_until(lambda: (i := future.get_info()).detail.startswith("0 of 2 pods running; node 0: pod ") and i,
                       what="the queued detail")
     assert info.status is TrainingStatus.QUEUED and "cannot be scheduled" in info.detail
@@ -128,7 +147,7 @@ def test_queued_while_not_every_pod_runs_then_a_fresh_process_reattaches_and_lis
     wait_until(lambda: future.get_info().status is TrainingStatus.RUNNING, timeout=TIMEOUT, what="RUNNING")
 
     again = make_manager().get_model_future(future.id)
-    assert again.get_info().status is TrainingStatus.RUNNING
+    assert again.get_info().status is TrainingStatus.RUNNING and again.get_info().ranks == 4
     config_file = tmp_path / "trainerkit.yaml"
     config_file.write_text(json.dumps(cluster_config()))
     listing = subprocess.run(
@@ -136,15 +155,16 @@ def test_queued_while_not_every_pod_runs_then_a_fresh_process_reattaches_and_lis
          "import sys, trainerkit\n"
          "manager = trainerkit.TrainerManager.from_yaml(sys.argv[1])\n"
          "for info in manager.get_trainer(sys.argv[2]).list_trainings():\n"
-         "    print(info.id, info.status.value)\n"
+         "    print(info.id, info.status.value, info.ranks)\n"
          "manager.close(wait=False)\n",
          str(config_file), TRAINER],
         capture_output=True, text=True, timeout=TIMEOUT,
     )
     assert listing.returncode == 0, listing.stderr
-    assert listing.stdout.split() == [future.id, "RUNNING"]
+    assert listing.stdout.split() == [future.id, "RUNNING", "4"]
+    assert [line for line in again.logs(rank=1) if line.startswith("rank ")] == ["rank 1 of 4 on node 0 contributes 4"]
     (gate_dir / mn.RELEASE).touch()
-    assert again.result(timeout=TIMEOUT).total == 2 * (1 + 2)
+    assert again.result(timeout=TIMEOUT).total == 2 * (1 + 2 + 3 + 4)
 
 
 def test_slow_dns_shows_in_the_detail_and_the_ranks_wait_for_it(trainer, kube, models_dir):

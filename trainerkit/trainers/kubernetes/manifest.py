@@ -309,15 +309,19 @@ def _pod_spec(
         {"name": ENV_TERMINATION_MESSAGE_PATH, "value": TERMINATION_MESSAGE_PATH},
         {"name": ENV_SERVICE_ACCOUNT_DIR, "value": SERVICE_ACCOUNT_DIR},
     ]
-    if resources.nodes > 1:
+    if resources.world_size > 1:
         # The node's share of the torchrun environment; the pod entry point adds RANK and
         # LOCAL_RANK for each of its processes (RANK = NODE_RANK * procs_per_node + LOCAL_RANK).
+        # On one node the ranks meet at the pod's own address.
+        multi_node = resources.nodes > 1
         env += [
             {"name": "NODE_RANK", "valueFrom": {"fieldRef": {
-                "fieldPath": f"metadata.annotations['{ANNOTATION_COMPLETION_INDEX}']"}}},
+                "fieldPath": f"metadata.annotations['{ANNOTATION_COMPLETION_INDEX}']"}}}
+            if multi_node else {"name": "NODE_RANK", "value": "0"},
             {"name": "WORLD_SIZE", "value": str(resources.world_size)},
             {"name": "LOCAL_WORLD_SIZE", "value": str(resources.procs_per_node)},
-            {"name": "MASTER_ADDR", "value": master_addr(training_id)},
+            {"name": "MASTER_ADDR", "value": master_addr(training_id)} if multi_node
+            else {"name": "MASTER_ADDR", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "MASTER_PORT", "value": str(config.master_port)},
             {"name": ENV_NODES, "value": str(resources.nodes)},
             {"name": ENV_PROCS_PER_NODE, "value": str(resources.procs_per_node)},

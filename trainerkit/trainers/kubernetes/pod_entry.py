@@ -52,9 +52,12 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
+import signal
 import socket
 import ssl
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -62,6 +65,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Optional, Sequence
 
+from ...errors import TrainingError
 from ...info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
 from ...runner import Outcome
 from ...runner import (
@@ -86,7 +90,7 @@ from .config import (
     SERVICE_ACCOUNT_DIR,
     TERMINATION_MESSAGE_PATH,
 )
-from .manifest import ANNOTATION_PROGRESS, ANNOTATION_RENDEZVOUS, EXIT_TRAINING_FAILED
+from .manifest import ANNOTATION_PROGRESS, ANNOTATION_RENDEZVOUS, EXIT_TRAINING_FAILED, POD_ENTRY_MODULE
 
 log = logging.getLogger("trainerkit")
 
@@ -252,8 +256,9 @@ class RendezvousError(TimeoutError):
 
 
 def node_environment(environ: "os._Environ[str] | dict[str, str]") -> Optional[tuple[int, int, int]]:
-    """``(nodes, procs_per_node, node_rank)`` of a multi-node pod (None for one node);
-    sets ``RANK`` and ``LOCAL_RANK`` of its first process in ``environ``.
+    """``(nodes, procs_per_node, node_rank)`` of a pod of a multi-process training
+    (None for a training of one process); sets ``RANK`` and ``LOCAL_RANK`` of the
+    node's first process in ``environ``.
 
     Raises:
         ValueError: a variable the manifest sets is missing or malformed (names it).
@@ -266,9 +271,11 @@ def node_environment(environ: "os._Environ[str] | dict[str, str]") -> Optional[t
             raise ValueError(f"the pod's {name}={text!r} is not an integer (it is set by trainerkit's manifest)") from None
 
     nodes = number(ENV_NODES, "1")
-    if nodes <= 1:
-        return None
     procs = number(ENV_PROCS_PER_NODE, "1")
+    if nodes < 1 or procs < 1:
+        raise ValueError(f"the pod's {ENV_NODES}={nodes} and {ENV_PROCS_PER_NODE}={procs} must be at least 1")
+    if nodes * procs <= 1:
+        return None
     node_rank = number("NODE_RANK")
     if not 0 <= node_rank < nodes:
         raise ValueError(f"the pod's NODE_RANK={node_rank} is not between 0 and {nodes - 1}")
@@ -353,6 +360,126 @@ def _rendezvous(annotations: Optional[PodAnnotationReporter], cancel: CancelSign
     return wait_for_rank0(address, port, node_rank=node_rank, timeout=timeout, report=report, cancel=cancel)
 
 
+#: Set by a pod's launcher in each rank process it starts: where that rank writes its outcome.
+ENV_RANK_OUTCOME = "TRAINERKIT_RANK_OUTCOME"
+#: How long the ranks of a stopped pod get between SIGTERM and SIGKILL.
+RANK_GRACE_SECONDS = 5.0
+
+
+def rank_prefix(rank: int) -> str:
+    """What starts each line of rank ``rank`` in the log of a pod that runs several ranks."""
+    return f"[rank {rank}] "
+
+
+def _launch_ranks(
+    spec_file: str, nodes: int, procs: int, node_rank: int, reporters: ReporterGroup, cancel: CancelSignal
+) -> int:
+    """Run this node's ``procs`` ranks as child processes (this same entry point, one
+    rank each) with trainerkit.runner.ranks; their output goes to the pod's log, each
+    line prefixed ``[rank k]``. The first rank that fails stops the others and is
+    the pod's outcome; a SIGTERM (cancel, deadline) stops them all."""
+    from ...runner.ranks import LocalRanks, RankLayout
+
+    layout = RankLayout(
+        procs_per_node=procs, nodes=nodes, node_rank=node_rank,
+        master_addr=os.environ.get("MASTER_ADDR") or "127.0.0.1",
+        master_port=int(os.environ.get("MASTER_PORT") or 29500),
+    )
+    ranks = LocalRanks(layout, grace_period=RANK_GRACE_SECONDS)
+    workdir = tempfile.mkdtemp(prefix="trainerkit-ranks-")
+    outcome_files = {local: os.path.join(workdir, f"outcome-{local}.json") for local in range(procs)}
+    write_lock = threading.Lock()
+    pumps = []
+    try:
+        for local in range(procs):
+            read_end, write_end = os.pipe()
+            env = {**os.environ, **layout.environ(local), ENV_RANK_OUTCOME: outcome_files[local]}
+            try:
+                ranks.start(local, [sys.executable, "-m", POD_ENTRY_MODULE, spec_file], env,
+                            stdout=write_end, stderr=write_end)
+            finally:
+                os.close(write_end)
+            pump = threading.Thread(target=_pump, args=(read_end, rank_prefix(layout.rank(local)), write_lock),
+                                    name=f"trainerkit-rank-{local}-output", daemon=True)
+            pump.start()
+            pumps.append(pump)
+        while True:
+            ranks.poll()
+            if (ranks.failure is not None or cancel.requested) and not ranks.stopping:
+                ranks.stop()
+            if ranks.all_exited:
+                break
+            ranks.escalate()
+            time.sleep(0.05)
+        for pump in pumps:
+            pump.join(timeout=5)
+        if cancel.requested:
+            reporters.outcome(Outcome(status=TrainingStatus.CANCELED, time=utcnow()))
+            return EXIT_TERMINATED
+        failure = ranks.failure
+        if failure is None:
+            first = _read_outcome(outcome_files[0]) or Outcome(status=TrainingStatus.COMPLETED, time=utcnow())
+            reporters.outcome(first)
+            return EXIT_COMPLETED
+        reported = _read_outcome(outcome_files[failure.local_rank])
+        if reported is not None and reported.status is TrainingStatus.ERRORED and reported.errors:
+            head, *rest = reported.errors
+            errors = (dataclasses.replace(head, message=f"rank {failure.rank}: {head.message}"), *rest)
+        else:
+            errors = (ErrorDetail.of(TrainingError, failure.describe() + failure.hint()),)
+        reporters.outcome(Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=errors))
+        return EXIT_TRAINING_FAILED
+    finally:
+        if not ranks.all_exited:  # this process is failing: take the ranks with it
+            ranks.kill()
+            ranks.poll()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _pump(fd: int, prefix: str, lock: threading.Lock) -> None:
+    with os.fdopen(fd, "rb") as stream:
+        for line in stream:
+            text = prefix + line.decode("utf-8", errors="replace").rstrip("\n") + "\n"
+            with lock:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+
+
+def _read_outcome(path: str) -> Optional[Outcome]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return Outcome.from_dict(json.load(handle))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _run_rank(spec: Any, outcome_file: str) -> int:
+    """One rank process of a pod that runs several: train, write the outcome for the
+    launcher; global rank 0 also publishes progress on the pod. A rank whose launcher
+    is gone (the pod's main process was killed) stops itself, as the container's other
+    processes would be on a real node."""
+    parent = os.getppid()
+    rank = os.environ.get("RANK", "0")
+    reporters = ReporterGroup(
+        _StderrReporter(), FileReporter(outcome_file),
+        PodAnnotationReporter.from_environment() if rank == "0" else None,
+    )
+    cancel = CancelSignal().install()
+
+    def orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=orphaned, name="trainerkit-orphan-watch", daemon=True).start()
+    outcome = run_training(spec, reporters, cancel, apply_settings=False)
+    if outcome.status is TrainingStatus.COMPLETED:
+        return EXIT_COMPLETED
+    if outcome.status is TrainingStatus.CANCELED:
+        return EXIT_TERMINATED
+    return EXIT_TRAINING_FAILED
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the training of the spec file given as the only argument; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -370,6 +497,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         outcome = Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=(ErrorDetail.from_exception(exc),))
         ReporterGroup(_StderrReporter(), termination).outcome(outcome)
         return EXIT_USAGE
+    rank_outcome = os.environ.get(ENV_RANK_OUTCOME)
+    if rank_outcome:  # one rank process started by this pod's launcher (_launch_ranks)
+        return _run_rank(spec, rank_outcome)
     log.info("training %s of %s", spec.training_id, spec.module)
     try:
         load_module_class(spec.module)
@@ -386,17 +516,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         node = node_environment(os.environ)
         if node is not None:
             nodes, procs, node_rank = node
-            if procs > 1:
-                raise ValueError(
-                    f"this pod runs one process per node; procs_per_node={procs} is not served by "
-                    "KUBERNETES trainings yet"
-                )
-            log.info("node %d of %d (rank %s of %s)", node_rank, nodes, os.environ["RANK"], os.environ.get("WORLD_SIZE"))
-            if not _rendezvous(annotations, cancel, node_rank):
+            log.info("node %d of %d, ranks %s to %d of %s", node_rank, nodes, os.environ["RANK"],
+                     node_rank * procs + procs - 1, os.environ.get("WORLD_SIZE"))
+            if nodes > 1 and not _rendezvous(annotations, cancel, node_rank):
                 reporters.outcome(Outcome(status=TrainingStatus.CANCELED, time=utcnow()))
                 return EXIT_TERMINATED
-            if node_rank != 0:  # rank 0's model is the training's: only rank 0 saves
-                spec = dataclasses.replace(spec, save_path=None)
+            if procs > 1:
+                return _launch_ranks(argv[0], nodes, procs, node_rank, reporters, cancel)
     except (ValueError, RendezvousError) as exc:
         reporters.outcome(Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=(ErrorDetail.from_exception(exc),)))
         return EXIT_TRAINING_FAILED

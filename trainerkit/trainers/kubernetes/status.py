@@ -39,6 +39,7 @@ from ...capabilities import levels_from_json
 from ...errors import TrainingCanceledError, TrainingError
 from ...info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus, qualified_name
 from ...runner import Outcome
+from .config import ENV_PROCS_PER_NODE
 from .manifest import (
     ANNOTATION_CANCELED,
     ANNOTATION_CAPABILITIES,
@@ -127,6 +128,7 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         tags=_tags(annotations.get(ANNOTATION_TAGS)),
         submission_time=submission,
         progress=progress,
+        ranks=nodes * procs_per_node(job),
         **_recorded(annotations),
     )
 
@@ -187,6 +189,21 @@ def node_count(job: Mapping[str, Any]) -> int:
     completions = spec.get("completions")
     if spec.get("completionMode") == "Indexed" and isinstance(completions, int):
         return max(1, completions)
+    return 1
+
+
+def procs_per_node(job: Mapping[str, Any]) -> int:
+    """The rank processes each pod of ``job`` runs (its ``TRAINERKIT_PROCS_PER_NODE``; 1 without)."""
+    containers = ((((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers")) or ()
+    for container in containers:
+        if container.get("name") != CONTAINER_NAME:
+            continue
+        for variable in container.get("env") or ():
+            if variable.get("name") == ENV_PROCS_PER_NODE:
+                try:
+                    return max(1, int(variable.get("value") or 1))
+                except ValueError:
+                    return 1
     return 1
 
 

@@ -53,7 +53,8 @@ from .manifest import (
     trainer_selector,
     training_selector,
 )
-from .status import node_count, owned_pods, parse_time, pod_index, pods_settled, training_info
+from .pod_entry import rank_prefix
+from .status import node_count, owned_pods, parse_time, pod_index, pods_settled, procs_per_node, training_info
 from .store import KubernetesTrainingStore
 from .watch import ClusterCache
 
@@ -88,6 +89,8 @@ class KubernetesModelTrainer(ModelTrainerBase):
         # Resources(gpus_per_proc=n) becomes an nvidia.com/gpu limit of n: the
         # scheduler gives the pod GPUs of its own (the cluster must have them).
         "gpus": SupportLevel.NATIVE,
+        # Resources(procs_per_node=p): each pod launches p rank processes.
+        "multi_process": SupportLevel.NATIVE,
         # Resources(nodes=n) becomes one Indexed Job of n pods and a headless Service.
         "multi_node": SupportLevel.NATIVE,
     }
@@ -463,14 +466,16 @@ class KubernetesModelTrainer(ModelTrainerBase):
                     )
                 return
             pods = owned_pods(job, pods)
-            nodes = node_count(job)
-            if not 0 <= rank < nodes:
+            nodes, procs = node_count(job), procs_per_node(job)
+            if not 0 <= rank < nodes * procs:
                 raise ValueError(
-                    f"training {training_id} has ranks 0 to {nodes - 1}, so it has no rank {rank}"
-                    if nodes > 1 else f"training {training_id} runs one process, rank 0; it has no rank {rank}"
+                    f"training {training_id} has {nodes * procs} processes (ranks 0 to {nodes * procs - 1}); "
+                    f"there is no rank {rank}"
                 )
-            if nodes > 1:  # one process per node: rank k is node k's pod
-                pods = [pod for pod in pods if pod_index(pod) == rank]
+            if nodes > 1:  # rank k runs in node k // procs_per_node's pod
+                pods = [pod for pod in pods if pod_index(pod) == rank // procs]
+            # A pod of several ranks prefixes each rank's lines; those of rank k are its own output.
+            prefix = rank_prefix(rank) if procs > 1 else None
             several = several or len(pods) > 1
             ready = [pod for pod in pods if pod["metadata"]["name"] not in shown and _has_started(pod)]
             if ready:
@@ -484,7 +489,12 @@ class KubernetesModelTrainer(ModelTrainerBase):
                 except NotFoundError:
                     continue  # the pod went away meanwhile
                 try:
-                    yield from stream.lines(keep_empty=True)
+                    if prefix is None:
+                        yield from stream.lines(keep_empty=True)
+                    else:
+                        for line in stream.lines(keep_empty=True):
+                            if line.startswith(prefix):
+                                yield line[len(prefix):]
                 finally:
                     stream.close()
                 continue
