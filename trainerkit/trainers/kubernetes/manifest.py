@@ -323,10 +323,13 @@ def _pod_spec(
             {"name": "MASTER_ADDR", "value": master_addr(training_id)} if multi_node
             else {"name": "MASTER_ADDR", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "MASTER_PORT", "value": str(config.master_port)},
-            {"name": ENV_NODES, "value": str(resources.nodes)},
-            {"name": ENV_PROCS_PER_NODE, "value": str(resources.procs_per_node)},
             {"name": ENV_RENDEZVOUS_TIMEOUT, "value": repr(config.rendezvous_timeout.total_seconds())},
         ]
+    # The layout, always: the pod entry point reads it (and the trainer, procs_per_node).
+    env += [
+        {"name": ENV_NODES, "value": str(resources.nodes)},
+        {"name": ENV_PROCS_PER_NODE, "value": str(resources.procs_per_node)},
+    ]
     if "PYTHONUNBUFFERED" not in config.env:
         # Without it Python buffers stdout in a pod (no TTY) and logs arrive in lumps.
         env.append({"name": "PYTHONUNBUFFERED", "value": "1"})

@@ -360,8 +360,9 @@ def _rendezvous(annotations: Optional[PodAnnotationReporter], cancel: CancelSign
     return wait_for_rank0(address, port, node_rank=node_rank, timeout=timeout, report=report, cancel=cancel)
 
 
-#: Set by a pod's launcher in each rank process it starts: where that rank writes its outcome.
-ENV_RANK_OUTCOME = "TRAINERKIT_RANK_OUTCOME"
+#: ``pod_entry --rank-outcome FILE SPEC``: a rank process that a pod's launcher started,
+#: which writes its outcome to FILE.
+RANK_OPTION = "--rank-outcome"
 #: How long the ranks of a stopped pod get between SIGTERM and SIGKILL.
 RANK_GRACE_SECONDS = 5.0
 
@@ -393,9 +394,10 @@ def _launch_ranks(
     try:
         for local in range(procs):
             read_end, write_end = os.pipe()
-            env = {**os.environ, **layout.environ(local), ENV_RANK_OUTCOME: outcome_files[local]}
+            env = {**os.environ, **layout.environ(local)}
+            argv = [sys.executable, "-m", POD_ENTRY_MODULE, RANK_OPTION, outcome_files[local], spec_file]
             try:
-                ranks.start(local, [sys.executable, "-m", POD_ENTRY_MODULE, spec_file], env,
+                ranks.start(local, argv, env,
                             stdout=write_end, stderr=write_end)
             finally:
                 os.close(write_end)
@@ -488,6 +490,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.environ.get(ENV_TERMINATION_MESSAGE_PATH) or TERMINATION_MESSAGE_PATH,
         max_bytes=TERMINATION_MESSAGE_MAX,
     )
+    rank_outcome = None
+    if len(argv) == 3 and argv[0] == RANK_OPTION:  # a rank process of a multi-process pod
+        rank_outcome, argv = argv[1], argv[2:]
     if len(argv) != 1:
         print("usage: python -m trainerkit.trainers.kubernetes.pod_entry SPEC_FILE", file=sys.stderr)
         return EXIT_USAGE
@@ -497,8 +502,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         outcome = Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=(ErrorDetail.from_exception(exc),))
         ReporterGroup(_StderrReporter(), termination).outcome(outcome)
         return EXIT_USAGE
-    rank_outcome = os.environ.get(ENV_RANK_OUTCOME)
-    if rank_outcome:  # one rank process started by this pod's launcher (_launch_ranks)
+    if rank_outcome is not None:  # one rank process started by this pod's launcher (_launch_ranks)
         return _run_rank(spec, rank_outcome)
     log.info("training %s of %s", spec.training_id, spec.module)
     try:
