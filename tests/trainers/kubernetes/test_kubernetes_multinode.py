@@ -197,3 +197,36 @@ def test_retries_are_refused_for_a_multi_node_training(make_trainer, models_dir)
         trainer.train(mn.AllReduceSum, 1, save_path=models_dir / "r", resources={"nodes": 2},
                       capabilities={"retries": "native"})
     assert trainer.list_trainings() == []
+
+
+def test_one_node_of_three_processes_runs_in_one_pod(trainer, kube, models_dir):
+    future = trainer.train(mn.AllReduceSum, 2, save_path=models_dir / "one-node",
+                           resources={"procs_per_node": 3})
+    assert future.result(timeout=TIMEOUT).total == 2 * (1 + 2 + 3)
+    assert future.get_info().ranks == 3 and kube.services(NAMESPACE) == {}
+    assert [line for line in future.logs(rank=2) if line.startswith("rank ")] == [
+        "rank 2 of 3 on node 0 contributes 6", "rank 2 total 12"]
+
+
+def test_the_shipped_role_allows_what_a_multi_node_training_does(trainer, kube, models_dir):
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+    from tests.trainers.kubernetes.test_kubernetes_lifecycle import _ROUTE, _VERBS
+
+    future = trainer.train(mn.AllReduceSum, 1, save_path=models_dir / "rbac", resources={"nodes": 2})
+    future.result(timeout=TIMEOUT)
+    list(future.logs(rank=1))
+    trainer.delete_training(future.id)
+    with open(os.path.join(REPO_ROOT, "config", "rbac-kubernetes-trainer.yaml")) as handle:
+        role = next(d for d in yaml.safe_load_all(handle) if d and d["kind"] == "Role"
+                    and d["metadata"]["name"] == "trainerkit-trainer")
+    allowed = {(verb, resource) for rule in role["rules"] for verb in rule["verbs"] for resource in rule["resources"]}
+    used = set()
+    for method, path in kube.requests.snapshot():
+        match = _ROUTE.match(path)
+        if match:
+            resource = match["resource"] + (f"/{match['sub']}" if match["sub"] else "")
+            used.add((_VERBS.get(method) or ("get" if match["name"] else "list"), resource))
+    assert ("create", "services") in used
+    assert used - {("patch", "pods")} <= allowed | {("watch", r) for _, r in allowed}, used - allowed
