@@ -343,7 +343,9 @@ def test_a_single_process_training_has_no_torchrun_environment_and_no_service():
 def test_an_id_without_room_for_the_hostname_index_is_refused_before_sending():
     long_id = "cluster--" + "a" * 52  # 61 characters: "<id>-10" would be 64
     assert len(manifests(training_id=long_id, resources=Resources(nodes=10)).job["metadata"]["name"]) == 61
-    with pytest.raises(ValueError, match=r"pod hostname '.*-10' .*63"):
+    with pytest.raises(ValueError, match=r"hostname '.*-10' would be 66 characters, .* the id of a training of 11 "
+                                         r"nodes may take at most 60 characters \(choose an external_training_id 3 "
+                                         r"characters shorter\)"):
         manifests(training_id=long_id + "aa", resources=Resources(nodes=11))
 
 

@@ -230,3 +230,11 @@ def test_the_shipped_role_allows_what_a_multi_node_training_does(trainer, kube, 
             used.add((_VERBS.get(method) or ("get" if match["name"] else "list"), resource))
     assert ("create", "services") in used
     assert used - {("patch", "pods")} <= allowed | {("watch", r) for _, r in allowed}, used - allowed
+
+
+def test_an_external_id_without_room_for_the_pods_hostnames_is_refused_before_anything_exists(trainer, kube, models_dir):
+    long_id = "x" * (63 - len("cluster--"))  # a whole 63-character id: fine for one node
+    with pytest.raises(ValueError, match="choose an external_training_id 2 characters shorter"):
+        trainer.train(mn.AllReduceSum, 1, save_path=models_dir / "long", external_training_id=long_id,
+                      resources={"nodes": 2})
+    assert trainer.list_trainings() == [] and kube.jobs(NAMESPACE) == {} and kube.configmaps(NAMESPACE) == {}

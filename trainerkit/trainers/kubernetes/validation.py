@@ -379,6 +379,13 @@ def indexed_job_problems(manifest: Mapping[str, Any]) -> list[str]:
     if not isinstance(completions, int) or isinstance(completions, bool) or completions < 1:
         return [f"an Indexed Job needs completions of at least 1, got {completions!r}"]
     hostname = f"{name}-{completions - 1}"
+    if len(hostname) > DNS1123_LABEL_MAX:
+        return [
+            f"the last pod's hostname {hostname!r} would be {len(hostname)} characters, but hostnames are "
+            f"DNS labels of at most {DNS1123_LABEL_MAX}: the id of a training of {completions} nodes may "
+            f"take at most {DNS1123_LABEL_MAX - len(hostname) + len(name)} characters (choose an "
+            f"external_training_id {len(hostname) - DNS1123_LABEL_MAX} characters shorter)"
+        ]
     problem = check_dns_label(hostname, "pod hostname")
     return [problem] if problem else []
 
