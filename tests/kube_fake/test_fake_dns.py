@@ -41,13 +41,16 @@ for peer in range(count):
 open(os.path.join(barrier, str(index)), "w").close()
 while len(os.listdir(barrier)) < count:
     time.sleep(0.05)
+with socket.socket() as own:  # bind() resolves the name itself, as create_server() does
+    own.bind((f"grp-{index}.grp", 0))
+    bound = own.getsockname()[0]
 try:
     socket.getaddrinfo("nowhere.grp", 80)
     unknown = "resolved"
 except socket.gaierror:
     unknown = "NXDOMAIN"
 print(json.dumps({"index": index, "hostname": os.environ["HOSTNAME"], "seen": seen,
-                  "first_failed": first_failed, "unknown": unknown}))
+                  "first_failed": first_failed, "unknown": unknown, "bound": bound}))
 """
 
 
@@ -98,6 +101,7 @@ def test_indexed_job_pods_resolve_each_other_through_a_headless_service(fake_kub
         assert out["hostname"] == f"grp-{out['index']}"
         assert out["seen"] == {f"grp-{i}.grp": ips[i] for i in range(3)}
         assert out["unknown"] == "NXDOMAIN"
+        assert out["bound"] == ips[out["index"]]
     assert all(pods[i]["spec"]["hostname"] == f"grp-{i}" for i in range(3))
     assert fake_kube.dns_records() == {}, "records go when the pods end"
 

@@ -56,3 +56,31 @@ if _RECORDS:
         return _gethostbyname_ex(host) if ip is None else (host, [], [ip])
 
     socket.getaddrinfo, socket.gethostbyname, socket.gethostbyname_ex = getaddrinfo, gethostbyname, gethostbyname_ex
+
+    def _translate(address):
+        if isinstance(address, tuple) and address and isinstance(address[0], str):
+            ip = _answer(address[0])
+            if ip is not None:
+                return (ip,) + tuple(address[1:])
+        return address
+
+    def _wrap(name):
+        original = getattr(socket.socket, name)
+
+        def method(self, address):
+            return original(self, _translate(address))
+
+        method.__name__ = name
+        setattr(socket.socket, name, method)
+
+    for _name in ("bind", "connect", "connect_ex"):
+        _wrap(_name)
+
+    _sendto = socket.socket.sendto
+
+    def sendto(self, data, *rest):
+        if rest:
+            rest = rest[:-1] + (_translate(rest[-1]),)
+        return _sendto(self, data, *rest)
+
+    socket.socket.sendto = sendto
