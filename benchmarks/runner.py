@@ -43,6 +43,7 @@ FAMILIES = {
     "startup": "benchmarks.startup",
     "local": "benchmarks.local",
     "subprocess": "benchmarks.subprocess_case",
+    "ranks": "benchmarks.ranks_case",
     "progress": "benchmarks.progress_case",
     "output": "benchmarks.output_case",
     "records": "benchmarks.records",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 
@@ -65,4 +66,33 @@ class Stamped(Trivial):
         probe.release.wait()
         instance = cls(0)
         probe.returned_at = time.perf_counter()
+        return instance
+
+
+class RankProbe(Trivial):
+    """One rank of a multi-process training: as its first act it connects to
+    ``address`` (``host:port``) and sends its ``RANK``, then waits for one byte
+    (the release) and returns, keeping its rank and the world size."""
+
+    @classmethod
+    def train(cls, address: str) -> "RankProbe":  # type: ignore[override]
+        host, port = address.rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as connection:
+            connection.sendall(os.environ.get("RANK", "0").encode() + b"\n")
+            connection.recv(1)
+        instance = cls(0)
+        instance.rank = int(os.environ.get("RANK", "0"))
+        instance.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        return instance
+
+    def save(self, path: str) -> None:
+        with open(os.path.join(path, self.MODEL_FILE), "w", encoding="utf-8") as handle:
+            json.dump({"value": self.value, "rank": self.rank, "world_size": self.world_size}, handle)
+
+    @classmethod
+    def load(cls, path: str) -> "RankProbe":
+        with open(os.path.join(path, cls.MODEL_FILE), encoding="utf-8") as handle:
+            data = json.load(handle)
+        instance = cls(data["value"])
+        instance.rank, instance.world_size = data["rank"], data["world_size"]
         return instance

@@ -205,18 +205,24 @@ class SeesGpus(trainerkit.ModuleBase):
 class RanksGated(trainerkit.ModuleBase):
     """Each rank reports its own progress step (rank + 1), writes its pid to
     ``<directory>/rank<RANK>.pid``, then waits for ``<directory>/release``;
-    rank ``fail_rank`` raises :class:`Boom` instead of waiting. The model keeps
+    rank ``fail_rank`` raises :class:`Boom` instead of waiting (with
+    ``fail_late``: once released and rank 0 is returning). The model keeps
     the rank that returned it."""
 
     @classmethod
-    def train(cls, directory, fail_rank=-1):
+    def train(cls, directory, fail_rank=-1, fail_late=False):
         env = trainerkit.distributed_env()
         rank = env.rank if env else 0
         trainerkit.report_progress(step=rank + 1, total=10)
         _write(os.path.join(directory, f"rank{rank}.pid"), str(os.getpid()))
-        if rank == fail_rank:
+        if rank == fail_rank and not fail_late:
             raise Boom(f"rank {rank} gives up")
         _wait_for(os.path.join(directory, "release"))
+        if rank == fail_rank:  # fail_late: after rank 0 may have returned
+            _wait_for(os.path.join(directory, "rank0.returned"))
+            raise Boom(f"rank {rank} gives up late")
+        if rank == 0:
+            _write(os.path.join(directory, "rank0.returned"), "")
         instance = cls()
         instance.rank = rank
         return instance
@@ -232,3 +238,16 @@ class RanksSeeGpus(trainerkit.ModuleBase):
         instance = cls()
         instance.payload_length = len(payload)
         return instance
+
+
+class RanksExit(trainerkit.ModuleBase):
+    """Rank 1 prints a line and leaves with ``os._exit(5)``; rank 0 waits for
+    ``<directory>/release`` (which never comes: the training fails first)."""
+
+    @classmethod
+    def train(cls, directory):
+        if os.environ.get("RANK") == "1":
+            print("rank 1 leaves now", flush=True)
+            os._exit(5)
+        _wait_for(os.path.join(directory, "release"))
+        return cls()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import re
 import sys
 import time
 
@@ -154,3 +155,25 @@ def test_ctrl_c_on_a_terminal_cancels_a_followed_subprocess_training(config, tmp
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 130
+
+
+def test_a_multi_process_training_from_the_shell_shows_its_ranks_devices_and_logs(tmp_path):
+    path = tmp_path / "gpus.yaml"
+    path.write_text(
+        "model_management:\n  trainers:\n    isolated:\n      type: SUBPROCESS\n"
+        "      config: {gpus: ['0', '1', '2']}\n"
+    )
+    config = str(path)
+    result = cli(config, "train", "trainerkit.testing.modules:RankExchange", "--trainer", "isolated", "--arg", "value=3",
+                 "--procs-per-node", "2", "--gpus-per-proc", "1", "--save-path", str(tmp_path / "models"), "--save-with-id")
+    assert result.returncode == 0, result.stderr
+    training_id = submitted_id(result.stdout)
+    status = cli(config, "status", training_id)
+    assert re.search(rf"^ranks: +2 processes \(trainerkit logs {training_id} --rank K\)$", status.stdout, re.M), status.stdout
+    assert re.search(r"^devices: +0 \(rank 0\), 1 \(rank 1\)$", status.stdout, re.M), status.stdout
+    assert status_of(config, training_id)["ranks"] == 2
+    assert cli(config, "logs", training_id, "--rank", "1").stdout.splitlines() == ["rank 1 of 2"]
+    assert "rank 0 of 2" in cli(config, "logs", training_id).stdout.splitlines()
+    refused = cli(config, "logs", training_id, "--rank", "2")
+    assert refused.returncode == 2
+    assert "has 2 processes (ranks 0 to 1); there is no rank 2" in refused.stderr

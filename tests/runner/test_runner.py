@@ -123,6 +123,35 @@ def test_pickled_arguments_in_a_file_are_removed_after_loading_when_asked(tmp_pa
 def test_a_spec_round_trips_through_json(tmp_path):
     spec = spec_for(tmp_path, sys_path=("/a", "/b"), environ={"X": "1"}, detach=True, cancel_grace_period=2.5)
     assert TrainingSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    ranks = spec_for(tmp_path, procs_per_node=2, rank_devices=(("0", "1"), ("2", "3")))
+    assert TrainingSpec.from_dict(json.loads(json.dumps(ranks.to_dict()))) == ranks
+
+
+TORCHRUN = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "NODE_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+
+
+def test_only_rank_0_saves_the_model_and_reports_progress(tmp_path):
+    for rank in ("1", "0"):
+        recorder = Recorder()
+        environ = {**os.environ, **TORCHRUN, "RANK": rank, "LOCAL_RANK": rank}
+        spec = spec_for(tmp_path, module="tests.subprocess_modules:RanksGated", args=(str(tmp_path),), environ=environ)
+        (tmp_path / "release").touch()
+        outcome = run_training(spec, recorder, apply_settings=False)
+        assert outcome.status is TrainingStatus.COMPLETED
+        progress = [report for kind, report in recorder.events if kind == "progress"]
+        if rank == "1":
+            assert progress == [] and not (tmp_path / "model").exists()
+        else:
+            assert [report.step for report in progress] == [1] and trainerkit.load(str(tmp_path / "model")).rank == 0
+
+
+def test_malformed_torchrun_variables_error_the_training_naming_the_variable(tmp_path):
+    recorder = Recorder()
+    environ = {**TORCHRUN, "RANK": "first"}
+    outcome = run_training(spec_for(tmp_path, environ=environ), recorder, apply_settings=False)
+    assert outcome.status is TrainingStatus.ERRORED
+    assert "RANK='first' is not an integer" in outcome.errors[0].message
+    assert not (tmp_path / "model").exists()
 
 
 @pytest.mark.parametrize(
@@ -135,6 +164,9 @@ def test_a_spec_round_trips_through_json(tmp_path):
         ({"sys_path": "/a"}, "spec key 'sys_path' must be a list of strings"),
         ({"colour": "red"}, "unknown spec keys ['colour']"),
         ({"version": 99}, "spec version 99 is not supported"),
+        ({"procs_per_node": 0}, "spec key 'procs_per_node' must be an integer >= 1"),
+        ({"procs_per_node": 2, "rank_devices": [["0"]]}, "spec key 'rank_devices' must be a list of 2 lists"),
+        ({"rank_devices": [[0]]}, "spec key 'rank_devices' must be a list of 1 lists"),
     ],
 )
 def test_a_malformed_spec_names_the_key(tmp_path, change, expected):

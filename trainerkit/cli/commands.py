@@ -541,7 +541,13 @@ def cmd_logs(session: Session) -> ExitCode:
     args, out = session.args, session.out
     future = session.manager.get_model_future(args.training_id)
     try:
-        for line in future.logs(follow=args.follow):
+        lines = future.logs(follow=args.follow, rank=args.rank)
+    except ValueError as exc:  # a rank the training does not have
+        raise CommandError(str(exc), ExitCode.USAGE) from None
+    except NotImplementedError as exc:  # a trainer type without per-training logs
+        raise CommandError(str(exc), ExitCode.UNAVAILABLE) from None
+    try:
+        for line in lines:
             text = line.rstrip("\n")
             out.document({"line": text}, indent=None)
             out.line(text)

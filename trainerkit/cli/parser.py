@@ -187,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument(
         "-f", "--follow", action="store_true", help="keep printing until the training ends"
     )
+    logs.add_argument(
+        "--rank", type=_whole_number, default=0, metavar="K",
+        help="one process of a multi-process training (default 0; status shows its ranks)",
+    )
 
     cancel = command("cancel", "cancel a training")
     cancel.add_argument("training_id", metavar="ID")
@@ -218,6 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
         "file", nargs="?", metavar="FILE", help="default: --config, else $TRAINERKIT_CONFIG"
     )
     return parser
+
+
+def _whole_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -132,6 +132,10 @@ def status_lines(info: TrainingInfo, now: datetime.datetime, trainer_type: str =
     rows.append(("save path", info.save_path or "- (model kept in the training process's memory only)"))
     if info.tags:
         rows.append(("tags", ", ".join(info.tags)))
+    if info.ranks > 1:
+        rows.append(("ranks", f"{info.ranks} processes (trainerkit logs {info.id} --rank K)"))
+    if info.devices:
+        rows.append(("devices", format_devices(info.devices, info.ranks)))
     rows.append(("submitted", format_time(info.submission_time)))
     rows.append(("started", format_time(info.start_time)))
     if info.status.is_terminal:
@@ -159,6 +163,17 @@ def status_lines(info: TrainingInfo, now: datetime.datetime, trainer_type: str =
             lines.append("traceback of the training:")
             lines.extend("  " + line for line in error.traceback.rstrip().splitlines())
     return lines
+
+
+def format_devices(devices: "tuple[str, ...]", ranks: int) -> str:
+    """``0, 1``; for several ranks each with its own run of devices (rank 0's
+    first, as info.devices lists them): ``0,1 (rank 0), 2,3 (rank 1)``."""
+    if ranks <= 1 or len(devices) % ranks:
+        return ", ".join(devices)
+    each = len(devices) // ranks
+    return ", ".join(
+        f"{','.join(devices[rank * each:(rank + 1) * each])} (rank {rank})" for rank in range(ranks)
+    )
 
 
 #: Longer parameter values are cut here (``trainerkit --json status`` has them whole).

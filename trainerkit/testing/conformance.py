@@ -628,3 +628,28 @@ class BackendConformance:
         future = trainer.train(Quick, 2, save_path=save_dir, save_with_id=True, capabilities={n: level for n in met})
         assert future.result(timeout=self.timeout).value == 2
         assert future.get_info().capabilities == met
+
+    # -- resources ---------------------------------------------------------------------------
+
+    def test_multi_process_runs_ranks_that_meet_or_is_refused(self, trainer: ModelTrainerBase, save_dir: str) -> None:
+        # Declared: Resources(procs_per_node=2) runs two ranks with the torchrun
+        # environment that meet at MASTER_ADDR:MASTER_PORT (RankExchange swaps
+        # values over TCP), rank 0's model is the result and each rank has its
+        # own logs. Not declared: the request is refused before anything exists.
+        two = trainerkit.Resources(procs_per_node=2)
+        if not trainer.capabilities()["multi_process"]:
+            before = {info.id for info in trainer.list_trainings()}
+            with pytest.raises(UnsupportedCapabilityError) as caught:
+                trainer.train(modules.RankExchange, 5, save_path=save_dir, save_with_id=True, resources=two)
+            assert [item.name for item in caught.value.unsupported] == ["multi_process"]
+            assert {info.id for info in trainer.list_trainings()} == before
+            return
+        future = trainer.train(modules.RankExchange, 5, save_path=save_dir, save_with_id=True, resources=two)
+        model = future.result(timeout=self.timeout)
+        assert (model.rank, model.world_size, model.values) == (0, 2, [5, 6]), "the ranks did not meet"
+        assert future.get_info().ranks == 2
+        if self.keeps_logs:
+            assert "rank 1 of 2" in list(future.logs(rank=1))
+            assert "rank 0 of 2" in list(future.logs())
+        with pytest.raises(ValueError, match="no rank 2"):
+            future.logs(rank=2)

@@ -183,3 +183,36 @@ def test_signal_owner_checks_the_start_time_of_the_process():
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def _rank_pids(directory, ranks):
+    return [pids_in(os.path.join(directory, f"rank{rank}.pid"))[0] for rank in range(ranks)]
+
+
+def test_a_detached_multi_process_training_is_watched_read_and_canceled_from_another_process(tmp_path, observer):
+    trainer_config = config(detach=True, default_resources={"procs_per_node": 2})
+    process, training_id = submitter(trainer_config, "tests.subprocess_modules:RanksGated",
+                                     {"directory": str(tmp_path)}, str(tmp_path / "models"), "exit")
+    assert process.wait(WAIT) == 0
+    pids = _rank_pids(str(tmp_path), 2)
+    future = observer(trainer_config).get_model_future(training_id)
+    assert future.get_info().status is TrainingStatus.RUNNING and future.get_info().ranks == 2
+    assert future.cancel()
+    assert future.wait(WAIT) and future.get_info().status is TrainingStatus.CANCELED
+    assert all(gone(pid) for pid in pids)
+    assert "[trainerkit] cancel requested" in "\n".join(future.logs())
+
+
+def test_an_attached_multi_process_training_stops_every_rank_when_its_submitter_is_killed(tmp_path, observer):
+    trainer_config = config(default_resources={"procs_per_node": 2})
+    process, training_id = submitter(trainer_config, "tests.subprocess_modules:RanksGated",
+                                     {"directory": str(tmp_path)}, str(tmp_path / "models"), "block")
+    pids = _rank_pids(str(tmp_path), 2)
+    process.kill()
+    process.wait(WAIT)
+    wait_until(lambda: all(gone(pid) for pid in pids), "every rank to be stopped")
+    future = observer(trainer_config).get_model_future(training_id)
+    assert future.wait(WAIT)
+    info = future.get_info()
+    assert info.status is TrainingStatus.ERRORED
+    assert info.errors[0].type == "trainerkit.errors.TrainingInterruptedError"

@@ -14,7 +14,7 @@ import trainerkit
 from trainerkit import Resources, TrainingCanceledError, TrainingCrashedError, TrainingStatus
 from trainerkit.testing.modules import RankExchange
 from tests.subprocess_fixtures import WAIT, gone, pids_in, release, wait_until
-from tests.subprocess_modules import Boom, RanksGated, RanksSeeGpus
+from tests.subprocess_modules import Boom, RanksExit, RanksGated, RanksSeeGpus
 
 TWO = Resources(procs_per_node=2)
 
@@ -87,6 +87,19 @@ def test_a_rank_that_raises_fails_the_training_with_its_own_error(tmp_path):
         assert future.get_info().errors[0].type.endswith("Boom")
 
 
+def test_a_rank_failing_after_rank_0_returned_still_fails_the_training(tmp_path):
+    directory = str(tmp_path)
+    release(os.path.join(directory, "release"))
+    with manager(tmp_path) as made:
+        future = made.get_trainer("t").train(
+            RanksGated, directory, fail_rank=1, fail_late=True, save_path=str(tmp_path / "m"), resources=TWO
+        )
+        with pytest.raises(Boom, match="^rank 1: rank 1 gives up late\n"):
+            future.result(timeout=WAIT)
+        assert future.get_info().status is TrainingStatus.ERRORED
+        assert all(gone(pid) for pid in pids_from_log(future))
+
+
 def test_rank_0_failing_stops_the_others_and_is_the_error(tmp_path):
     directory = str(tmp_path)
     with manager(tmp_path) as made:
@@ -150,3 +163,43 @@ def test_several_nodes_are_refused_before_anything_starts(tmp_path):
         with pytest.raises(trainerkit.UnsupportedCapabilityError, match="multi_node"):
             trainer.train(RankExchange, save_path=str(tmp_path / "m"), resources={"nodes": 2, "procs_per_node": 2})
         assert trainer.list_trainings() == []
+
+
+def test_a_multi_process_training_waits_queued_until_all_its_gpus_are_free(tmp_path):
+    from tests.subprocess_modules import Gated
+
+    first = tmp_path / "first"
+    first.mkdir()
+    pid_file, release_file = str(first / "pid"), str(first / "release")
+    with manager(tmp_path, gpus=["0", "1"], max_workers=2) as made:
+        trainer = made.get_trainer("t")
+        holder = trainer.train(Gated, pid_file, release_file, save_path=str(tmp_path / "m1"), resources={"gpus_per_proc": 1})
+        pids_in(pid_file)
+        pair = trainer.train(RanksSeeGpus, str(tmp_path), save_path=str(tmp_path / "m2"),
+                             resources={"procs_per_node": 2, "gpus_per_proc": 1})
+        wait_until(lambda: pair.get_info().detail == "waiting for 2 GPUs (1 of 2 free)", "the pair to wait for GPUs")
+        assert pair.get_info().status is TrainingStatus.QUEUED
+        release(release_file)
+        holder.result(timeout=WAIT)
+        pair.result(timeout=WAIT)
+        assert sorted(open(os.path.join(tmp_path, f"rank{k}.gpus")).read() for k in (0, 1)) == ["0", "1"]
+        assert sorted(pair.get_info().devices) == ["0", "1"]
+
+
+def test_a_rank_stopped_on_its_own_by_sigterm_fails_the_training_saying_so(tmp_path):
+    directory = str(tmp_path)
+    with manager(tmp_path) as made:
+        future = made.get_trainer("t").train(RanksGated, directory, save_path=str(tmp_path / "m"), resources=TWO)
+        pids = rank_pids(directory, 2)
+        os.kill(pids[1], signal.SIGTERM)
+        with pytest.raises(TrainingCrashedError, match=rf"rank 1 \(pid {pids[1]}\) stopped on a SIGTERM sent to that rank alone"):
+            future.result(timeout=WAIT)
+        assert all(gone(pid) for pid in pids.values())
+
+
+def test_a_rank_that_exits_with_a_code_fails_the_training_with_the_end_of_its_log(tmp_path):
+    with manager(tmp_path) as made:
+        future = made.get_trainer("t").train(RanksExit, str(tmp_path), save_path=str(tmp_path / "m"), resources=TWO)
+        with pytest.raises(TrainingCrashedError, match=r"rank 1 \(pid \d+\) exited with code 5 before reporting an outcome"):
+            future.result(timeout=WAIT)
+        assert "rank 1 leaves now" in future.get_info().errors[0].traceback

@@ -329,6 +329,8 @@ class _Supervisor:
             try:
                 line = self._start_ranks(spec)
             except (OSError, SpecError) as exc:
+                if self.ranks is not None:
+                    self.ranks.kill()  # those already started: reaped by the loop before the worker exits
                 self._close_spec()
                 self._finish(errored(OSError, f"cannot start the training's rank processes: {exc}"))
                 return
@@ -353,6 +355,9 @@ class _Supervisor:
                 os.unlink(path)
         layout = RankLayout(procs_per_node=spec.procs_per_node, master_port=free_port())
         base = dict(spec.environ if spec.environ is not None else os.environ)
+        # As torchrun does: ranks that each start a thread per core oversubscribe the
+        # machine P times over; one thread each unless the user chose (env: OMP_NUM_THREADS).
+        base.setdefault("OMP_NUM_THREADS", "1")
         self.ranks = LocalRanks(layout, spec.cancel_grace_period)
         for rank in range(spec.procs_per_node):
             environ = {**base, **layout.environ(rank)}
@@ -376,7 +381,8 @@ class _Supervisor:
             return
         self.ranks.poll()
         failure = self.ranks.failure
-        if failure is not None and self.rank_failure is None and self.held is None:
+        rank0_failed = self.held is not None and self.held.status is not TrainingStatus.COMPLETED
+        if failure is not None and self.rank_failure is None and not rank0_failed:
             self.rank_failure = self._rank_failure_outcome(failure)
             self._note(f"{failure.describe()}: stopping the other ranks" + self._kill_after())
             self._stop_training()
@@ -420,10 +426,16 @@ class _Supervisor:
                 TrainingStatus.ERRORED,
                 *(dataclasses.replace(error, message=f"rank {failure.rank}: {error.message}") for error in reported.errors),
             )
-        message = failure.describe() + (
-            failure.hint() if failure.returncode < 0 else " before reporting an outcome (os._exit() or "
-            "sys.exit() outside train(), a crash, or a SIGTERM sent to that rank alone)"
-        )
+        if reported is not None and reported.status is TrainingStatus.CANCELED:
+            message = (
+                f"rank {failure.rank} (pid {failure.pid}) stopped on a SIGTERM sent to that rank alone "
+                "(a cancel of the training goes to the worker: future.cancel(), trainerkit cancel ID)"
+            )
+        else:
+            message = failure.describe() + (
+                failure.hint() if failure.returncode < 0 else " before reporting an outcome (os._exit() or "
+                "sys.exit() outside train(), or a crash)"
+            )
         spec = self.rank_specs.get(failure.local_rank)
         return errored(TrainingCrashedError, message, self._log_tail(spec.log_path if spec else None))
 
