@@ -238,3 +238,18 @@ def test_an_external_id_without_room_for_the_pods_hostnames_is_refused_before_an
         trainer.train(mn.AllReduceSum, 1, save_path=models_dir / "long", external_training_id=long_id,
                       resources={"nodes": 2})
     assert trainer.list_trainings() == [] and kube.jobs(NAMESPACE) == {} and kube.configmaps(NAMESPACE) == {}
+
+
+def test_a_foreign_service_with_the_trainings_name_is_refused_and_nothing_is_left(trainer, kube, models_dir):
+    import kubernetes
+
+    core = kubernetes.client.CoreV1Api(kube.api_client())
+    core.create_namespaced_service(NAMESPACE, {"apiVersion": "v1", "kind": "Service",
+                                               "metadata": {"name": "cluster--taken"},
+                                               "spec": {"clusterIP": "None", "selector": {"app": "other"}}})
+    with pytest.raises(trainerkit.TrainingExistsError, match="a Service named cluster--taken already exists"):
+        trainer.train(mn.AllReduceSum, 1, save_path=models_dir / "taken", external_training_id="taken",
+                      resources={"nodes": 2})
+    wait_until(lambda: not kube.jobs(NAMESPACE) and not kube.configmaps(NAMESPACE), what="the submission undone")
+    assert list(kube.services(NAMESPACE)) == ["cluster--taken"]  # not ours: left alone
+    assert trainer.list_trainings() == []

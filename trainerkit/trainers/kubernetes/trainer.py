@@ -12,9 +12,10 @@
 * Records are the Jobs (:mod:`.store`): a fresh process with the same config
   finds every training by label, including ones it never started.
 * ``future.logs()`` reads the training's pod logs, following them while it runs.
-* ``Resources(nodes=N)`` (N > 1) makes one Indexed Job of N pods and a headless
-  Service for their hostnames (:mod:`.manifest`); the status reads all pods
-  (:mod:`.status`), ``future.logs(rank=k)`` reads node k's pod.
+* ``Resources(nodes=N, procs_per_node=P)`` with N > 1 makes one Indexed Job of N
+  pods and a headless Service for their hostnames (:mod:`.manifest`); each pod
+  launches its P ranks (:mod:`.pod_entry`); the status reads all pods
+  (:mod:`.status`); ``future.logs(rank=k)`` reads rank k's lines of its node's pod.
 
 Trainings keep running in the cluster when this process exits or the trainer
 is shut down; cancel them to stop them.
@@ -314,13 +315,15 @@ class KubernetesModelTrainer(ModelTrainerBase):
         name = service["metadata"]["name"]
         deadline = time.monotonic() + self.config.request_timeout
         while True:
+            if time.monotonic() > deadline:
+                raise TrainingExistsError(f"the old Service {name} is still being deleted; try again shortly")
             try:
                 self._api.create_service(service)
                 return
             except AlreadyExistsError:
                 existing = self._api.get_service(name)
                 if existing is None:
-                    continue
+                    continue  # deleted in between
                 owners = {ref.get("uid") for ref in existing["metadata"].get("ownerReferences") or ()}
                 if service["metadata"]["ownerReferences"][0]["uid"] in owners:
                     return  # ours: an earlier attempt of this very request was carried out
@@ -331,8 +334,6 @@ class KubernetesModelTrainer(ModelTrainerBase):
                         "its pods' hostnames: choose another external_training_id or delete that Service"
                     ) from None
                 self._api.delete_service(name, uid=existing["metadata"].get("uid"))
-                if time.monotonic() > deadline:
-                    raise TrainingExistsError(f"the old Service {name} is still being deleted; try again shortly") from None
                 time.sleep(0.2)
 
     def _check_save_volume(self, save_path: str) -> None:
