@@ -200,6 +200,32 @@ def test_flush_hands_over_a_partial_line(tmp_path, monkeypatch):
         assert console.getvalue() == "progress: 50%"
 
 
+class _RecordingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_lines_are_still_assembled_whole_after_a_flush_and_around_a_nested_capture(tmp_path, monkeypatch):
+    console = _RecordingStream()
+    monkeypatch.setattr(sys, "stdout", console)
+    with capture_thread_output(str(tmp_path / "outer.log")):
+        print("progress: 50%", end="", flush=True)
+        print("", "done")
+        print("a", "b", "c")
+        print("half", end="")
+        with capture_thread_output(str(tmp_path / "inner.log")):
+            print("inner", 1)
+        print("after", "inner")
+    assert console.writes == ["progress: 50%", " done\n", "a b c\n", "half", "inner 1\n", "after inner\n"]
+    assert (tmp_path / "outer.log").read_text() == "progress: 50% done\na b c\nhalfafter inner\n"
+    assert (tmp_path / "inner.log").read_text() == "inner 1\n"
+
+
 def test_output_reaches_the_file_while_the_training_is_still_running(tmp_path):
     from trainerkit.testing import wait_until
 

@@ -14,6 +14,7 @@ removes them, leaving alone any stream that other code has put in place since.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import logging
@@ -64,12 +65,25 @@ class _Router:
                 tee = self.spare.get(name)
                 if tee is None or tee.original is not stream:
                     tee = self.spare[name] = _TeeStream(stream, self)
-                tee.attach()
+                tee.attach(self.sinks)
                 setattr(sys, name, tee)
                 self.tees.append((name, tee))
         root = logging.getLogger()
         if self.handler not in root.handlers:
             root.addHandler(self.handler)
+
+    def switch(self, ident: int, sink: Any) -> None:
+        """Thread ``ident``'s output goes to ``sink`` (None: to none) from now
+        on; its partial lines go out first. Lock held."""
+        old = self.sinks.get(ident)
+        for _, tee in self.tees:
+            tee.hand_over(ident, old)
+        if sink is None:
+            self.sinks.pop(ident, None)
+        else:
+            self.sinks[ident] = sink
+            for _, tee in self.tees:
+                tee.follow(ident)
 
     def uninstall(self) -> None:
         """Undo :meth:`install`, newest first. Lock held.
@@ -92,38 +106,52 @@ class _TeeStream(io.TextIOBase):
     its own: ``print`` writes a line and its newline separately, and a line
     buffered stream shared by threads (a terminal, rich's live display) would
     otherwise splice another thread's line into the middle of it. A partial
-    line goes on at the thread's next newline or ``flush()``.
+    line goes on at the thread's next newline or ``flush()``, or when its
+    capture starts or ends.
     """
 
     # Slots: attribute reads on an io.TextIOBase subclass are otherwise slow,
     # and write() runs for every piece of every print() of a training.
-    __slots__ = ("original", "router", "_sinks", "_partial", "_whole_lines")
+    __slots__ = ("original", "router", "_sinks", "_lines", "_partial")
 
     def __init__(self, original: TextIO, router: _Router) -> None:
         self.original = original
         self.router = router
         self._sinks = router.sinks  # the router's dict itself: sinks added later are seen
-        self._partial: dict[int, str] = {}  # per thread; dict operations are atomic
-        self._whole_lines = True
+        # Captured threads' lines in progress, only while this tee is in sys:
+        # one dict read tells a training's write from any other, and a piece
+        # without a newline (most of print's writes) is one list append.
+        self._lines: dict[int, list[str]] = {}
+        self._partial: dict[int, str] = {}  # other threads'; dict operations are atomic
 
     def write(self, text: str) -> int:
         # Every print() of a training runs this (four times for print(a, b)): kept lean.
         ident = _get_ident()
-        sink = self._sinks.get(ident)
-        if sink is not None and self._whole_lines:
-            # The sink assembles this thread's lines; a piece without a newline
-            # (most of print's writes) only waits there.
+        parts = self._lines.get(ident)
+        if parts is not None:
             if "\n" not in text:
-                parts = sink.partials.get(self)
-                if parts is None:
-                    sink.partials[self] = [text]
-                else:
-                    parts.append(text)
+                parts.append(text)
                 return len(text)
-            return sink.tee(self, text)
-        if sink is not None:
-            sink.write(text)  # never raises: a full disk must not break the training's prints
-        if not self._whole_lines:
+            if parts:
+                parts.append(text)
+                whole = "".join(parts)
+                parts.clear()
+            else:
+                whole = text
+            if whole[-1] != "\n":
+                cut = whole.rfind("\n") + 1
+                parts.append(whole[cut:])
+                whole = whole[:cut]
+            self.original.write(whole)
+            sink = self._sinks.get(ident)
+            if sink is not None:  # _LazyFile.write, inlined: this runs for every line
+                sink.queue.append(whole)
+                if not sink.scheduled:
+                    sink.schedule()
+            return len(text)
+        sink = self._sinks.get(ident)
+        if sink is not None:  # a capture's write to a tee no longer in sys
+            sink.write(text)
             return self.original.write(text)
         pending = self._partial.pop(ident, None)
         whole = text if pending is None else pending + text
@@ -138,23 +166,44 @@ class _TeeStream(io.TextIOBase):
         ident = _get_ident()
         sink = self._sinks.get(ident)
         if sink is not None:
-            sink.hand_over(self)
+            self.hand_over(ident, sink, stop=False)
             sink.flush()  # an explicit flush (print(..., flush=True)) reaches the log file too
         rest = self._partial.pop(ident, "")
         if rest:
             self.original.write(rest)
         self.original.flush()
 
-    def attach(self) -> None:
-        """Back in ``sys``: assemble whole lines again."""
-        self._whole_lines = True
+    def attach(self, sinks: dict[int, Any]) -> None:
+        """Back in ``sys``: assemble the lines of the captured threads again."""
+        for ident in list(sinks):
+            self.follow(ident)
+
+    def follow(self, ident: int) -> None:
+        """Assemble thread ``ident``'s lines from now on (it is captured)."""
+        self._lines.setdefault(ident, [])
+
+    def hand_over(self, ident: int, sink: Any, *, stop: bool = True) -> None:
+        """Write out thread ``ident``'s partial line, to ``sink`` too; unless
+        ``stop`` is False, stop assembling its lines."""
+        parts = self._lines.pop(ident, None) if stop else self._lines.get(ident)
+        if not parts:
+            return
+        rest = "".join(parts)
+        parts.clear()
+        try:
+            self.original.write(rest)
+        except (OSError, ValueError):
+            pass
+        if sink is not None:
+            sink.write(rest)
 
     def close(self) -> None:
         """Closing (or collecting) the tee leaves the stream it wraps open and unflushed."""
 
     def release(self) -> None:
         """Out of ``sys``: pass writes straight through, and hand over every thread's partial line."""
-        self._whole_lines = False
+        for ident in list(self._lines):
+            self.hand_over(ident, self._sinks.get(ident))
         for ident in list(self._partial):
             rest = self._partial.pop(ident, "")
             if rest:
@@ -184,80 +233,38 @@ _router = _Router()
 
 
 #: Output a training wrote reaches its log file at most this long later (a
-#: reader such as ``trainerkit logs -f`` sees it then): the file is block
-#: buffered, a system call per line would cost more than the print.
+#: reader such as ``trainerkit logs -f`` sees it then): the file is written
+#: by a background thread, a system call per line would cost more than the print.
 FLUSH_INTERVAL = 0.1
 
 
 class _LazyFile:
     """A log file opened at its first write: trainings that print nothing cost no file.
 
-    Buffered: flushed by the background thread :data:`FLUSH_INTERVAL` after
-    the first unflushed write, and when the capture ends.
+    The training's thread only queues text (a deque append, safe without a
+    lock); the background thread writes the queue out :data:`FLUSH_INTERVAL`
+    after the first unwritten piece, and so do an explicit flush and the
+    capture's end.
     """
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._handle: Optional[TextIO] = None
         self._failed = False
-        self._lock = threading.Lock()  # the training's thread writes, the flusher flushes
-        self._scheduled = False
-        # The training thread's line in progress, per tee (stdout, stderr);
-        # _TeeStream.write adds the pieces without a newline itself.
-        self.partials: dict["_TeeStream", list[str]] = {}
-
-    def tee(self, stream: "_TeeStream", text: str) -> int:
-        """``stream.write(text)`` of a ``text`` with a newline, from the
-        training's thread: whole lines go to the original stream and to the
-        file; what follows the last newline waits here."""
-        written = len(text)
-        parts = self.partials.pop(stream, None)
-        if parts:
-            parts.append(text)
-            text = "".join(parts)
-        if text[-1] != "\n":
-            cut = text.rfind("\n") + 1
-            self.partials[stream] = [text[cut:]]
-            text = text[:cut]
-        stream.original.write(text)
-        handle = self._handle  # self.write(text), inlined: this runs for every line
-        if handle is None:
-            if not self._open():
-                return written
-            handle = self._handle
-        try:
-            with self._lock:
-                handle.write(text)  # type: ignore[union-attr]
-        except (OSError, ValueError):
-            return written  # a full disk or closed log must never break the training's prints
-        if not self._scheduled:
-            self._scheduled = True
-            background.schedule(self.flush, _monotonic() + FLUSH_INTERVAL)
-        return written
-
-    def hand_over(self, stream: Optional["_TeeStream"] = None) -> None:
-        """Write out the partial line of ``stream`` (None: of every stream)."""
-        for tee in [stream] if stream is not None else list(self.partials):
-            parts = self.partials.pop(tee, None)
-            if parts:
-                rest = "".join(parts)
-                try:
-                    tee.original.write(rest)
-                except (OSError, ValueError):
-                    pass
-                self.write(rest)
+        self._lock = threading.Lock()  # one writer of the file at a time (flusher, flush(), close())
+        self.queue: "collections.deque[str]" = collections.deque()
+        self.scheduled = False
 
     def write(self, text: str) -> None:
-        if self._handle is None and not self._open():
-            return
-        try:
-            with self._lock:
-                self._handle.write(text)  # type: ignore[union-attr]
-        except (OSError, ValueError):
-            return  # a full disk or closed log must never break the training's prints
-        if not self._scheduled:
-            self._scheduled = True
-            background.schedule(self.flush, _monotonic() + FLUSH_INTERVAL)
+        self.queue.append(text)
+        if not self.scheduled:
+            self.schedule()
+
+    def schedule(self) -> None:
+        self.scheduled = True
+        _flush_before_fork()
+        _open_files.add(self)
+        background.schedule(self.flush, _monotonic() + FLUSH_INTERVAL)
 
     def _open(self) -> bool:
         if self._failed:
@@ -271,31 +278,39 @@ class _LazyFile:
             log.error("the output of this training is not kept in %s: %s", self._path, exc)
             return False
         self._handle = os.fdopen(fd, "a", encoding="utf-8", errors="replace")
-        _open_files.add(self)
-        _flush_before_fork()
         return True
 
     def flush(self) -> None:
-        self._scheduled = False
+        """Write out what is queued (a full disk or a failed open never raises)."""
+        self.scheduled = False
+        queue = self.queue
         with self._lock:
-            if self._handle is not None and not self._handle.closed:
-                try:
-                    self._handle.flush()
-                except (OSError, ValueError):
-                    pass
+            if not queue:
+                return
+            chunks = []
+            while queue:  # popleft, not a swap: a piece appended meanwhile is never lost
+                chunks.append(queue.popleft())
+            if self._handle is None and not self._open():
+                return
+            try:
+                self._handle.write("".join(chunks))  # type: ignore[union-attr]
+                self._handle.flush()  # type: ignore[union-attr]
+            except (OSError, ValueError):
+                pass  # a full disk or closed log must never break the training's prints
 
     def close(self) -> None:
-        self.hand_over()
+        self.flush()
         with self._lock:
             if self._handle is not None:
                 try:
                     self._handle.close()
                 except OSError:
                     pass
+        _open_files.discard(self)
 
 
-#: Log files open now: flushed before a fork, so that a child (a data loader
-#: worker, multiprocessing) never writes its parent's buffered lines again.
+#: Log files with queued text: written out before a fork, so that a child (a
+#: data loader worker, multiprocessing) never writes its parent's lines again.
 _open_files: "weakref.WeakSet[_LazyFile]" = weakref.WeakSet()
 _fork_hook = []
 
@@ -315,7 +330,7 @@ def _renew_locks() -> None:
     # A lock another thread held at fork() stays held forever in the child.
     for sink in list(_open_files):
         sink._lock = threading.Lock()
-        sink._scheduled = False
+        sink.scheduled = False
 
 
 @contextlib.contextmanager
@@ -334,15 +349,12 @@ def capture_thread_output(path: str) -> Iterator[None]:
         router.install()
         router.active += 1
         outer = router.sinks.get(ident)
-        router.sinks[ident] = sink
+        router.switch(ident, sink)
     try:
         yield
     finally:
         with router.lock:
-            if outer is None:
-                router.sinks.pop(ident, None)
-            else:
-                router.sinks[ident] = outer
+            router.switch(ident, outer)
             router.active -= 1
             if router.active == 0:
                 router.uninstall()

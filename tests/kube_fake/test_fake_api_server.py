@@ -125,6 +125,33 @@ def status_of(exc: ApiException) -> dict:
     return json.loads(exc.body)
 
 
+# These helpers read answers the way trainerkit's own client code does, so the
+# tests hold with kubernetes 37+ (pydantic models) and 36 (classic models): 36's
+# read_namespaced_pod_log returns str(bytes) ("b'hi\\n'") and its delete calls
+# parse every answer as a V1Status, both fixed by _preload_content=False.
+
+
+def pod_log(k: Kube, name: str, ns: str = NS, **params) -> str:
+    return k.core.read_namespaced_pod_log(name, ns, _preload_content=False, **params).data.decode()
+
+
+def answer_of(call, *args, **params) -> dict:
+    return json.loads(call(*args, _preload_content=False, **params).data)
+
+
+def raw_request(k: Kube, method: str, path: str, body: dict) -> tuple[int, dict]:
+    """Sends ``body`` as it is (no client model checks it) with the kubeconfig's token."""
+    cfg = k.api_client.configuration
+    auth = cfg.auth_settings()["BearerToken"]
+    headers = {"Content-Type": "application/json", "Accept": "application/json", auth["key"]: auth["value"]}
+    try:
+        resp = k.api_client.rest_client.request(method, cfg.host + path, headers=headers, body=body)
+        resp.read()
+    except ApiException as exc:
+        return exc.status, json.loads(exc.body)
+    return resp.status, json.loads(resp.data)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -188,7 +215,7 @@ def test_job_create_get_list_delete(kube):
     all_ns = kube.batch.list_job_for_all_namespaces()
     assert [j.metadata.namespace for j in all_ns.items] == [NS]
 
-    result = kube.batch.delete_namespaced_job("train-1", NS, propagation_policy="Background")
+    result = answer_of(kube.batch.delete_namespaced_job, "train-1", NS, propagation_policy="Background")
     assert result["kind"] == "Status" and result["status"] == "Success"
     assert result["details"] == {"name": "train-1", "group": "batch", "kind": "jobs", "uid": md.uid}
     with pytest.raises(ApiException) as err:
@@ -275,14 +302,9 @@ def test_restart_policy_always_and_missing_image_are_422(kube):
     # The client model refuses a container without a name, so send that one as a raw request.
     raw = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "noname", "labels": {"bad": "a b"}},
            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"image": "x"}]}}}}
-    params = kube.api_client.param_serialize("POST", f"/apis/batch/v1/namespaces/{NS}/jobs",
-                                             header_params={"Content-Type": "application/json",
-                                                            "Accept": "application/json"},
-                                             body=raw, auth_settings=["BearerToken"])
-    resp = kube.api_client.call_api(*params)
-    resp.read()
-    assert resp.status == 422
-    fields = {c["field"] for c in json.loads(resp.data)["details"]["causes"]}
+    status, answer = raw_request(kube, "POST", f"/apis/batch/v1/namespaces/{NS}/jobs", raw)
+    assert status == 422
+    fields = {c["field"] for c in answer["details"]["causes"]}
     assert {"spec.template.spec.containers[0].name", "metadata.labels"} <= fields
     assert kube.cluster.jobs(NS) == {}
 
@@ -585,9 +607,9 @@ def test_job_runs_to_completion_and_logs_are_readable(kube):
     assert pod.status.phase == "Succeeded"
     term = pod.status.container_statuses[0].state.terminated
     assert term.exit_code == 0 and term.reason == "Completed"
-    log_text = kube.core.read_namespaced_pod_log(pod.metadata.name, NS)
+    log_text = pod_log(kube, pod.metadata.name)
     assert log_text == "hi\n"
-    assert kube.core.read_namespaced_pod_log(pod.metadata.name, NS, container="main", tail_lines=1) == "hi\n"
+    assert pod_log(kube, pod.metadata.name, container="main", tail_lines=1) == "hi\n"
     reasons = {e.reason for e in kube.core.list_namespaced_event(NS).items}
     assert {"SuccessfulCreate", "Scheduled", "Started", "Completed"} <= reasons
 
@@ -622,7 +644,7 @@ def test_failing_job_retries_until_backoff_limit(kube):
         assert pod.status.phase == "Failed"
         term = pod.status.container_statuses[0].state.terminated
         assert term.exit_code == 3 and term.reason == "Error"
-        assert kube.core.read_namespaced_pod_log(pod.metadata.name, NS) == "boom\n"
+        assert pod_log(kube, pod.metadata.name) == "boom\n"
 
 
 def test_on_failure_restarts_in_place_and_counts_towards_backoff(kube):
@@ -685,7 +707,7 @@ def test_termination_message_round_trip(kube):
     assert message("tm-custom") == "custom"
     assert message("tm-fallback") == "traceback here\n"
     pod = kube.core.list_namespaced_pod(NS, label_selector="job-name=tm").items[0]
-    assert kube.core.read_namespaced_pod_log(pod.metadata.name, NS) == "True\n"
+    assert pod_log(kube, pod.metadata.name) == "True\n"
 
 
 def test_env_configmap_and_secret_resolution(kube):
@@ -718,7 +740,7 @@ def test_env_configmap_and_secret_resolution(kube):
     job = wait_finished(kube, "envy")
     assert has_condition(job, "Complete"), job.status
     pod = kube.core.list_namespaced_pod(NS, label_selector="job-name=envy").items[0]
-    out = json.loads(kube.core.read_namespaced_pod_log(pod.metadata.name, NS))
+    out = json.loads(pod_log(kube, pod.metadata.name))
     assert out == {"A": "1", "B": "1-x", "LR": "0.1", "TOKEN": "s3cret", "POD": pod.metadata.name,
                    "HP_epochs": "3", "token": "s3cret", "HOSTNAME": pod.metadata.name, "file": "a: 1\n",
                    "arg": "0.1"}
@@ -742,7 +764,7 @@ def test_missing_configmap_gives_create_container_config_error(kube):
     kube.core.create_namespaced_config_map(NS, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="later"),
                                                                   data={"x": "arrived"}))
     assert has_condition(wait_finished(kube, "waits"), "Complete")
-    assert kube.core.read_namespaced_pod_log(pods[0].metadata.name, NS) == "arrived\n"
+    assert pod_log(kube, pods[0].metadata.name) == "arrived\n"
 
 
 def test_delete_background_removes_pods_and_owned_configmap(kube):
@@ -754,7 +776,7 @@ def test_delete_background_removes_pods_and_owned_configmap(kube):
     kube.core.create_namespaced_config_map(NS, client.V1ConfigMap(
         metadata=client.V1ObjectMeta(name="bg-config", owner_references=[owner]), data={"k": "v"}))
     kube.core.create_namespaced_config_map(NS, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="unowned")))
-    status = kube.batch.delete_namespaced_job("bg", NS, propagation_policy="Background")
+    status = answer_of(kube.batch.delete_namespaced_job, "bg", NS, propagation_policy="Background")
     assert status["status"] == "Success"
     wait_until(lambda: not kube.core.list_namespaced_pod(NS, label_selector="job-name=bg").items,
                what="pods to be deleted")
@@ -775,7 +797,7 @@ def test_delete_orphan_keeps_dependants_and_foreground_waits_for_them(kube):
 
     kube.batch.create_namespaced_job(NS, make_job("fg", ["sleep", "30"]))
     wait_running_pod(kube, "fg")
-    obj = kube.batch.delete_namespaced_job("fg", NS, propagation_policy="Foreground")
+    obj = answer_of(kube.batch.delete_namespaced_job, "fg", NS, propagation_policy="Foreground")
     assert obj["metadata"]["deletionTimestamp"] and obj["metadata"]["finalizers"] == ["foregroundDeletion"]
     wait_until(lambda: not kube.cluster.jobs(NS) and not kube.cluster.pods(NS), what="foreground deletion")
 
@@ -787,7 +809,9 @@ def test_follow_logs_streams_until_container_exits(kube, tmp_path):
     kube.batch.create_namespaced_job(NS, make_job("chatty", [PY, "-c", script]))
     pod = wait_running_pod(kube, "chatty")
     lines = []
-    for line in watch.Watch().stream(kube.core.read_namespaced_pod_log, name=pod.metadata.name, namespace=NS):
+    stream = kube.core.read_namespaced_pod_log(pod.metadata.name, NS, follow=True, _preload_content=False)
+    for raw_line in stream:
+        line = raw_line.decode().rstrip("\n")
         lines.append(line)
         if line == "line 0":
             gate.touch()  # 'line 1' is printed only after 'line 0' came through the open stream
@@ -797,7 +821,7 @@ def test_follow_logs_streams_until_container_exits(kube, tmp_path):
     resp = kube.core.read_namespaced_pod_log(pod.metadata.name, NS, follow=True, _preload_content=False)
     assert resp.headers["Content-Type"].startswith("text/plain")
     assert resp.data.decode() == "line 0\nline 1\n"
-    assert kube.core.read_namespaced_pod_log(pod.metadata.name, NS, tail_lines=1, limit_bytes=4) == "line"
+    assert pod_log(kube, pod.metadata.name, tail_lines=1, limit_bytes=4) == "line"
 
 
 def test_suspend_kills_pod_and_resume_restarts(kube):
@@ -868,7 +892,7 @@ def test_indexed_job_sets_completion_index(kube):
     assert has_condition(job, "Complete") and job.status.succeeded == 3
     assert job.status.completed_indexes == "0-2"
     pods = kube.core.list_namespaced_pod(NS, label_selector="job-name=indexed").items
-    logs = sorted(kube.core.read_namespaced_pod_log(p.metadata.name, NS).strip() for p in pods)
+    logs = sorted(pod_log(kube, p.metadata.name).strip() for p in pods)
     assert logs == ["0", "1", "2"]
 
 
@@ -964,7 +988,7 @@ def test_simulated_pods_without_processes(fake_kube_factory):
     cluster.finish_pod(NS, pod.metadata.name, exit_code=0, logs="epoch 1\n", message="ok")
     job = wait_finished(k, "sim")
     assert has_condition(job, "Complete")
-    assert k.core.read_namespaced_pod_log(pod.metadata.name, NS) == "epoch 1\n"
+    assert pod_log(k, pod.metadata.name) == "epoch 1\n"
     done = k.core.read_namespaced_pod(pod.metadata.name, NS)
     assert done.status.container_statuses[0].state.terminated.message == "ok"
     k.close()
@@ -1012,7 +1036,7 @@ def test_bare_pod_lifecycle(kube):
     created = kube.core.create_namespaced_pod(NS, pod)
     assert created.status.phase == "Pending"
     wait_until(lambda: kube.core.read_namespaced_pod("bare", NS).status.phase == "Succeeded", what="bare pod")
-    assert kube.core.read_namespaced_pod_log("bare", NS) == "from-shell\n"
+    assert pod_log(kube, "bare") == "from-shell\n"
     assert [p.metadata.name for p in kube.core.list_namespaced_pod(NS, label_selector="kind=bare").items] == ["bare"]
     assert [p.metadata.name for p in kube.core.list_namespaced_pod(
         NS, field_selector="status.phase=Succeeded").items] == ["bare"]
@@ -1081,9 +1105,9 @@ def test_pod_can_call_back_into_the_api_like_an_in_cluster_client(kube):
     kube.batch.create_namespaced_job(NS, make_job("callback", [PY, "-c", script], env=env))
     job = wait_finished(kube, "callback")
     pod = kube.core.list_namespaced_pod(NS, label_selector="job-name=callback").items[0]
-    assert has_condition(job, "Complete"), kube.core.read_namespaced_pod_log(pod.metadata.name, NS)
+    assert has_condition(job, "Complete"), pod_log(kube, pod.metadata.name)
     assert pod.metadata.annotations == {"progress": "50%"}
-    assert kube.core.read_namespaced_pod_log(pod.metadata.name, NS) == "50%\n"
+    assert pod_log(kube, pod.metadata.name) == "50%\n"
     assert kube.cluster.in_cluster_requests.count("PATCH", f"/api/v1/namespaces/{NS}/pods/") == 1
 
 

@@ -281,3 +281,31 @@ def test_a_kubernetes_trainer_built_in_code_gets_the_same_name_check():
 def test_multi_node_keys_are_checked_at_load():
     assert f"{WHERE}.master_port" in problems_of(master_port=70000)
     assert f"{WHERE}.rendezvous_timeout" in problems_of(rendezvous_timeout="0s")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("tolerations", [{"key": "gpu", "tolerationSeconds": "60"}], r"tolerations\[0\]\.tolerationSeconds: expected an integer, got '60'"),
+        (
+            "volumes",
+            [{"name": "models", "persistentVolumeClaim": {"claimName": "models", "readOnly": "yes"}}],
+            r"volumes\[0\]\.persistentVolumeClaim\.readOnly: expected true or false, got 'yes'",
+        ),
+        (
+            "volumes",
+            [{"name": "cfg", "configMap": {"name": "c", "items": [{"key": "a"}]}}],
+            r"volumes\[0\]\.configMap\.items\[0\]\.path: required key is missing",
+        ),
+        ("volumes", [{"name": "cfg", "configMap": {"items": {"key": "a"}}}], r"volumes\[0\]\.configMap\.items: expected a list"),
+        ("env_from", [{"secretRef": "hf"}], r"env_from\[0\]\.secretRef: expected a mapping \(SecretEnvSource\), got 'hf'"),
+    ],
+)
+def test_wrong_types_and_missing_nested_keys_are_named_with_either_client_generation(
+    kubeconfig, manager_factory, field, value, message
+):
+    # The same checks hold whether kubernetes 37+ (pydantic models) or 36 (classic
+    # OpenAPI models, installed beside s3fs) is the client: kube_shape reads both.
+    manager = manager_factory(config_of(kubeconfig=kubeconfig, **{field: value}))
+    with pytest.raises(ConfigError, match=message):
+        manager.get_trainer("cluster")
