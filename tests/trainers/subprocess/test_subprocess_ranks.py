@@ -203,3 +203,20 @@ def test_a_rank_that_exits_with_a_code_fails_the_training_with_the_end_of_its_lo
         with pytest.raises(TrainingCrashedError, match=r"rank 1 \(pid \d+\) exited with code 5 before reporting an outcome"):
             future.result(timeout=WAIT)
         assert "rank 1 leaves now" in future.get_info().errors[0].traceback
+
+
+def test_killing_the_worker_takes_every_rank_with_it(tmp_path):
+    from trainerkit.owner import parse_owner
+    from trainerkit.trainers.subprocess.rundir import RunDirectory
+
+    directory = str(tmp_path)
+    with manager(tmp_path) as made:
+        trainer = made.get_trainer("t")
+        future = trainer.train(RanksGated, directory, save_path=str(tmp_path / "m"), resources={"procs_per_node": 3})
+        pids = rank_pids(directory, 3)
+        record = RunDirectory(os.path.join(str(tmp_path / "state"), "runs", future.id)).read_worker()
+        _, supervisor, _ = parse_owner(record.supervisor)
+        os.kill(supervisor, signal.SIGKILL)
+        with pytest.raises(TrainingCrashedError, match="was killed by SIGKILL"):
+            future.result(timeout=WAIT)
+        wait_until(lambda: all(gone(pid) for pid in pids.values()), "every rank to die with the worker")
