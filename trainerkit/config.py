@@ -212,6 +212,10 @@ def load_trainer_specs(user_config: Any, source: str = "config") -> dict[str, Tr
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
+        type_problem = cls.name_problem(name) if hasattr(cls, "name_problem") else None
+        if type_problem:
+            problems.append(f"{where}: {type_problem}")
+            continue
         resolved[name] = (type_name, cls, import_class)
 
     # Expose every declared key to environment overrides, then apply them again.

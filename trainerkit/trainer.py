@@ -138,8 +138,15 @@ class ModelTrainerBase(abc.ABC):
     #: no polling thread is needed; False: the base polls every ``observe_interval``.
     pushes_updates: ClassVar[bool] = False
 
+    @classmethod
+    def name_problem(cls, name: str) -> Optional[str]:
+        """What makes ``name`` unfit to name a trainer of this type, beyond the rules of
+        every trainer (:func:`trainerkit.ids.check_trainer_name`), or None. Checked when
+        the configuration is loaded and when a trainer is built, never at ``train()``."""
+        return None
+
     def __init__(self, config: Any, instance_name: str) -> None:
-        problem = ids.check_trainer_name(instance_name)
+        problem = ids.check_trainer_name(instance_name) or type(self).name_problem(instance_name)
         if problem:
             raise InvalidTrainingIdError(problem)
         self.config = config

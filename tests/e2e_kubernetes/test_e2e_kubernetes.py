@@ -93,3 +93,19 @@ def test_missing_image_says_why(make_manager, shared_dir):
     wait_until(lambda: any(reason in future.get_info().detail for reason in ("ErrImagePull", "ImagePullBackOff")),
                what="the image pull error")
     assert future.cancel()
+
+
+def test_two_nodes_of_two_processes_all_reduce(trainer, shared_dir):
+    # Issue 16: one Indexed Job of 2 pods and a headless Service; the ranks meet through
+    # the cluster DNS name of rank 0's pod and rank 0 saves the sum.
+    import trainerkit
+    from tests import multinode_modules as mn
+
+    future = trainer.train(mn.AllReduceSum, 3, save_path=os.path.join(shared_dir, "sum"),
+                           external_training_id=external_id(),
+                           resources=trainerkit.Resources(nodes=2, procs_per_node=2))
+    model = future.result(timeout=TIMEOUT)
+    assert (model.total, model.rank, model.world_size) == (3 * (1 + 2 + 3 + 4), 0, 4)
+    info = future.get_info()
+    assert info.status is TrainingStatus.COMPLETED and info.ranks == 4
+    assert "rank 3 total 30" in list(future.logs(rank=3))

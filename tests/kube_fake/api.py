@@ -635,6 +635,23 @@ class Api:
                 spec.setdefault("serviceAccount", spec["serviceAccountName"])
                 spec.setdefault("enableServiceLinks", True)
             obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+        elif rt is R.SERVICES:
+            spec = obj.setdefault("spec", {})
+            if isinstance(spec, dict):
+                spec.setdefault("type", "ClusterIP")
+                spec.setdefault("sessionAffinity", "None")
+                if spec.get("clusterIP") is None:  # allocated from the service CIDR (headless stays "None")
+                    n = int(md["uid"].replace("-", "")[:4], 16)
+                    spec["clusterIP"] = f"10.96.{n // 256}.{n % 256 or 1}"
+                spec["clusterIPs"] = [spec["clusterIP"]]
+                spec.setdefault("ipFamilies", ["IPv4"])
+                spec.setdefault("ipFamilyPolicy", "SingleStack")
+                spec.setdefault("internalTrafficPolicy", "Cluster")
+                for port in spec.get("ports") or []:
+                    if isinstance(port, dict):
+                        port.setdefault("protocol", "TCP")
+                        port.setdefault("targetPort", port.get("port"))
+            obj["status"] = {"loadBalancer": {}}
         elif rt is R.SECRETS:
             string_data = obj.pop("stringData", None) or {}
             data = obj.setdefault("data", {})
@@ -784,7 +801,7 @@ class Api:
             return Response(200, self._require(route), headers)
         obj, removed = self.store.delete(rt, route.namespace, route.name, propagation=policy,
                                          grace_seconds=grace, preconditions=preconditions)
-        if removed and rt is not R.PODS:
+        if removed and rt not in (R.PODS, R.SERVICES):  # those two answer with the deleted object
             return Response(200, E.success_status(rt, route.name, obj["metadata"].get("uid")), headers)
         return Response(200, obj, headers)
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 from . import errors as E
 from . import resources as R
 from .api import FAULT_KINDS, Api, ServedFault
+from .dns import ClusterDNS
 from .events import EventRecorder
 from .jobcontroller import JobController
 from .kubeconfig import write_kubeconfig
@@ -72,12 +73,13 @@ class FakeKubeCluster:
         self.store = Store(history_size=history_size)
         self.recorder = EventRecorder(self.store, node_name)
         self.in_cluster_requests = RequestLog()
+        self.dns = ClusterDNS(self.store)
         self.kubelet = Kubelet(self.store, self.recorder, node_name=node_name, run_pods=run_pods,
                                grace_cap=grace_cap, restart_backoff=restart_backoff,
                                image_pull_backoff=image_pull_backoff, extra_env=pod_env, workdir=pod_workdir,
                                image_entrypoints=image_entrypoints,
                                service_address=lambda: (self._host, self.in_cluster_port),
-                               ca_cert=lambda: _read(TLS_CA), token=token)
+                               ca_cert=lambda: _read(TLS_CA), token=token, dns=self.dns)
         self.controller = JobController(self.store, self.recorder) if job_controller else None
         self.api = Api(self.store, self.kubelet, token=token, user=user,
                        server_address=lambda: f"{self._host}:{self.port}", bookmark_interval=bookmark_interval)
@@ -102,6 +104,7 @@ class FakeKubeCluster:
             if self._started:
                 return self
             self._started = True
+            self.dns.start()
             self.kubelet.start()
             if self.controller is not None:
                 self.controller.start()
@@ -128,6 +131,7 @@ class FakeKubeCluster:
             self._stopped = True
         self.kubelet.stop()
         self.store.close()
+        self.dns.close()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.close_connections()
@@ -257,6 +261,18 @@ class FakeKubeCluster:
     def set_unschedulable(self, value: bool = True) -> None:
         """While True, new pods stay Pending with PodScheduled=False/Unschedulable."""
         self.kubelet.set_unschedulable(value)
+
+    def set_dns_delay(self, seconds: float) -> None:
+        """Pod DNS records (``<hostname>.<subdomain>``) answer only ``seconds`` after they appear:
+        slow DNS, as a headless Service's records can be on a real cluster."""
+        self.dns.set_delay(seconds)
+
+    def dns_records(self) -> dict[str, dict]:
+        """The cluster DNS records now: ``{name: {"ip": ..., "not_before": posix time}}``."""
+        return self.dns.records()
+
+    def services(self, namespace: str | None = "default") -> dict[str, dict]:
+        return self.store.snapshot(R.SERVICES, namespace)
 
     def compact(self) -> None:
         """Drop the watch history: watches from an older resourceVersion get 410 Gone (Expired)."""

@@ -8,8 +8,12 @@ container** ``command + args`` as a local process.  Local-execution conventions:
 * The process runs in a fresh process group (``start_new_session=True``) with the
   parent's environment plus the container's ``env`` / ``envFrom`` (``value`` with
   ``$(VAR)`` expansion, ``valueFrom`` configMapKeyRef / secretKeyRef / fieldRef /
-  resourceFieldRef), ``HOSTNAME=<pod name>`` and ``JOB_COMPLETION_INDEX`` for
-  Indexed Jobs.  ``$(VAR)`` references in command/args are expanded like the kubelet.
+  resourceFieldRef), ``HOSTNAME`` (``spec.hostname``, else the pod name) and
+  ``JOB_COMPLETION_INDEX`` for Indexed Jobs.
+* Every pod gets an IP of its own on the loopback network (``127.77.x.y``, in
+  ``status.podIP``), so pods can listen on the same port; with a ``ClusterDNS``
+  (``dns.py``) the pods' Python resolves ``<hostname>.<subdomain>`` of pods behind
+  a headless Service, as the cluster DNS does.  ``$(VAR)`` references in command/args are expanded like the kubelet.
 * ``command[0]`` of ``python``/``python3``/``python3.X`` (any directory) is replaced
   by ``sys.executable`` so that the test interpreter (and its venv) is used.
   A container without ``command`` runs ``FakeKubeCluster(image_entrypoints=...)
@@ -66,13 +70,16 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import errors as E
 from .events import EventRecorder
 from .meta import clone, now_ts
 from .resources import CONFIGMAPS, PODS, SECRETS
 from .store import Store, WatchEvent
+
+if TYPE_CHECKING:
+    from .dns import ClusterDNS
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +88,6 @@ SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_LINES = 80
 FALLBACK_LOG_BYTES = 2048
-POD_IP = "127.0.0.1"
 HOST_IP = "127.0.0.1"
 MISSING_IMAGE_MARKER = "does-not-exist"
 
@@ -211,6 +217,7 @@ class PodRunner:
         self.init_containers = [_Container(c, True) for c in self.spec.get("initContainers") or []]
         self.containers = [_Container(c, False) for c in self.spec.get("containers") or []]
         self.restart_policy = self.spec.get("restartPolicy", "Always")
+        self.ip = kubelet.allocate_ip()
         self.phase = "Pending"
         self.scheduled = False
         self.start_time: str | None = None
@@ -319,8 +326,8 @@ class PodRunner:
         if self.scheduled:
             status["hostIP"] = HOST_IP
             status["hostIPs"] = [{"ip": HOST_IP}]
-            status["podIP"] = POD_IP
-            status["podIPs"] = [{"ip": POD_IP}]
+            status["podIP"] = self.ip
+            status["podIPs"] = [{"ip": self.ip}]
             status["startTime"] = self.start_time
             if self.init_containers:
                 status["initContainerStatuses"] = [c.status() for c in self.init_containers]
@@ -686,8 +693,10 @@ class PodRunner:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
         env.update(service_env)
         env.update(self.k.extra_env)
+        if self.k.dns is not None:
+            env.update(self.k.dns.pod_env(env.get("PYTHONPATH")))
         env.update(container_env)
-        env["HOSTNAME"] = self.name
+        env["HOSTNAME"] = self.spec.get("hostname") or self.name
         env[MOUNTS_ENV] = json.dumps(mounts, sort_keys=True)
         cwd = c.spec.get("workingDir")
         if cwd:
@@ -824,8 +833,8 @@ class PodRunner:
                 "metadata.name": md.get("name"), "metadata.namespace": md.get("namespace"),
                 "metadata.uid": md.get("uid"), "spec.nodeName": self.k.node_name,
                 "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName", "default"),
-                "status.hostIP": HOST_IP, "status.hostIPs": HOST_IP, "status.podIP": POD_IP,
-                "status.podIPs": POD_IP,
+                "status.hostIP": HOST_IP, "status.hostIPs": HOST_IP, "status.podIP": self.ip,
+                "status.podIPs": self.ip,
             }
             return str(simple.get(path) or "")
         if source.get("resourceFieldRef") is not None:
@@ -888,8 +897,11 @@ class Kubelet:
                  extra_env: dict[str, str] | None, workdir: str | None,
                  image_entrypoints: dict[str, list[str]] | None,
                  service_address: Callable[[], tuple[str, int]] = lambda: ("", 0),
-                 ca_cert: Callable[[], str] = lambda: "", token: str | None = None):
+                 ca_cert: Callable[[], str] = lambda: "", token: str | None = None,
+                 dns: "ClusterDNS | None" = None):
         self.store = store
+        self.dns = dns  # installs the cluster-DNS resolver hook in the pods' Python (dns.py)
+        self._ips = 0
         self.recorder = recorder
         self.node_name = node_name
         self.run_pods = run_pods
@@ -905,6 +917,14 @@ class Kubelet:
         self.unschedulable = False
         self._runners: dict[str, PodRunner] = {}
         self._stopped = False
+
+    def allocate_ip(self) -> str:
+        """A loopback address of the pod's own (127.77.x.y), so that pods can listen on the same
+        port side by side, as pods with IPs of their own do; the host's ``lo`` answers all of 127/8."""
+        with self.store.lock:
+            self._ips += 1
+            n = self._ips
+        return f"127.77.{(n // 254) % 256}.{n % 254 + 1}"
 
     def start(self) -> None:
         self.store.add_listener(self._on_event)

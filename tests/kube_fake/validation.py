@@ -225,6 +225,32 @@ def _job(obj: dict, causes: list[dict]) -> None:
                                       "only \"Never\" is supported when podFailurePolicy is specified"))
 
 
+_DNS1035_LABEL_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?\Z")
+DNS1035_LABEL_MSG = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+                     "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "
+                     "regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')")
+
+
+def _service(obj: dict, causes: list[dict]) -> None:
+    name = (obj.get("metadata") or {}).get("name") or ""
+    if name and not _DNS1035_LABEL_RE.match(name):
+        causes.append(E.cause_invalid("metadata.name", name, DNS1035_LABEL_MSG))
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        causes.append(E.cause_required("spec"))
+        return
+    _labels(spec.get("selector"), "spec.selector", causes)
+    ports = spec.get("ports") or []
+    if not ports and spec.get("clusterIP") != "None" and spec.get("type", "ClusterIP") != "ExternalName":
+        causes.append(E.cause_required("spec.ports"))
+    for i, port in enumerate(ports):
+        number = port.get("port") if isinstance(port, dict) else None
+        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= 65535:
+            causes.append(E.cause_invalid(f"spec.ports[{i}].port", number, "must be between 1 and 65535, inclusive"))
+        if len(ports) > 1 and not (isinstance(port, dict) and port.get("name")):
+            causes.append(E.cause_required(f"spec.ports[{i}].name"))
+
+
 def _config_keys(data: Any, path: str, causes: list[dict]) -> None:
     for key in (data or {}):
         if len(key) > 253 or not _CONFIG_KEY_RE.match(key):
@@ -239,6 +265,8 @@ def validate(rt: ResourceType, obj: dict) -> list[dict]:
         _job(obj, causes)
     elif rt is PODS:
         _pod_spec(obj.get("spec"), "spec", causes, restart_policies=POD_RESTART_POLICIES)
+    elif rt is SERVICES:
+        _service(obj, causes)
     elif rt is CONFIGMAPS:
         _config_keys(obj.get("data"), "data", causes)
         _config_keys(obj.get("binaryData"), "binaryData", causes)
@@ -276,6 +304,10 @@ def validate_update(rt: ResourceType, old: dict, new: dict) -> list[dict]:
                 causes.append(E.cause_invalid("spec.template", "core.PodTemplateSpec{...}", "field is immutable"))
             else:
                 causes.append(E.cause_invalid(f"spec.{fld}", json.dumps(nspec.get(fld)), "field is immutable"))
+    elif rt is SERVICES:
+        oip, nip = (old.get("spec") or {}).get("clusterIP"), (new.get("spec") or {}).get("clusterIP")
+        if oip != nip:
+            causes.append(E.cause_invalid("spec.clusterIPs[0]", str(nip), "may not change once set"))
     elif rt is PODS:
         def strip(spec: dict) -> dict:
             spec = json.loads(json.dumps(spec or {}))

@@ -34,6 +34,7 @@ import trainerkit
 from trainerkit import ModelTrainerBase, TrainerManager, TrainingStatus
 
 from ..capabilities import CAPABILITY_NAMES, RequestLevel, SupportLevel, UnsupportedCapabilityError, serve
+from ..resources import Resources
 from . import modules
 from .modules import (
     Blocking, Chatty, ChattyProgress, Checkpointing, ConformanceError, CrashesOnce, Failing, NeedsArgs, Progress,
@@ -532,6 +533,24 @@ class BackendConformance:
         assert values == [1, 2]
         wait_until(lambda: len(called) == 2, "both done callbacks", timeout=self.timeout)
         assert sorted(id(f) for f in called) == sorted(id(f) for f in futures)
+
+    def test_a_multi_node_training_runs_every_rank_of_every_node(
+        self, trainer: ModelTrainerBase, save_dir: str
+    ) -> None:
+        levels = trainer.capabilities()
+        if not levels["multi_node"]:
+            pytest.skip("the trainer does not declare multi_node")
+        procs = 2 if levels["multi_process"] else 1
+        resources = Resources(nodes=2, procs_per_node=procs)
+        future = trainer.train(modules.RankExchange, 10, save_path=save_dir, save_with_id=True, resources=resources)
+        model = future.result(timeout=self.timeout)
+        world = 2 * procs
+        assert (model.rank, model.world_size) == (0, world), "the result must be rank 0's model"
+        assert model.values == [10 + rank for rank in range(world)], "every rank must take part"
+        assert future.get_info().ranks == world
+        last = world - 1
+        assert f"rank {last} of {world}" in list(future.logs(rank=last))
+        assert f"rank 0 of {world}" not in list(future.logs(rank=last)), "logs(rank=k) must be rank k's own"
 
     # -- capabilities -----------------------------------------------------------------------
 

@@ -197,7 +197,11 @@ def exchange_ranks(value: int, timeout: float = 60.0) -> list[int]:
             while len(values) < env.world_size:
                 peer, _ = server.accept()
                 peer.settimeout(timeout)
-                message = json.loads(peer.makefile("r", encoding="utf-8").readline())
+                line = peer.makefile("r", encoding="utf-8").readline()
+                if not line:  # a connection probe (a node waiting until rank 0 accepts connections)
+                    peer.close()
+                    continue
+                message = json.loads(line)
                 values[int(message["rank"])] = int(message["value"])
                 peers.append(peer)
         everything = [values[rank] for rank in range(env.world_size)]

@@ -245,6 +245,44 @@ def test_inside_a_cluster_the_pods_service_account_is_used(tmp_path, monkeypatch
     assert trainer.cluster.source == "in-cluster service account"
 
 
+def _named(name: str) -> dict:
+    return {"model_management": {"trainers": {name: {"type": "KUBERNETES", "config": {"image": "img:1"}}}}}
+
+
+def test_a_trainer_name_whose_ids_start_with_a_digit_is_refused_at_load():
+    # The id names the headless Service of a multi-node training: a DNS-1035 label.
+    with pytest.raises(ConfigError) as caught:
+        trainerkit.TrainerManager.from_dict(_named("2024-runs"))
+    message = str(caught.value)
+    assert "model_management.trainers.2024-runs: trainer name '2024-runs' would start its training ids with '2'" in message
+    assert "Service names must start with a letter" in message and "'k8s-2024-runs'" in message
+    # Other types keep accepting it.
+    trainerkit.TrainerManager.from_dict(
+        {"model_management": {"trainers": {"2024-runs": {"type": "LOCAL"}}}}).close()
+
+
+def test_a_trainer_name_must_leave_room_for_the_pods_index_suffix():
+    fits = "a" * 44  # 44 + '--' + 12 + '-4095' = 63
+    trainerkit.TrainerManager.from_dict(_named(fits)).close()
+    with pytest.raises(ConfigError) as caught:
+        trainerkit.TrainerManager.from_dict(_named(fits + "b"))
+    message = str(caught.value)
+    assert f"trainer name '{fits}b' is too long for a KUBERNETES trainer: it encodes to 45 characters" in message
+    assert "at most 44 fit" in message and "<id>-<index>" in message
+
+
+def test_a_kubernetes_trainer_built_in_code_gets_the_same_name_check():
+    config, problems = trainerkit.schema.validate(KubernetesTrainerConfig, {"image": "img:1"}, "c")
+    assert not problems
+    with pytest.raises(trainerkit.InvalidTrainingIdError, match="Service names must start with a letter"):
+        KubernetesModelTrainer(config, "9lives")
+
+
+def test_multi_node_keys_are_checked_at_load():
+    assert f"{WHERE}.master_port" in problems_of(master_port=70000)
+    assert f"{WHERE}.rendezvous_timeout" in problems_of(rendezvous_timeout="0s")
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [

@@ -25,6 +25,8 @@ from trainerkit.trainers.kubernetes.manifest import (
 )
 from trainerkit.trainers.kubernetes.validation import configmap_problems, job_problems, parse_quantity
 from trainerkit.runner import TrainingSpec
+from trainerkit.resources import Resources
+from trainerkit.trainers.kubernetes.validation import indexed_job_problems, service_problems
 from tests.training_modules import Adder, JsonModel
 
 from tests.conftest import REPO_ROOT  # noqa: E402
@@ -86,6 +88,7 @@ def manifests(config=None, *, trainer="cluster", module=JsonModel, args=(3,), kw
         tags=extra.pop("tags", ()),
         submission_time=NOW,
         nonce="a1b2c3",
+        resources=extra.pop("resources", Resources()),
     )
 
 
@@ -291,3 +294,61 @@ def test_the_container_is_told_its_termination_message_path_and_service_account_
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["TRAINERKIT_TERMINATION_MESSAGE_PATH"] == container["terminationMessagePath"] == "/dev/termination-log"
     assert env["TRAINERKIT_SERVICE_ACCOUNT_DIR"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+# -- multi-node trainings (issue 16) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("keys", [{"image": "img:1"}, FULL], ids=["minimal", "full"])
+def test_a_multi_node_training_is_an_indexed_job_and_a_headless_service_that_pass_the_schema(keys):
+    built = manifests(make_config(**keys), resources=Resources(nodes=3, procs_per_node=2, gpus_per_proc=1))
+    job, service = built.job, built.service
+    assert_valid(job)
+    assert indexed_job_problems(job) == []
+    kubernetes_validate.validate(service, KUBERNETES_VERSION, strict=True)
+    assert service_problems(service) == []
+    training_id = job["metadata"]["name"]
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"], spec["backoffLimit"]) == ("Indexed", 3, 3, 0)
+    assert [rule["action"] for rule in spec["podFailurePolicy"]["rules"]] == ["FailJob"]  # no pod replaced alone
+    pod = spec["template"]["spec"]
+    assert pod["subdomain"] == service["metadata"]["name"] == training_id
+    assert service["spec"] == {"clusterIP": "None", "publishNotReadyAddresses": True,
+                               "selector": {LABEL_TRAINING_ID: training_id}}
+    assert service["metadata"]["labels"] == job["metadata"]["labels"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"  # procs_per_node x gpus_per_proc
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["NODE_RANK"] == {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
+    assert (env["WORLD_SIZE"], env["LOCAL_WORLD_SIZE"], env["MASTER_PORT"]) == ("6", "2", "29500")
+    assert env["MASTER_ADDR"] == f"{training_id}-0.{training_id}"
+    assert (env["TRAINERKIT_NODES"], env["TRAINERKIT_PROCS_PER_NODE"], env["TRAINERKIT_RENDEZVOUS_TIMEOUT"]) == ("3", "2", "600.0")
+
+
+def test_one_node_of_several_processes_meets_at_the_pods_own_address():
+    built = manifests(make_config(image="img:1", master_port=1234), resources=Resources(procs_per_node=4))
+    assert built.service is None and "completionMode" not in built.job["spec"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in built.job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MASTER_ADDR"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert (env["NODE_RANK"], env["WORLD_SIZE"], env["MASTER_PORT"]) == ("0", "4", "1234")
+
+
+def test_a_single_process_training_has_no_torchrun_environment_and_no_service():
+    built = manifests()
+    env = {e["name"] for e in built.job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert built.service is None and not env & {"RANK", "WORLD_SIZE", "MASTER_ADDR", "NODE_RANK"}
+    assert [rule["action"] for rule in built.job["spec"]["podFailurePolicy"]["rules"]] == ["FailJob", "Ignore"]
+
+
+def test_an_id_without_room_for_the_hostname_index_is_refused_before_sending():
+    long_id = "cluster--" + "a" * 52  # 61 characters: "<id>-10" would be 64
+    assert len(manifests(training_id=long_id, resources=Resources(nodes=10)).job["metadata"]["name"]) == 61
+    with pytest.raises(ValueError, match=r"hostname '.*-10' would be 66 characters, .* the id of a training of 11 "
+                                         r"nodes may take at most 60 characters \(choose an external_training_id 3 "
+                                         r"characters shorter\)"):
+        manifests(training_id=long_id + "aa", resources=Resources(nodes=11))
+
+
+def test_service_names_must_start_with_a_letter():
+    problems = service_problems({"metadata": {"name": "1abc"}, "spec": {}})
+    assert problems == ["Service name '1abc' must start with a lowercase letter (a DNS-1035 label)"]

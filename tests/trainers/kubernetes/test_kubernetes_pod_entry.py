@@ -170,3 +170,73 @@ def test_the_pod_entry_reads_only_variables_the_manifest_or_a_real_kubelet_sets(
     ours = {name for name in environ.read if name.startswith(("TRAINERKIT_", "KUBERNETES_"))}
     assert ours <= set(manifest_env) | set(kubelet_env), ours - set(manifest_env) - set(kubelet_env)
     assert {"TRAINERKIT_TERMINATION_MESSAGE_PATH", "TRAINERKIT_SERVICE_ACCOUNT_DIR", "KUBERNETES_SERVICE_HOST"} <= ours
+
+
+# -- the rendezvous wait of multi-node trainings (issue 16) -------------------------------
+
+
+def test_node_environment_sets_the_first_rank_of_the_node():
+    from trainerkit.trainers.kubernetes.pod_entry import node_environment
+
+    environ = {"TRAINERKIT_NODES": "3", "TRAINERKIT_PROCS_PER_NODE": "2", "NODE_RANK": "2"}
+    assert node_environment(environ) == (3, 2, 2)
+    assert (environ["RANK"], environ["LOCAL_RANK"]) == ("4", "0")
+    assert node_environment({"TRAINERKIT_NODES": "1", "TRAINERKIT_PROCS_PER_NODE": "1"}) is None
+    with pytest.raises(ValueError, match="NODE_RANK=3 is not between 0 and 2"):
+        node_environment({"TRAINERKIT_NODES": "3", "NODE_RANK": "3"})
+    with pytest.raises(ValueError, match="NODE_RANK='x' is not an integer"):
+        node_environment({"TRAINERKIT_NODES": "3", "NODE_RANK": "x"})
+
+
+def test_the_wait_ends_once_rank_0_resolves_and_accepts_connections(monkeypatch):
+    import socket as socket_module
+
+    from trainerkit.trainers.kubernetes.pod_entry import wait_for_rank0
+
+    real = socket_module.getaddrinfo
+    answers = iter([socket_module.gaierror(socket_module.EAI_NONAME, "Name or service not known")] * 2)
+
+    def slow_dns(host, *args, **kwargs):
+        answer = next(answers, None)
+        if answer is not None:
+            raise answer
+        return real("127.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(socket_module, "getaddrinfo", slow_dns)
+    with socket_module.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        heard = []
+        assert wait_for_rank0("t-0.t", port, node_rank=1, timeout=60, report=heard.append, interval=0.01)
+    assert heard == [
+        "waiting for rank 0 at t-0.t:%d: its name does not resolve yet ([Errno -2] Name or service not known)" % port,
+        None,
+    ]
+
+
+def test_the_wait_gives_up_saying_what_was_missing():
+    import socket as socket_module
+
+    from trainerkit.trainers.kubernetes.pod_entry import RendezvousError, wait_for_rank0
+
+    with socket_module.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    heard = []
+    with pytest.raises(RendezvousError) as caught:
+        wait_for_rank0("127.0.0.1", port, node_rank=2, timeout=0.05, report=heard.append, interval=0.01)
+    message = str(caught.value)
+    assert message.startswith(f"node 2 waited 0.05 s for rank 0 at 127.0.0.1:{port} (MASTER_ADDR:MASTER_PORT), "
+                              "but it does not accept connections yet (Connection refused)")
+    assert "rendezvous_timeout" in message
+    assert heard and heard[0].startswith(f"waiting for rank 0 at 127.0.0.1:{port}: it does not accept connections")
+    # Rank 0 itself only needs its name to resolve (it is the one that listens).
+    assert wait_for_rank0("127.0.0.1", port, node_rank=0, timeout=0.05)
+
+
+def test_a_cancel_ends_the_wait():
+    from trainerkit.runner import CancelSignal
+    from trainerkit.trainers.kubernetes.pod_entry import wait_for_rank0
+
+    cancel = CancelSignal()
+    cancel.requested = True
+    assert wait_for_rank0("127.0.0.1", 1, node_rank=1, timeout=60, cancel=cancel) is False

@@ -200,3 +200,88 @@ def test_a_pod_started_within_its_submission_second_does_not_start_before_it_was
     )
     assert info.status is TrainingStatus.RUNNING
     assert info.start_time == info.submission_time == datetime.datetime.fromisoformat(submitted)
+
+
+# -- multi-node trainings (issue 16) -------------------------------------------------------
+
+INDEX = "batch.kubernetes.io/job-completion-index"
+
+
+def node_job(nodes=3, conditions=()):
+    return job(conditions, completionMode="Indexed", completions=nodes, parallelism=nodes,
+               template={"spec": {"containers": [{"name": "trainer", "env": [
+                   {"name": "TRAINERKIT_PROCS_PER_NODE", "value": "2"}]}]}})
+
+
+def node_pod(index, state, annotations=None, finished="2026-01-01T00:02:00Z", message=None, code=None):
+    if state == "running":
+        current = {"running": {"startedAt": "2026-01-01T00:01:00Z"}}
+    elif state == "terminated":
+        current = {"terminated": {"exitCode": code, "startedAt": "2026-01-01T00:01:00Z", "finishedAt": finished,
+                                  **({"message": message} if message else {})}}
+    else:
+        current = {"waiting": {"reason": "ContainerCreating"}}
+    return {
+        "metadata": {"name": f"cluster--abc-{index}-xyz", "creationTimestamp": "2026-01-01T00:00:01Z",
+                     "ownerReferences": [{"uid": UID, "controller": True}],
+                     "annotations": {INDEX: str(index), **(annotations or {})}},
+        "status": {"phase": "Running" if state == "running" else "Pending",
+                   "containerStatuses": [{"name": "trainer", "state": current}]},
+    }
+
+
+def outcome_text(status, errors=(), step=None):
+    progress = ProgressReport(step=step, time=datetime.datetime(2026, 1, 1, 0, 1, tzinfo=datetime.timezone.utc)) if step else None
+    return json.dumps(Outcome(status=status, time=datetime.datetime(2026, 1, 1, 0, 2, tzinfo=datetime.timezone.utc),
+                              errors=tuple(errors), progress=progress).to_dict())
+
+
+def test_queued_until_every_node_runs_saying_how_many_do():
+    info = training_info(node_job(), [node_pod(0, "running"), node_pod(1, "running"), node_pod(2, "waiting")])
+    assert info.status is TrainingStatus.QUEUED
+    assert info.detail == "2 of 3 pods running; node 2: pod cluster--abc-2-xyz: ContainerCreating"
+    assert info.ranks == 6
+    missing = training_info(node_job(), [node_pod(0, "running")])
+    assert missing.detail == "1 of 3 pods running; node 1: waiting for the Job controller to create its pod"
+
+
+def test_running_when_every_node_runs_and_a_rendezvous_wait_shows_in_the_detail():
+    waiting = {"trainerkit.io/rendezvous": json.dumps({"waiting": "waiting for rank 0 at x-0.x:29500: its name does not resolve yet"})}
+    info = training_info(node_job(), [node_pod(0, "running"), node_pod(1, "running", waiting), node_pod(2, "running")])
+    assert info.status is TrainingStatus.RUNNING
+    assert info.detail == "node 1 waiting for rank 0 at x-0.x:29500: its name does not resolve yet"
+    plain = training_info(node_job(), [node_pod(i, "running") for i in range(3)])
+    assert plain.status is TrainingStatus.RUNNING and plain.detail == ""
+
+
+def test_progress_comes_from_rank_0_only():
+    newer = {"trainerkit.io/progress": json.dumps(ProgressReport(step=9, time=datetime.datetime(2026, 1, 1, 0, 3, tzinfo=datetime.timezone.utc)).to_dict())}
+    older = {"trainerkit.io/progress": json.dumps(ProgressReport(step=2, time=datetime.datetime(2026, 1, 1, 0, 1, tzinfo=datetime.timezone.utc)).to_dict())}
+    info = training_info(node_job(2), [node_pod(0, "running", older), node_pod(1, "running", newer)])
+    assert info.progress.step == 2
+
+
+def test_the_first_failed_node_is_named_not_the_nodes_stopped_because_of_it():
+    boom = ErrorDetail("pkg.Boom", "rank 3: no data", "Traceback ...")
+    pods = [
+        # stopped by SIGTERM before node 1's failure was even recorded (times have whole seconds)
+        node_pod(0, "terminated", finished="2026-01-01T00:01:30Z", code=143,
+                 message=outcome_text(TrainingStatus.CANCELED)),
+        node_pod(1, "terminated", code=4, message=outcome_text(TrainingStatus.ERRORED, [boom])),
+        node_pod(2, "terminated", code=137),
+    ]
+    info = training_info(node_job(3, [("Failed", "PodFailurePolicy", "Container trainer ... exit code 4")]), pods)
+    assert info.status is TrainingStatus.ERRORED
+    assert info.errors[0] == ErrorDetail("pkg.Boom", "node 1 (pod cluster--abc-1-xyz): rank 3: no data", "Traceback ...")
+    assert "PodFailurePolicy" in info.errors[-1].message
+
+
+def test_a_killed_node_is_named_with_how_it_died():
+    pods = [node_pod(0, "terminated", code=143, message=outcome_text(TrainingStatus.CANCELED)),
+            node_pod(2, "terminated", code=137)]
+    info = training_info(node_job(3, [("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")]), pods)
+    assert info.errors[0].message.startswith("node 2 (pod cluster--abc-2-xyz): the training container of pod "
+                                             "cluster--abc-2-xyz exited with code 137: killed by signal 9")
+    assert info.errors[-1].message == (
+        "Job cluster--abc failed (BackoffLimitExceeded): a node failed, so every node of the multi-node "
+        "training was stopped (its pods are never restarted one by one)")

@@ -206,11 +206,14 @@ def test_retries_are_a_capability_only_when_the_config_gives_them_and_gpus_alway
 
 def test_gpus_per_proc_becomes_the_pods_gpu_limit(make_trainer, models_dir, kube):
     trainer = make_trainer(resources={"limits": {"memory": "1Gi", "nvidia.com/gpu": "1"}})
-    with pytest.raises(trainerkit.UnsupportedCapabilityError, match="multi_process"):
-        trainer.train(JsonModel, 1, save_path=models_dir / "r", resources={"procs_per_node": 2})
     future = trainer.train(JsonModel, 1, save_path=models_dir / "g", resources=trainerkit.Resources(gpus_per_proc=2))
     container = kube.jobs(NAMESPACE)[future.id]["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"] == {"memory": "1Gi", "nvidia.com/gpu": "2"}
+    future.cancel()
+    # Every process of the pod gets gpus_per_proc of its own.
+    future = trainer.train(JsonModel, 1, save_path=models_dir / "r", resources={"procs_per_node": 3, "gpus_per_proc": 2})
+    container = kube.jobs(NAMESPACE)[future.id]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"] == {"memory": "1Gi", "nvidia.com/gpu": "6"}
     future.cancel()
 
 

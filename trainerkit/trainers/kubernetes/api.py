@@ -414,6 +414,42 @@ class KubeApi:
             return exc.after_resend
         return True
 
+    # -- services (multi-node trainings) -----------------------------------------------------
+
+    def create_service(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create the Service (as :meth:`create_job`)."""
+        return self._create(
+            "services", body,
+            lambda: self._core.create_namespaced_service(
+                self.namespace, body, field_validation="Strict", **self._options()
+            ),
+            lambda name: self._core.read_namespaced_service(name, self.namespace, **self._options()),
+        )
+
+    def get_service(self, name: str) -> Optional[dict[str, Any]]:
+        """The Service, or None when it does not exist."""
+        try:
+            return self._json(
+                "get", "services", name,
+                lambda: self._core.read_namespaced_service(name, self.namespace, **self._options()),
+            )
+        except NotFoundError:
+            return None
+
+    def delete_service(self, name: str, uid: Optional[str] = None) -> bool:
+        """Delete a Service (with ``uid``: only that very one); False when absent."""
+        options: dict[str, Any] = {"preconditions": {"uid": uid}} if uid else {}
+        try:
+            self._json(
+                "delete", "services", name,
+                lambda: self._core.delete_namespaced_service(
+                    name, self.namespace, body=options or None, **self._options()
+                ),
+            )
+        except NotFoundError as exc:
+            return exc.after_resend
+        return True
+
     # -- plumbing -------------------------------------------------------------------------
 
     def _options(self) -> dict[str, Any]:

@@ -42,6 +42,15 @@ TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 #: Where the kubelet mounts the pod's service account token, CA and namespace.
 ENV_SERVICE_ACCOUNT_DIR = "TRAINERKIT_SERVICE_ACCOUNT_DIR"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: Multi-node trainings: how many nodes, processes per node, and how long a node
+#: waits for rank 0's address to resolve and accept connections.
+ENV_NODES = "TRAINERKIT_NODES"
+ENV_PROCS_PER_NODE = "TRAINERKIT_PROCS_PER_NODE"
+ENV_RENDEZVOUS_TIMEOUT = "TRAINERKIT_RENDEZVOUS_TIMEOUT"
+#: The torchrun variables of a multi-node training (set by trainerkit, not the config).
+TORCHRUN_ENV = frozenset({
+    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT",
+})
 #: Volume kinds under which a pod's save outlives the pod: persistent volumes,
 #: network and node filesystems. An inline ``csi`` volume counts: its drivers
 #: (NFS, SMB, object stores) mostly mount storage that outlives the pod.
@@ -58,8 +67,9 @@ READ_ONLY_VOLUME_KINDS = frozenset({"configMap", "secret", "downwardAPI", "proje
 SAVE_VOLUME_EXAMPLES = ("a persistentVolumeClaim", "nfs", "hostPath", "csi")
 RESERVED_ENV = frozenset({
     ENV_TRAINING_ID, ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_PROGRESS_INTERVAL, ENV_IMAGE,
-    ENV_TERMINATION_MESSAGE_PATH, ENV_SERVICE_ACCOUNT_DIR,
-})
+    ENV_TERMINATION_MESSAGE_PATH, ENV_SERVICE_ACCOUNT_DIR, ENV_NODES, ENV_PROCS_PER_NODE,
+    ENV_RENDEZVOUS_TIMEOUT,
+}) | TORCHRUN_ENV
 
 
 def _check_namespace(value: Optional[str]) -> Optional[str]:
@@ -267,6 +277,19 @@ class KubernetesTrainerConfig(TrainerConfig):
         datetime.timedelta(seconds=2),
         doc="a pod publishes report_progress at most this often (an annotation on its pod)",
         check=_check_interval,
+    )
+    master_port: int = option(
+        29500,
+        minimum=1,
+        maximum=65535,
+        doc="MASTER_PORT of multi-node trainings: the port rank 0 listens on for the others "
+        "(torch.distributed's TCPStore)",
+    )
+    rendezvous_timeout: datetime.timedelta = option(
+        datetime.timedelta(minutes=10),
+        doc="multi-node trainings: how long a node waits for rank 0's hostname (MASTER_ADDR) to "
+        "resolve and accept connections before the training fails; the wait shows in the status detail",
+        check=_check_positive_duration,
     )
     require_save_volume: bool = option(
         True,

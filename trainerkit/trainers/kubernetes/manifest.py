@@ -17,6 +17,20 @@ One training is
 
 The pod runs ``python -m trainerkit.trainers.kubernetes.pod_entry
 /etc/trainerkit/training.json``.
+
+A multi-node training (``Resources(nodes=N)``, N > 1) is one Job too, with
+``completionMode: Indexed`` and ``completions = parallelism = N``: the Job
+controller makes one pod per index, whose hostname is ``<id>-<index>``. A
+headless Service named by the id (``clusterIP: None``,
+``publishNotReadyAddresses: true``, owned by the Job) is the pods'
+``subdomain``, so rank 0 is reachable as ``<id>-0.<id>`` as soon as its pod
+has an address. Each pod gets the node's share of the torchrun environment
+(``NODE_RANK`` is its completion index, ``MASTER_ADDR`` rank 0's hostname,
+``WORLD_SIZE`` nodes x procs_per_node); the pod entry point adds ``RANK`` and
+``LOCAL_RANK``. The Job has ``backoffLimit: 0`` whatever ``backoff_limit``
+says: a replaced pod would rejoin a rendezvous whose other members are gone,
+so the first failed pod fails the training and the Job controller stops the
+others.
 """
 
 from __future__ import annotations
@@ -36,9 +50,12 @@ from ...module import bind_train_arguments, class_path
 from ...runner import TrainingSpec, inline_arguments, pickle_arguments
 from .config import (
     ENV_IMAGE,
+    ENV_NODES,
     ENV_POD_NAME,
     ENV_POD_NAMESPACE,
+    ENV_PROCS_PER_NODE,
     ENV_PROGRESS_INTERVAL,
+    ENV_RENDEZVOUS_TIMEOUT,
     ENV_SERVICE_ACCOUNT_DIR,
     ENV_TERMINATION_MESSAGE_PATH,
     ENV_TRAINING_ID,
@@ -49,7 +66,8 @@ from .config import (
     KubernetesTrainerConfig,
     whole_seconds,
 )
-from .validation import configmap_problems, job_problems
+from ...resources import ONE_PROCESS, Resources
+from .validation import configmap_problems, indexed_job_problems, job_problems, service_problems
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "trainerkit"
@@ -68,6 +86,11 @@ ANNOTATION_CANCELED = "trainerkit.io/canceled"
 ANNOTATION_PROGRESS = "trainerkit.io/progress"
 #: The extended resource a training's ``gpus_per_proc`` becomes (NVIDIA's device plugin).
 GPU_RESOURCE = "nvidia.com/gpu"
+#: The Job controller's annotation (and label) of an Indexed Job's pods: the completion index.
+ANNOTATION_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+#: Set by the pod entry point of a multi-node training on its own pod while it
+#: waits for rank 0 (JSON ``{"waiting": text, "since": time}``; removed when done).
+ANNOTATION_RENDEZVOUS = "trainerkit.io/rendezvous"
 #: JSON: the capabilities the training requested and how they were served.
 ANNOTATION_CAPABILITIES = "trainerkit.io/capabilities"
 #: JSON: {"values": {name: value}, "by_repr": [names recorded by repr]}.
@@ -92,6 +115,15 @@ class TrainingManifests:
 
     config_map: dict[str, Any]
     job: dict[str, Any]
+    #: The headless Service of a multi-node training (None for one node); sent
+    #: after the Job, owned by it (see :func:`owned_by`).
+    service: Optional[dict[str, Any]] = None
+
+
+def master_addr(training_id: str) -> str:
+    """Rank 0's stable hostname in a multi-node training: ``<id>-0.<id>`` (its pod's
+    hostname under the training's headless Service, resolved in the pods' namespace)."""
+    return f"{training_id}-0.{training_id}"
 
 
 def record_annotations(record: TrainingInfo) -> dict[str, str]:
@@ -138,10 +170,10 @@ def build_manifests(
     submission_time: datetime.datetime,
     nonce: str,
     record: Optional[TrainingInfo] = None,
-    gpus: int = 0,
+    resources: Resources = ONE_PROCESS,
     storage: Optional[Mapping[str, Any]] = None,
 ) -> TrainingManifests:
-    """The ConfigMap and Job of one training.
+    """The ConfigMap and Job of one training (and its Service when it spans nodes).
 
     Raises:
         TypeError: an argument cannot travel in ``config.argument_format``
@@ -186,8 +218,9 @@ def build_manifests(
     if record is not None:
         annotations.update(record_annotations(record))
 
+    multi_node = resources.nodes > 1
     job_spec: dict[str, Any] = {
-        "backoffLimit": config.job_backoff_limit,
+        "backoffLimit": 0 if multi_node else config.job_backoff_limit,
         # A training error is deterministic: fail the Job at once rather than
         # spend backoff_limit retries on it; evictions and preemptions do not
         # count as failures at all. Retries are kept for crashes (OOM, node loss).
@@ -201,14 +234,19 @@ def build_manifests(
                         "values": [EXIT_TRAINING_FAILED],
                     },
                 },
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             ]
+            # One node's pod evicted or preempted would be replaced alone and rejoin a
+            # broken rendezvous: for a multi-node training it fails the Job like any failure.
+            + ([] if multi_node else [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}])
         },
         "template": {
             "metadata": {"labels": dict(labels)},
-            "spec": _pod_spec(config, training_id, config_map_name, gpus),
+            "spec": _pod_spec(config, training_id, config_map_name, resources),
         },
     }
+    if multi_node:
+        job_spec.update(completionMode="Indexed", completions=resources.nodes, parallelism=resources.nodes)
+        job_spec["template"]["spec"]["subdomain"] = training_id
     if config.annotations:
         job_spec["template"]["metadata"]["annotations"] = dict(config.annotations)
     if config.active_deadline is not None:
@@ -226,16 +264,35 @@ def build_manifests(
         },
         "spec": job_spec,
     }
-    problems = configmap_problems(config_map) + job_problems(job)
+    service: Optional[dict[str, Any]] = None
+    if multi_node:
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": training_id, "namespace": namespace, "labels": dict(labels)},
+            "spec": {
+                "clusterIP": "None",
+                # The pods' DNS records exist as soon as they have addresses, not once
+                # they are Ready (they have no readiness probe, and rank 0 must be
+                # reachable before the training makes progress).
+                "publishNotReadyAddresses": True,
+                "selector": {LABEL_TRAINING_ID: training_id},
+            },
+        }
+    problems = configmap_problems(config_map) + job_problems(job) + indexed_job_problems(job)
+    if service is not None:
+        problems += service_problems(service)
     if problems:
         raise ValueError(
             f"the Kubernetes manifests of training {training_id} break rules the API server "
             "enforces, so nothing was sent: " + "; ".join(problems)
         )
-    return TrainingManifests(config_map=config_map, job=job)
+    return TrainingManifests(config_map=config_map, job=job, service=service)
 
 
-def _pod_spec(config: KubernetesTrainerConfig, training_id: str, config_map_name: str, gpus: int = 0) -> dict[str, Any]:
+def _pod_spec(
+    config: KubernetesTrainerConfig, training_id: str, config_map_name: str, resources: Resources
+) -> dict[str, Any]:
     env: list[dict[str, Any]] = []
     for name, value in config.env.items():
         if isinstance(value, Mapping):
@@ -253,6 +310,27 @@ def _pod_spec(config: KubernetesTrainerConfig, training_id: str, config_map_name
         # that the paths are the manifest's (and a simulated kubelet can relocate them).
         {"name": ENV_TERMINATION_MESSAGE_PATH, "value": TERMINATION_MESSAGE_PATH},
         {"name": ENV_SERVICE_ACCOUNT_DIR, "value": SERVICE_ACCOUNT_DIR},
+    ]
+    if resources.world_size > 1:
+        # The node's share of the torchrun environment; the pod entry point adds RANK and
+        # LOCAL_RANK for each of its processes (RANK = NODE_RANK * procs_per_node + LOCAL_RANK).
+        # On one node the ranks meet at the pod's own address.
+        multi_node = resources.nodes > 1
+        env += [
+            {"name": "NODE_RANK", "valueFrom": {"fieldRef": {
+                "fieldPath": f"metadata.annotations['{ANNOTATION_COMPLETION_INDEX}']"}}}
+            if multi_node else {"name": "NODE_RANK", "value": "0"},
+            {"name": "WORLD_SIZE", "value": str(resources.world_size)},
+            {"name": "LOCAL_WORLD_SIZE", "value": str(resources.procs_per_node)},
+            {"name": "MASTER_ADDR", "value": master_addr(training_id)} if multi_node
+            else {"name": "MASTER_ADDR", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "MASTER_PORT", "value": str(config.master_port)},
+            {"name": ENV_RENDEZVOUS_TIMEOUT, "value": repr(config.rendezvous_timeout.total_seconds())},
+        ]
+    # The layout, always: the pod entry point reads it (and the trainer, procs_per_node).
+    env += [
+        {"name": ENV_NODES, "value": str(resources.nodes)},
+        {"name": ENV_PROCS_PER_NODE, "value": str(resources.procs_per_node)},
     ]
     if "PYTHONUNBUFFERED" not in config.env:
         # Without it Python buffers stdout in a pod (no TTY) and logs arrive in lumps.
@@ -273,11 +351,12 @@ def _pod_spec(config: KubernetesTrainerConfig, training_id: str, config_map_name
         container["imagePullPolicy"] = config.image_pull_policy
     if config.env_from:
         container["envFrom"] = copy.deepcopy(list(config.env_from))
-    resources = config.resources.to_manifest()
-    if gpus:  # the training's Resources(gpus_per_proc=...) over the config's limits
-        resources.setdefault("limits", {})[GPU_RESOURCE] = str(gpus)
-    if resources:
-        container["resources"] = resources
+    gpus = resources.procs_per_node * resources.gpus_per_proc
+    limits = config.resources.to_manifest()
+    if gpus:  # every process of the pod gets gpus_per_proc of its own, over the config's limits
+        limits.setdefault("limits", {})[GPU_RESOURCE] = str(gpus)
+    if limits:
+        container["resources"] = limits
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [container],
@@ -299,6 +378,13 @@ def _pod_spec(config: KubernetesTrainerConfig, training_id: str, config_map_name
     if config.termination_grace_period is not None:
         pod["terminationGracePeriodSeconds"] = whole_seconds(config.termination_grace_period)
     return pod
+
+
+def owned_by(manifest: Mapping[str, Any], job: Mapping[str, Any]) -> dict[str, Any]:
+    """``manifest`` (the Service) with the created Job as its owner: the cluster deletes it with the Job."""
+    owned = copy.deepcopy(dict(manifest))
+    owned["metadata"].update(owner_patch(job)["metadata"])
+    return owned
 
 
 def owner_patch(job: Mapping[str, Any]) -> dict[str, Any]:

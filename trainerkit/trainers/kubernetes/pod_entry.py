@@ -19,6 +19,18 @@ ConfigMap, with two pod-specific reporters:
   ``config/rbac-kubernetes-trainer.yaml``); without it the training runs all
   the same, progress shows only at the end, and one warning says why.
 
+In a multi-node training (``$TRAINERKIT_NODES`` above 1) the pod is one node:
+it sets ``RANK`` (``NODE_RANK * procs_per_node``) and ``LOCAL_RANK`` next to the
+torchrun variables of the manifest, then, before the training starts, waits
+(at most ``$TRAINERKIT_RENDEZVOUS_TIMEOUT`` seconds) until ``MASTER_ADDR``
+resolves and, on every node but rank 0's, accepts connections on
+``MASTER_PORT``: a headless Service's DNS records can take a while to appear,
+and ``torch.distributed`` gives up on a name that does not resolve. While it
+waits, the annotation ``trainerkit.io/rendezvous`` of its pod says why (the
+trainer shows it in the status detail); when the time is up the training
+fails naming the node, the address and what was missing. Resolution uses the
+ordinary socket API, as the training's own code will.
+
 The pod reaches the API server the way in-cluster clients do:
 ``https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`` (set by the
 kubelet), with the service account's ``token`` and ``ca.crt`` from the
@@ -36,17 +48,24 @@ the save) failed, which fails the Job at once; 143 stopped by SIGTERM
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import shutil
+import signal
+import socket
 import ssl
 import sys
+import tempfile
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
+from ...errors import TrainingError
 from ...info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
 from ...runner import Outcome
 from ...runner import (
@@ -60,6 +79,9 @@ from ...runner import (
 )
 from .config import (
     ENV_IMAGE,
+    ENV_NODES,
+    ENV_PROCS_PER_NODE,
+    ENV_RENDEZVOUS_TIMEOUT,
     ENV_POD_NAME,
     ENV_POD_NAMESPACE,
     ENV_PROGRESS_INTERVAL,
@@ -68,7 +90,7 @@ from .config import (
     SERVICE_ACCOUNT_DIR,
     TERMINATION_MESSAGE_PATH,
 )
-from .manifest import ANNOTATION_PROGRESS, EXIT_TRAINING_FAILED
+from .manifest import ANNOTATION_PROGRESS, ANNOTATION_RENDEZVOUS, EXIT_TRAINING_FAILED, POD_ENTRY_MODULE
 
 log = logging.getLogger("trainerkit")
 
@@ -150,6 +172,10 @@ class PodAnnotationReporter:
         self._thread.join(timeout=5)
         self._send_latest()  # the last report, if the thread had not sent it yet
 
+    def annotate(self, key: str, value: Optional[str]) -> None:
+        """Set (None: remove) one annotation of this pod now; failures are logged, never raised."""
+        self._patch({"metadata": {"annotations": {key: value}}})
+
     # -- sending -----------------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -167,7 +193,12 @@ class PodAnnotationReporter:
             if report is None or report is self._sent or self._disabled:
                 return
             self._sent = report
-        body = json.dumps({"metadata": {"annotations": {ANNOTATION_PROGRESS: json.dumps(report.to_dict())}}})
+        self._patch({"metadata": {"annotations": {ANNOTATION_PROGRESS: json.dumps(report.to_dict())}}})
+
+    def _patch(self, patch: dict) -> None:
+        if self._disabled:
+            return
+        body = json.dumps(patch)
         request = urllib.request.Request(
             self._url,
             data=body.encode("utf-8"),
@@ -220,6 +251,237 @@ def _import_error_outcome(module: str, exc: ImportError) -> Outcome:
     return Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=(ErrorDetail.from_exception(error),))
 
 
+class RendezvousError(TimeoutError):
+    """A node of a multi-node training could not reach rank 0 in time."""
+
+
+def node_environment(environ: "os._Environ[str] | dict[str, str]") -> Optional[tuple[int, int, int]]:
+    """``(nodes, procs_per_node, node_rank)`` of a pod of a multi-process training
+    (None for a training of one process); sets ``RANK`` and ``LOCAL_RANK`` of the
+    node's first process in ``environ``.
+
+    Raises:
+        ValueError: a variable the manifest sets is missing or malformed (names it).
+    """
+    def number(name: str, default: Optional[str] = None) -> int:
+        text = environ.get(name, default)
+        try:
+            return int(text)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(f"the pod's {name}={text!r} is not an integer (it is set by trainerkit's manifest)") from None
+
+    nodes = number(ENV_NODES, "1")
+    procs = number(ENV_PROCS_PER_NODE, "1")
+    if nodes < 1 or procs < 1:
+        raise ValueError(f"the pod's {ENV_NODES}={nodes} and {ENV_PROCS_PER_NODE}={procs} must be at least 1")
+    if nodes * procs <= 1:
+        return None
+    node_rank = number("NODE_RANK")
+    if not 0 <= node_rank < nodes:
+        raise ValueError(f"the pod's NODE_RANK={node_rank} is not between 0 and {nodes - 1}")
+    environ["RANK"] = str(node_rank * procs)
+    environ["LOCAL_RANK"] = "0"
+    return nodes, procs, node_rank
+
+
+def wait_for_rank0(
+    address: str,
+    port: int,
+    *,
+    node_rank: int,
+    timeout: float,
+    report: Any = None,
+    cancel: Optional[CancelSignal] = None,
+    interval: float = 0.5,
+) -> bool:
+    """Wait until ``address`` resolves and (on nodes other than 0) accepts TCP
+    connections on ``port``; ``report(text or None)`` hears each new reason to
+    wait and, at the end, None. Returns False when canceled meanwhile.
+
+    Raises:
+        RendezvousError: ``timeout`` seconds passed first; says what was missing.
+    """
+    started = time.monotonic()
+    shown: Optional[str] = None
+    where = f"{address}:{port}"
+    while True:
+        if cancel is not None and cancel.requested:
+            return False
+        try:
+            infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+            reason = None
+        except (socket.gaierror, UnicodeError) as exc:
+            infos, reason = [], f"its name does not resolve yet ({exc})"
+        if reason is None and node_rank != 0:
+            reason = "it does not accept connections yet"
+            for family, kind, proto, _, sockaddr in infos:
+                try:
+                    with socket.socket(family, kind, proto) as probe:
+                        probe.settimeout(max(0.1, min(2.0, interval * 4)))
+                        probe.connect(sockaddr)
+                    reason = None
+                    break
+                except OSError as exc:
+                    reason = f"it does not accept connections yet ({exc.strerror or exc})"
+        if reason is None:
+            if shown is not None and report is not None:
+                report(None)
+            if shown is not None:
+                log.info("rank 0 at %s is reachable after %.1f s", where, time.monotonic() - started)
+            return True
+        waited = time.monotonic() - started
+        if waited >= timeout:
+            raise RendezvousError(
+                f"node {node_rank} waited {timeout:g} s for rank 0 at {where} (MASTER_ADDR:MASTER_PORT), "
+                f"but {reason}: check that rank 0's pod runs and that the training's headless Service "
+                "resolves in the cluster's DNS, or raise rendezvous_timeout in the trainer's config"
+            )
+        if reason != shown:
+            shown = reason
+            log.info("node %d: waiting for rank 0 at %s: %s", node_rank, where, reason)
+            if report is not None:
+                report(f"waiting for rank 0 at {where}: {reason}")
+        time.sleep(min(interval, max(0.0, timeout - waited)))
+
+
+def _rendezvous(annotations: Optional[PodAnnotationReporter], cancel: CancelSignal, node_rank: int) -> bool:
+    address = os.environ.get("MASTER_ADDR") or ""
+    try:
+        port = int(os.environ.get("MASTER_PORT") or "")
+        timeout = float(os.environ.get(ENV_RENDEZVOUS_TIMEOUT) or "600")
+    except ValueError:
+        raise ValueError("the pod's MASTER_PORT or rendezvous timeout is malformed (they are set by trainerkit's manifest)") from None
+
+    def report(text: Optional[str]) -> None:
+        if annotations is not None:
+            value = None if text is None else json.dumps({"waiting": text, "since": utcnow().isoformat()})
+            annotations.annotate(ANNOTATION_RENDEZVOUS, value)
+
+    return wait_for_rank0(address, port, node_rank=node_rank, timeout=timeout, report=report, cancel=cancel)
+
+
+#: ``pod_entry --rank-outcome FILE SPEC``: a rank process that a pod's launcher started,
+#: which writes its outcome to FILE.
+RANK_OPTION = "--rank-outcome"
+#: How long the ranks of a stopped pod get between SIGTERM and SIGKILL.
+RANK_GRACE_SECONDS = 5.0
+
+
+def rank_prefix(rank: int) -> str:
+    """What starts each line of rank ``rank`` in the log of a pod that runs several ranks."""
+    return f"[rank {rank}] "
+
+
+def _launch_ranks(
+    spec_file: str, nodes: int, procs: int, node_rank: int, reporters: ReporterGroup, cancel: CancelSignal
+) -> int:
+    """Run this node's ``procs`` ranks as child processes (this same entry point, one
+    rank each) with trainerkit.runner.ranks; their output goes to the pod's log, each
+    line prefixed ``[rank k]``. The first rank that fails stops the others and is
+    the pod's outcome; a SIGTERM (cancel, deadline) stops them all."""
+    from ...runner.ranks import LocalRanks, RankLayout
+
+    layout = RankLayout(
+        procs_per_node=procs, nodes=nodes, node_rank=node_rank,
+        master_addr=os.environ.get("MASTER_ADDR") or "127.0.0.1",
+        master_port=int(os.environ.get("MASTER_PORT") or 29500),
+    )
+    ranks = LocalRanks(layout, grace_period=RANK_GRACE_SECONDS)
+    workdir = tempfile.mkdtemp(prefix="trainerkit-ranks-")
+    outcome_files = {local: os.path.join(workdir, f"outcome-{local}.json") for local in range(procs)}
+    write_lock = threading.Lock()
+    pumps = []
+    try:
+        for local in range(procs):
+            read_end, write_end = os.pipe()
+            env = {**os.environ, **layout.environ(local)}
+            argv = [sys.executable, "-m", POD_ENTRY_MODULE, RANK_OPTION, outcome_files[local], spec_file]
+            try:
+                ranks.start(local, argv, env,
+                            stdout=write_end, stderr=write_end)
+            finally:
+                os.close(write_end)
+            pump = threading.Thread(target=_pump, args=(read_end, rank_prefix(layout.rank(local)), write_lock),
+                                    name=f"trainerkit-rank-{local}-output", daemon=True)
+            pump.start()
+            pumps.append(pump)
+        while True:
+            ranks.poll()
+            if (ranks.failure is not None or cancel.requested) and not ranks.stopping:
+                ranks.stop()
+            if ranks.all_exited:
+                break
+            ranks.escalate()
+            time.sleep(0.05)
+        for pump in pumps:
+            pump.join(timeout=5)
+        if cancel.requested:
+            reporters.outcome(Outcome(status=TrainingStatus.CANCELED, time=utcnow()))
+            return EXIT_TERMINATED
+        failure = ranks.failure
+        if failure is None:
+            first = _read_outcome(outcome_files[0]) or Outcome(status=TrainingStatus.COMPLETED, time=utcnow())
+            reporters.outcome(first)
+            return EXIT_COMPLETED
+        reported = _read_outcome(outcome_files[failure.local_rank])
+        if reported is not None and reported.status is TrainingStatus.ERRORED and reported.errors:
+            head, *rest = reported.errors
+            errors = (dataclasses.replace(head, message=f"rank {failure.rank}: {head.message}"), *rest)
+        else:
+            errors = (ErrorDetail.of(TrainingError, failure.describe() + failure.hint()),)
+        reporters.outcome(Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=errors))
+        return EXIT_TRAINING_FAILED
+    finally:
+        if not ranks.all_exited:  # this process is failing: take the ranks with it
+            ranks.kill()
+            ranks.poll()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _pump(fd: int, prefix: str, lock: threading.Lock) -> None:
+    with os.fdopen(fd, "rb") as stream:
+        for line in stream:
+            text = prefix + line.decode("utf-8", errors="replace").rstrip("\n") + "\n"
+            with lock:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+
+
+def _read_outcome(path: str) -> Optional[Outcome]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return Outcome.from_dict(json.load(handle))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _run_rank(spec: Any, outcome_file: str) -> int:
+    """One rank process of a pod that runs several: train, write the outcome for the
+    launcher; global rank 0 also publishes progress on the pod. A rank whose launcher
+    is gone (the pod's main process was killed) stops itself, as the container's other
+    processes would be on a real node."""
+    parent = os.getppid()
+    rank = os.environ.get("RANK", "0")
+    reporters = ReporterGroup(
+        _StderrReporter(), FileReporter(outcome_file),
+        PodAnnotationReporter.from_environment() if rank == "0" else None,
+    )
+    cancel = CancelSignal().install()
+
+    def orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=orphaned, name="trainerkit-orphan-watch", daemon=True).start()
+    outcome = run_training(spec, reporters, cancel, apply_settings=False)
+    if outcome.status is TrainingStatus.COMPLETED:
+        return EXIT_COMPLETED
+    if outcome.status is TrainingStatus.CANCELED:
+        return EXIT_TERMINATED
+    return EXIT_TRAINING_FAILED
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the training of the spec file given as the only argument; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -228,6 +490,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.environ.get(ENV_TERMINATION_MESSAGE_PATH) or TERMINATION_MESSAGE_PATH,
         max_bytes=TERMINATION_MESSAGE_MAX,
     )
+    rank_outcome = None
+    if len(argv) == 3 and argv[0] == RANK_OPTION:  # a rank process of a multi-process pod
+        rank_outcome, argv = argv[1], argv[2:]
     if len(argv) != 1:
         print("usage: python -m trainerkit.trainers.kubernetes.pod_entry SPEC_FILE", file=sys.stderr)
         return EXIT_USAGE
@@ -237,6 +502,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         outcome = Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=(ErrorDetail.from_exception(exc),))
         ReporterGroup(_StderrReporter(), termination).outcome(outcome)
         return EXIT_USAGE
+    if rank_outcome is not None:  # one rank process started by this pod's launcher (_launch_ranks)
+        return _run_rank(spec, rank_outcome)
     log.info("training %s of %s", spec.training_id, spec.module)
     try:
         load_module_class(spec.module)
@@ -246,8 +513,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TypeError:
         pass  # not a module class: run_training reports it like any training error
     # The termination message first: it is the outcome; the last annotation patch may wait on the network.
-    reporters = ReporterGroup(_StderrReporter(), termination, PodAnnotationReporter.from_environment())
+    annotations = PodAnnotationReporter.from_environment()
+    reporters = ReporterGroup(_StderrReporter(), termination, annotations)
     cancel = CancelSignal().install()
+    try:
+        node = node_environment(os.environ)
+        if node is not None:
+            nodes, procs, node_rank = node
+            log.info("node %d of %d, ranks %s to %d of %s", node_rank, nodes, os.environ["RANK"],
+                     node_rank * procs + procs - 1, os.environ.get("WORLD_SIZE"))
+            if nodes > 1 and not _rendezvous(annotations, cancel, node_rank):
+                reporters.outcome(Outcome(status=TrainingStatus.CANCELED, time=utcnow()))
+                return EXIT_TERMINATED
+            if procs > 1:
+                return _launch_ranks(argv[0], nodes, procs, node_rank, reporters, cancel)
+    except (ValueError, RendezvousError) as exc:
+        reporters.outcome(Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=(ErrorDetail.from_exception(exc),)))
+        return EXIT_TRAINING_FAILED
     outcome = run_training(spec, reporters, cancel, apply_settings=False)
     if outcome.status is TrainingStatus.COMPLETED:
         return EXIT_COMPLETED

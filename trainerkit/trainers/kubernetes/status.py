@@ -15,6 +15,18 @@ The rules, first match wins:
 
 Progress is the ``trainerkit.io/progress`` annotation the pod sets on itself,
 or the last report in the termination message, whichever is newer.
+
+A multi-node training (an Indexed Job with several completions) is read over
+all its pods, one per node (the completion index):
+
+* ``ERRORED`` names the node that failed first, ``node <k>``, with its pod and
+  why (its own error, or how its container ended); nodes stopped because of it
+  (SIGTERM) are not blamed;
+* ``RUNNING`` once every node's container has started; until then ``QUEUED``,
+  with a detail that says how many of the pods run and why the first missing
+  one does not; a node waiting for rank 0 (the ``trainerkit.io/rendezvous``
+  annotation its pod entry point sets) shows in the detail;
+* progress comes from node 0 (rank 0) only.
 """
 
 from __future__ import annotations
@@ -27,13 +39,16 @@ from ...capabilities import levels_from_json
 from ...errors import TrainingCanceledError, TrainingError
 from ...info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus, qualified_name
 from ...runner import Outcome
+from .config import ENV_PROCS_PER_NODE
 from .manifest import (
     ANNOTATION_CANCELED,
     ANNOTATION_CAPABILITIES,
+    ANNOTATION_COMPLETION_INDEX,
     ANNOTATION_MODEL_NAME,
     ANNOTATION_MODULE,
     ANNOTATION_PARAMETERS,
     ANNOTATION_PROGRESS,
+    ANNOTATION_RENDEZVOUS,
     ANNOTATION_SAVE_PATH,
     ANNOTATION_SUBMITTED,
     ANNOTATION_TAGS,
@@ -91,6 +106,7 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
     conditions = {c.get("type"): c for c in status.get("conditions") or () if c.get("status") == "True"}
     pods = owned_pods(job, pods)
     containers = [(pod, _container_status(pod)) for pod in pods]
+    nodes = node_count(job)
 
     submission = parse_time(annotations.get(ANNOTATION_SUBMITTED)) or parse_time(
         metadata.get("creationTimestamp")
@@ -98,7 +114,11 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
     # Kubernetes timestamps have whole seconds: a pod that started within the
     # second it was submitted would seem to start before its submission.
     start = _not_before(_earliest_start(containers), submission)
-    progress = _latest_progress(pods, containers)
+    if nodes > 1:  # rank 0's progress is the training's
+        rank0 = [(pod, state) for pod, state in containers if pod_index(pod) == 0]
+        progress = _latest_progress([pod for pod, _ in rank0], rank0)
+    else:
+        progress = _latest_progress(pods, containers)
     record = dict(
         id=metadata.get("name", ""),
         trainer_name=annotations.get(ANNOTATION_TRAINER_NAME, ""),
@@ -108,8 +128,10 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         tags=_tags(annotations.get(ANNOTATION_TAGS)),
         submission_time=submission,
         progress=progress,
-        # Each pod of the Job is an attempt (max_retries/backoff_limit replace crashed ones).
-        attempt=max(1, sum(1 for _, state in containers if state and _ever_started(state))),
+        # Each pod of a one-node Job is an attempt (max_retries/backoff_limit replace
+        # crashed ones); a multi-node training is never retried (its backoffLimit is 0).
+        attempt=1 if nodes > 1 else max(1, sum(1 for _, state in containers if state and _ever_started(state))),
+        ranks=nodes * procs_per_node(job),
         **_recorded(annotations),
     )
 
@@ -133,7 +155,7 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
             status=TrainingStatus.ERRORED,
             start_time=start,
             completion_time=ended or parse_time(failed.get("lastTransitionTime")) or _now(),
-            errors=_errors(job, failed, containers),
+            errors=_node_errors(job, failed, containers) if nodes > 1 else _errors(job, failed, containers),
         )
     complete = next((conditions[t] for t in _COMPLETE if t in conditions), None)
     if complete is not None:
@@ -146,6 +168,8 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
             or parse_time(complete.get("lastTransitionTime"))
             or _now(),
         )
+    if nodes > 1:
+        return _multi_node_progressing(job, record, start, containers, nodes)
     running = any("running" in (state.get("state") or {}) for _, state in containers if state)
     if running or start is not None:
         attempts = sum(1 for _, state in containers if state and _ever_started(state))
@@ -157,6 +181,126 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
             )
         return TrainingInfo(**record, status=TrainingStatus.RUNNING, start_time=start, detail=detail)
     return TrainingInfo(**record, status=TrainingStatus.QUEUED, detail=_queued_detail(job, pods, containers))
+
+
+# -- multi-node ---------------------------------------------------------------------------
+
+
+def node_count(job: Mapping[str, Any]) -> int:
+    """How many nodes the training of ``job`` spans (1 unless it is an Indexed Job)."""
+    spec = job.get("spec") or {}
+    completions = spec.get("completions")
+    if spec.get("completionMode") == "Indexed" and isinstance(completions, int):
+        return max(1, completions)
+    return 1
+
+
+def procs_per_node(job: Mapping[str, Any]) -> int:
+    """The rank processes each pod of ``job`` runs (its ``TRAINERKIT_PROCS_PER_NODE``; 1 without)."""
+    containers = ((((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers")) or ()
+    for container in containers:
+        if container.get("name") != CONTAINER_NAME:
+            continue
+        for variable in container.get("env") or ():
+            if variable.get("name") == ENV_PROCS_PER_NODE:
+                try:
+                    return max(1, int(variable.get("value") or 1))
+                except ValueError:
+                    return 1
+    return 1
+
+
+def pod_index(pod: Mapping[str, Any]) -> Optional[int]:
+    """The completion index (node rank) of a pod of an Indexed Job, or None."""
+    text = ((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_COMPLETION_INDEX)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _multi_node_progressing(
+    job: Mapping[str, Any],
+    record: Mapping[str, Any],
+    start: Optional[datetime.datetime],
+    containers: Sequence[tuple[Mapping[str, Any], Any]],
+    nodes: int,
+) -> TrainingInfo:
+    """RUNNING once every node's container has started, else QUEUED saying how many run."""
+    latest: dict[int, tuple[Mapping[str, Any], Any]] = {}
+    for pod, state in containers:  # oldest first: the newest pod of each index wins
+        index = pod_index(pod)
+        if index is not None and not (pod.get("metadata") or {}).get("deletionTimestamp"):
+            latest[index] = (pod, state)
+    started = {index for index, (_, state) in latest.items() if state and _ever_started(state)}
+    if len(started) == nodes:
+        waiting = []
+        for index in sorted(latest):
+            pod, _ = latest[index]
+            text = ((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_RENDEZVOUS)
+            try:
+                data = json.loads(text) if text else None
+            except ValueError:
+                data = None
+            if isinstance(data, dict) and data.get("waiting"):
+                since = parse_time(data.get("since"))
+                waited = f" (for {(_now() - since).total_seconds():.0f} s)" if since else ""
+                waiting.append(f"node {index} {data['waiting']}{waited}")
+        return TrainingInfo(**record, status=TrainingStatus.RUNNING, start_time=start, detail="; ".join(waiting))
+    running = sum(1 for index in started)
+    detail = f"{running} of {nodes} pods running"
+    if (job.get("spec") or {}).get("suspend"):
+        detail += "; " + _queued_detail(job, [], [])
+    else:
+        missing = next((index for index in range(nodes) if index not in started), None)
+        if missing is not None and missing in latest:
+            pod, state = latest[missing]
+            detail += f"; node {missing}: " + _queued_detail(job, [pod], [(pod, state)])
+        elif missing is not None:
+            detail += f"; node {missing}: waiting for the Job controller to create its pod"
+    return TrainingInfo(**record, status=TrainingStatus.QUEUED, detail=detail)
+
+
+def _node_errors(
+    job: Mapping[str, Any],
+    condition: Mapping[str, Any],
+    containers: Sequence[tuple[Mapping[str, Any], Any]],
+) -> tuple[ErrorDetail, ...]:
+    """The errors of a failed multi-node training: the node that failed first, named
+    ``node <k>`` with its pod and why, then the Job's reason."""
+    candidates = []
+    for pod, state in containers:
+        terminated = _terminated(state)
+        if terminated is None or terminated.get("exitCode") == 0:
+            continue
+        outcome = termination_outcome(state)
+        if outcome is not None and outcome.status is TrainingStatus.ERRORED:
+            rank = 0  # the training itself failed there
+        elif outcome is None and terminated.get("exitCode") != 143:
+            rank = 1  # the process died without reporting (killed, out of memory, crashed)
+        else:
+            rank = 2  # stopped from outside (SIGTERM), most likely because another node failed
+        finished = parse_time(terminated.get("finishedAt")) or _now()
+        candidates.append((rank, finished, pod_index(pod) if pod_index(pod) is not None else 1 << 30, pod, state, outcome))
+    errors: list[ErrorDetail] = []
+    if candidates:
+        _, _, index, pod, state, outcome = min(candidates, key=lambda c: c[:3])
+        name = (pod.get("metadata") or {}).get("name")
+        where = f"node {index} (pod {name})"
+        if outcome is not None and outcome.status is TrainingStatus.ERRORED and outcome.errors:
+            first, *rest = outcome.errors
+            errors.append(ErrorDetail(first.type, f"{where}: {first.message}", first.traceback))
+            errors.extend(rest)
+        else:
+            errors.append(ErrorDetail(JOB_ERROR_TYPE, f"{where}: " + _describe_exit(job, pod, _terminated(state) or {})))
+    job_error = _errors(job, condition, ())[-1]
+    if condition.get("reason") == "BackoffLimitExceeded":
+        job_error = ErrorDetail(
+            JOB_ERROR_TYPE,
+            f"Job {(job.get('metadata') or {}).get('name')} failed (BackoffLimitExceeded): a node failed, "
+            "so every node of the multi-node training was stopped (its pods are never restarted one by one)",
+        )
+    return tuple(errors) + (job_error,)
 
 
 # -- pieces -----------------------------------------------------------------------------

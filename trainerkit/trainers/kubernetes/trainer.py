@@ -12,6 +12,10 @@
 * Records are the Jobs (:mod:`.store`): a fresh process with the same config
   finds every training by label, including ones it never started.
 * ``future.logs()`` reads the training's pod logs, following them while it runs.
+* ``Resources(nodes=N, procs_per_node=P)`` with N > 1 makes one Indexed Job of N
+  pods and a headless Service for their hostnames (:mod:`.manifest`); each pod
+  launches its P ranks (:mod:`.pod_entry`); the status reads all pods
+  (:mod:`.status`); ``future.logs(rank=k)`` reads rank k's lines of its node's pod.
 
 Trainings keep running in the cluster when this process exits or the trainer
 is shut down; cancel them to stop them.
@@ -27,8 +31,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Optional, Sequence
 
-from ...capabilities import SupportLevel
+from ... import ids
+from ...capabilities import RequestLevel, SupportLevel
 from ...errors import ClusterError, ConfigError, TrainingExistsError, TrainingNotFoundError
+from ...resources import MAX_NODES
 from ...future import ModelTrainerFutureBase
 from ...info import ErrorDetail, TrainingInfo, TrainingStatus, utcnow
 from ...trainer import ModelTrainerBase, TrainingRequest
@@ -44,11 +50,13 @@ from .manifest import (
     TrainingManifests,
     build_manifests,
     cancel_patch,
+    owned_by,
     owner_patch,
     trainer_selector,
     training_selector,
 )
-from .status import owned_pods, parse_time, pods_settled, training_info
+from .pod_entry import rank_prefix
+from .status import node_count, owned_pods, parse_time, pod_index, pods_settled, procs_per_node, training_info
 from .store import KubernetesTrainingStore
 from .watch import ClusterCache
 
@@ -86,7 +94,13 @@ class KubernetesModelTrainer(ModelTrainerBase):
         # save_path (and checkpoint_dir) may be an fsspec URL: the pod saves
         # there, no shared volume needed; credentials reach it through env/env_from.
         "remote_storage": SupportLevel.NATIVE,
+        # Resources(procs_per_node=p): each pod launches p rank processes.
+        "multi_process": SupportLevel.NATIVE,
+        # Resources(nodes=n) becomes one Indexed Job of n pods and a headless Service.
+        "multi_node": SupportLevel.NATIVE,
     }
+    #: Room an id leaves for a multi-node pod's hostname suffix ``-<index>`` (``-4095``).
+    HOSTNAME_SUFFIX_ROOM: ClassVar[int] = len(f"-{MAX_NODES - 1}")
 
     #: The pod saves the model (its volumes, not this machine's filesystem).
     saves_on_this_machine: ClassVar[bool] = False
@@ -116,6 +130,31 @@ class KubernetesModelTrainer(ModelTrainerBase):
                 return None  # a store: no volume needed
             location = location.split("://", 1)[1]
         return self.config.save_volume_problem(location, self.instance_name)
+
+    @classmethod
+    def name_problem(cls, name: str) -> Optional[str]:
+        """A KUBERNETES trainer's ids also name Services and pod hostnames: they must
+        start with a letter (a Service name is a DNS-1035 label) and leave room for the
+        hostname suffix ``-<index>`` of a multi-node training's pods."""
+        prefix = ids.id_prefix(name)
+        if not prefix[:1].isalpha():
+            return (
+                f"trainer name {name!r} would start its training ids with {prefix[:1]!r} "
+                f"({prefix!r}), but a KUBERNETES training's id also names its headless Service, and "
+                "Service names must start with a letter; choose a name that starts with a lowercase "
+                "letter (for example 'k8s-" + prefix.rstrip("-") + "')"
+            )
+        longest_prefix = ids.MAX_ID_LENGTH - ids.UNIQUE_LENGTH - cls.HOSTNAME_SUFFIX_ROOM
+        if len(prefix) > longest_prefix:
+            separator = len(ids.separator_for(name))
+            return (
+                f"trainer name {name!r} is too long for a KUBERNETES trainer: it encodes to "
+                f"{len(ids.encode_name(name))} characters ({ids.encode_name(name)!r}) but at most "
+                f"{longest_prefix - separator} fit, because the pods of a multi-node training are named "
+                f"<id>-<index>, which must fit in {ids.MAX_ID_LENGTH} characters with the "
+                f"{ids.UNIQUE_LENGTH}-character unique part; choose a shorter name"
+            )
+        return None
 
     def __init__(self, config: KubernetesTrainerConfig, instance_name: str) -> None:
         super().__init__(config, instance_name)
@@ -170,6 +209,8 @@ class KubernetesModelTrainer(ModelTrainerBase):
             )
         check_importable_class(request.module_class)
         self._check_save_volume(request.save_path)
+        if request.resources.nodes > 1:
+            self._check_multi_node(request)
         # Builds (and so checks) the manifests: arguments that cannot travel and
         # names the API server would refuse fail here, before anything is sent.
         self._manifests(request, utcnow(), nonce="000000")
@@ -187,6 +228,8 @@ class KubernetesModelTrainer(ModelTrainerBase):
             raise
         try:
             self._api.patch_configmap(config_map_name, owner_patch(job))
+            if manifests.service is not None:
+                self._create_service(owned_by(manifests.service, job))
         except BaseException:
             self._quietly(self._api.delete_job, job["metadata"]["name"], job["metadata"].get("uid"))
             self._quietly(self._api.delete_configmap, config_map_name)
@@ -231,10 +274,11 @@ class KubernetesModelTrainer(ModelTrainerBase):
         for future in futures:
             self._update(future)
 
-    def training_logs(self, future: ModelTrainerFutureBase, follow: bool) -> Iterator[str]:
+    def training_logs(self, future: ModelTrainerFutureBase, follow: bool, rank: int = 0) -> Iterator[str]:
+        """The output of the training's pods (of a multi-node training: rank ``rank``'s node only)."""
         if follow:
             self._start_watch()
-        return self._log_lines(future.id, follow)
+        return self._log_lines(future.id, follow, rank)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop watching the cluster. Trainings keep running there (cancel them to stop them)."""
@@ -266,13 +310,57 @@ class KubernetesModelTrainer(ModelTrainerBase):
             submission_time=submitted,
             nonce=nonce,
             record=record,
-            gpus=request.resources.gpus_per_proc,
+            resources=request.resources,
             storage={
                 "storage_options": self.storage_options or None,
                 "checkpoint_dir": self.config.checkpoint_dir if self._checkpoint_problem() is None else None,
                 "resume_from": request.resume_from,
             },
         )
+
+    def _check_multi_node(self, request: TrainingRequest) -> None:
+        """What a multi-node training needs beyond what the manifests check."""
+        wanted = request.requested.get("retries")
+        if self.config.job_backoff_limit > 0 and wanted in (RequestLevel.NATIVE, RequestLevel.BEST_EFFORT):
+            raise ValueError(
+                f"training {request.training_id} asks for retries, but a multi-node KUBERNETES training is "
+                "not retried: backoff_limit would restart one node's pod alone, which cannot rejoin the "
+                "others' rendezvous, so the first failed node fails the whole training; leave retries out "
+                "(or optional), or run on one node"
+            )
+        if self.config.backoff_limit > 0:
+            log.warning(
+                "training %s spans %d nodes: backoff_limit %d of trainer %s does not apply to it (its first "
+                "failed node fails the training)", request.training_id, request.resources.nodes,
+                self.config.backoff_limit, self.instance_name,
+            )
+
+    def _create_service(self, service: dict[str, Any]) -> None:
+        """Create the training's headless Service; one left from a deleted Job of the same
+        name (the garbage collector has not got to it yet) is replaced."""
+        name = service["metadata"]["name"]
+        deadline = time.monotonic() + self.config.request_timeout
+        while True:
+            if time.monotonic() > deadline:
+                raise TrainingExistsError(f"the old Service {name} is still being deleted; try again shortly")
+            try:
+                self._api.create_service(service)
+                return
+            except AlreadyExistsError:
+                existing = self._api.get_service(name)
+                if existing is None:
+                    continue  # deleted in between
+                owners = {ref.get("uid") for ref in existing["metadata"].get("ownerReferences") or ()}
+                if service["metadata"]["ownerReferences"][0]["uid"] in owners:
+                    return  # ours: an earlier attempt of this very request was carried out
+                if (existing["metadata"].get("labels") or {}).get(LABEL_TRAINER) != service["metadata"]["labels"][LABEL_TRAINER]:
+                    raise TrainingExistsError(
+                        f"a Service named {name} already exists in namespace {self.namespace!r} and was not "
+                        f"created by trainer {self.instance_name!r}; a multi-node training needs that name for "
+                        "its pods' hostnames: choose another external_training_id or delete that Service"
+                    ) from None
+                self._api.delete_service(name, uid=existing["metadata"].get("uid"))
+                time.sleep(0.2)
 
     def _check_save_volume(self, save_path: str) -> None:
         if not self.config.require_save_volume:
@@ -396,7 +484,7 @@ class KubernetesModelTrainer(ModelTrainerBase):
             return False
         return now - first >= _SETTLE_SECONDS
 
-    def _log_lines(self, training_id: str, follow: bool) -> Iterator[str]:
+    def _log_lines(self, training_id: str, follow: bool, rank: int = 0) -> Iterator[str]:
         shown: set[str] = set()
         generation = self._cache.generation if follow else 0
         several = False
@@ -409,6 +497,16 @@ class KubernetesModelTrainer(ModelTrainerBase):
                     )
                 return
             pods = owned_pods(job, pods)
+            nodes, procs = node_count(job), procs_per_node(job)
+            if not 0 <= rank < nodes * procs:
+                raise ValueError(
+                    f"training {training_id} has {nodes * procs} processes (ranks 0 to {nodes * procs - 1}); "
+                    f"there is no rank {rank}"
+                )
+            if nodes > 1:  # rank k runs in node k // procs_per_node's pod
+                pods = [pod for pod in pods if pod_index(pod) == rank // procs]
+            # A pod of several ranks prefixes each rank's lines; those of rank k are its own output.
+            prefix = rank_prefix(rank) if procs > 1 else None
             several = several or len(pods) > 1
             ready = [pod for pod in pods if pod["metadata"]["name"] not in shown and _has_started(pod)]
             if ready:
@@ -422,7 +520,12 @@ class KubernetesModelTrainer(ModelTrainerBase):
                 except NotFoundError:
                     continue  # the pod went away meanwhile
                 try:
-                    yield from stream.lines(keep_empty=True)
+                    if prefix is None:
+                        yield from stream.lines(keep_empty=True)
+                    else:
+                        for line in stream.lines(keep_empty=True):
+                            if line.startswith(prefix):
+                                yield line[len(prefix):]
                 finally:
                     stream.close()
                 continue

@@ -256,7 +256,7 @@ def _walk_names(manifest: Mapping[str, Any], kind: str) -> list[str]:
     problems = []
     metadata = manifest.get("metadata") or {}
     name = metadata.get("name")
-    problem = (check_dns_label if kind == "Job" else check_dns_subdomain)(name, f"{kind} name")
+    problem = (check_dns_label if kind in ("Job", "Service") else check_dns_subdomain)(name, f"{kind} name")
     if problem:
         problems.append(problem)
     namespace = metadata.get("namespace")
@@ -352,4 +352,49 @@ def job_problems(manifest: Mapping[str, Any]) -> list[str]:
         for duplicate in sorted({p for p in mount_paths if mount_paths.count(p) > 1}):
             problems.append(f"mountPath {duplicate!r} is used by more than one volume mount")
         problems.extend(check_resources(container.get("resources") or {}))
+    return problems
+
+
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?\Z")
+
+
+def check_dns1035_label(value: Any, what: str = "name") -> Optional[str]:
+    """A DNS-1035 label (Service names): a DNS-1123 label that starts with a letter."""
+    problem = check_dns_label(value, what)
+    if problem:
+        return problem
+    if not _DNS1035_LABEL.match(value):
+        return f"{what} {value!r} must start with a lowercase letter (a DNS-1035 label)"
+    return None
+
+
+def indexed_job_problems(manifest: Mapping[str, Any]) -> list[str]:
+    """An Indexed Job's pods are named for their hostnames ``<job name>-<index>``,
+    DNS-1123 labels of at most 63 characters (the Job controller sets them)."""
+    spec = manifest.get("spec") or {}
+    if spec.get("completionMode") != "Indexed":
+        return []
+    name = (manifest.get("metadata") or {}).get("name") or ""
+    completions = spec.get("completions")
+    if not isinstance(completions, int) or isinstance(completions, bool) or completions < 1:
+        return [f"an Indexed Job needs completions of at least 1, got {completions!r}"]
+    hostname = f"{name}-{completions - 1}"
+    if len(hostname) > DNS1123_LABEL_MAX:
+        return [
+            f"the last pod's hostname {hostname!r} would be {len(hostname)} characters, but hostnames are "
+            f"DNS labels of at most {DNS1123_LABEL_MAX}: the id of a training of {completions} nodes may "
+            f"take at most {DNS1123_LABEL_MAX - len(hostname) + len(name)} characters (choose an "
+            f"external_training_id {len(hostname) - DNS1123_LABEL_MAX} characters shorter)"
+        ]
+    problem = check_dns_label(hostname, "pod hostname")
+    return [problem] if problem else []
+
+
+def service_problems(manifest: Mapping[str, Any]) -> list[str]:
+    """Server-side rules of a Service: a DNS-1035 name, labels, selector."""
+    problems = _walk_names(manifest, "Service")
+    name = (manifest.get("metadata") or {}).get("name")
+    if not check_dns_label(name) and not _DNS1035_LABEL.match(name):
+        problems.append(f"Service name {name!r} must start with a lowercase letter (a DNS-1035 label)")
+    problems.extend(check_labels((manifest.get("spec") or {}).get("selector") or {}, "Service selector"))
     return problems
