@@ -1,7 +1,7 @@
 """``python -m benchmarks``: run the benchmark families, print the table, write JSON.
 
 Each family (startup, local, subprocess, progress, output, records,
-kubernetes) runs in a fresh Python process, so that threads, memory and
+kubernetes, storage) runs in a fresh Python process, so that threads, memory and
 imports left by one cannot skew another (the memory-slope row needs a clean
 process above all). The parent collects every family's rows; a row a family
 did not report, or a family that crashed, shows in the table as ``failed``
@@ -48,6 +48,7 @@ FAMILIES = {
     "output": "benchmarks.output_case",
     "records": "benchmarks.records",
     "kubernetes": "benchmarks.kubernetes_case",
+    "storage": "benchmarks.storage_case",
 }
 #: How long one family may run before it is reported failed.
 FAMILY_TIMEOUT = {"quick": 180, "full": 1800}

@@ -15,6 +15,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _isolated_state_dir(tmp_path_factory, monkeypatch):
     state_dir = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("TRAINERKIT_STATE_DIR", str(state_dir))
+    # Models loaded from URLs are cached here, not in the real ~/.cache.
+    monkeypatch.setenv("TRAINERKIT_CACHE_DIR", str(state_dir / "cache"))
     # Child processes (subprocess trainers, CLI runs) must import the same code.
     existing = os.environ.get("PYTHONPATH", "")
     if REPO_ROOT not in existing.split(os.pathsep):

@@ -78,9 +78,13 @@ def manager(tmp_path, trainer_type="LOCAL", **config):
 
 
 EXPECTED = {
-    "LOCAL": {"cancel": BEST, "progress": NATIVE | CAN, "logs": NATIVE | CAN},
+    "LOCAL": {
+        "cancel": BEST, "progress": NATIVE | CAN, "logs": NATIVE | CAN,
+        "remote_storage": NATIVE, "checkpoints": NATIVE,
+    },
     "SUBPROCESS": {
-        "cancel": NATIVE, "progress": NATIVE | CAN, "logs": NATIVE | CAN, "detach": NATIVE | CAN, "multi_process": NATIVE
+        "cancel": NATIVE, "progress": NATIVE | CAN, "logs": NATIVE | CAN, "detach": NATIVE | CAN,
+        "multi_process": NATIVE, "remote_storage": NATIVE, "checkpoints": NATIVE,
     },
 }
 

@@ -36,6 +36,7 @@ class TestSubprocessConformance(BackendConformance):
                 "max_workers": 1,
                 "state_dir": str(tmp_path / "state"),
                 "cancel_grace_period": "300ms",
+                "max_retries": 1,  # so that the retries tests run too
             },
         }
 
@@ -45,12 +46,19 @@ class TestKubernetesConformance(BackendConformance):
     bounded_concurrency = False  # the cluster's scheduler decides; see hold_queue below
 
     @pytest.fixture
-    def trainer_config(self, cluster_config) -> dict[str, Any]:  # noqa: F811 - the fixture
-        return cluster_config()["model_management"]["trainers"][TRAINER]
+    def trainer_config(self, cluster_config, models_dir) -> dict[str, Any]:  # noqa: F811 - the fixture
+        # Checkpoints on the models volume, so that the checkpoints tests run too.
+        # ... and max_retries, so that the retries tests run too.
+        config = cluster_config(checkpoint_dir=str(models_dir / "checkpoints"), max_retries=1)
+        return config["model_management"]["trainers"][TRAINER]
 
     @pytest.fixture
     def save_dir(self, models_dir) -> str:  # noqa: F811 - the fixture
         return str(models_dir)  # mounted into the pods
+
+    @pytest.fixture
+    def storage_url(self, models_dir) -> str:  # noqa: F811 - the fixture
+        return f"file://{models_dir}/remote"  # a file:// URL must be on a volume of the pods too
 
     @pytest.fixture
     def hold_queue(self, kube):  # noqa: F811 - the fixture

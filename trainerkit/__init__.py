@@ -12,6 +12,7 @@ from .errors import (
     InvalidTrainingIdError,
     ModelLoadError,
     ModelNotSavedError,
+    StorageError,
     StoreError,
     TrainerkitError,
     TrainingCanceledError,
@@ -26,6 +27,7 @@ from .errors import (
 from .future import ModelTrainerFutureBase
 from .info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus
 from .manager import TrainerManager
+from .checkpoints import CheckpointInfo, latest_checkpoint, save_checkpoint
 from .module import ModuleBase, load
 from .progress import cancel_requested, check_canceled, report_progress
 from .registry import register_trainer_type
@@ -35,6 +37,7 @@ from .trainer import ModelTrainerBase
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointInfo",
     "ConfigError",
     "DistributedEnv",
     "ErrorDetail",
@@ -47,6 +50,7 @@ __all__ = [
     "ProgressReport",
     "RequestLevel",
     "Resources",
+    "StorageError",
     "StoreError",
     "SupportLevel",
     "TrainerManager",
@@ -65,7 +69,9 @@ __all__ = [
     "cancel_requested",
     "check_canceled",
     "distributed_env",
+    "latest_checkpoint",
     "load",
     "register_trainer_type",
     "report_progress",
+    "save_checkpoint",
 ]

@@ -77,6 +77,12 @@ class ModelLoadError(TrainerkitError, RuntimeError):
     """A saved model could not be loaded."""
 
 
+class StorageError(TrainerkitError, OSError):
+    """A model or checkpoint location (a path or an fsspec URL) cannot be used:
+    unknown protocol, missing filesystem package, refused credentials, a failed
+    upload or download. The message names the URL or path."""
+
+
 class StoreError(TrainerkitError, RuntimeError):
     """The durable record store cannot be used (corrupt, unreadable, full...)."""
 

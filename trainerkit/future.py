@@ -28,9 +28,11 @@ from .errors import (
 from .info import TrainingInfo, TrainingStatus
 from .module import load as load_model
 from .module import read_metadata
+from .storage import is_url, read_manifest
 from .trainer_config import TrainerConfig
 
 if TYPE_CHECKING:
+    from .checkpoints import CheckpointInfo
     from .trainer import ModelTrainerBase
 
 
@@ -194,6 +196,27 @@ class ModelTrainerFutureBase(concurrent.futures.Future):
             )
         if self._model is not NO_MODEL:
             return self._model
+        config = self._trainer.config
+        if info.save_path and is_url(info.save_path):
+            trainer = self._trainer
+            manifest = read_manifest(info.save_path, trainer.storage_options)
+            if manifest is None:
+                raise ModelNotSavedError(
+                    f"training {self.id} completed, but there is no complete model at "
+                    f"{info.save_path} (deleted, or its upload did not finish)"
+                )
+            saved_by = manifest.get("training_id")
+            if saved_by is not None and saved_by != self.id:
+                raise ModelNotSavedError(
+                    f"training {self.id} completed, but the model now at {info.save_path} was "
+                    f"saved by training {saved_by}: its own model was deleted, and another "
+                    "training saved to the same URL since"
+                )
+            allowed = config.load_allowed_modules if isinstance(config, TrainerConfig) else None
+            return load_model(
+                info.save_path, allowed_modules=allowed, storage_options=trainer.storage_options,
+                cache_dir=trainer.cache_dir,
+            )
         if info.save_path and os.path.isdir(info.save_path):
             saved_by = (read_metadata(info.save_path) or {}).get("training_id")
             if saved_by is not None and saved_by != self.id:
@@ -202,7 +225,6 @@ class ModelTrainerFutureBase(concurrent.futures.Future):
                     f"saved by training {saved_by}: its own model was deleted or moved, and "
                     "another training saved to the same path since"
                 )
-            config = self._trainer.config
             allowed = config.load_allowed_modules if isinstance(config, TrainerConfig) else None
             return load_model(info.save_path, allowed_modules=allowed)
         if info.save_path:
@@ -215,6 +237,13 @@ class ModelTrainerFutureBase(concurrent.futures.Future):
             "memory of the process that trained it, which no longer holds it; pass save_path= "
             "to train() to keep models"
         )
+
+    def checkpoints(self) -> "list[CheckpointInfo]":
+        """The training's checkpoints (``trainerkit.save_checkpoint`` inside
+        ``train``), oldest first, as :class:`~trainerkit.CheckpointInfo`
+        (``name``, ``path``, ``time``); ``trainerkit.load(info.path)`` loads one.
+        [] when there are none, or the trainer has no ``checkpoint_dir``."""
+        return self._trainer.list_checkpoints(self.id)
 
     # -- for trainer implementations -------------------------------------------------
 

@@ -156,6 +156,8 @@ class TrainingInfo:
             hook); values that are not JSON are recorded by ``repr``.
         parameters_by_repr: the names in ``parameters`` recorded by ``repr``.
         devices: the GPU ids the training was given (rank 0's first), or ().
+        attempt: which attempt is running (or ran last), counting from 1: a
+            crashed attempt retried (``max_retries``) runs again with the same id.
         ranks: the training's processes (``Resources.world_size``: 1 unless
             it asked for several); ``future.logs(rank=k)`` reads rank ``k``'s output.
     """
@@ -177,6 +179,7 @@ class TrainingInfo:
     parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     parameters_by_repr: tuple[str, ...] = ()
     devices: tuple[str, ...] = ()
+    attempt: int = 1
     ranks: int = 1
 
     def evolve(self, **changes: Any) -> "TrainingInfo":
@@ -210,6 +213,7 @@ class TrainingInfo:
             "parameters": dict(self.parameters),
             "parameters_by_repr": list(self.parameters_by_repr),
             "devices": list(self.devices),
+            "attempt": self.attempt,
             "ranks": self.ranks,
         }
 
@@ -236,8 +240,14 @@ class TrainingInfo:
             parameters=dict(data.get("parameters") or {}),
             parameters_by_repr=tuple(data.get("parameters_by_repr") or ()),
             devices=tuple(str(device) for device in data.get("devices") or ()),
+            attempt=_attempt(data.get("attempt")),
             ranks=int(data.get("ranks") or 1),
         )
+
+
+def _attempt(value: Any) -> int:
+    """A recorded attempt number; records written before attempts existed say 1."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
 
 
 _INFO_FIELDS = frozenset(field.name for field in dataclasses.fields(TrainingInfo))

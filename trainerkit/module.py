@@ -485,40 +485,116 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def load(path: "str | os.PathLike[str]", *, allowed_modules: Optional[Sequence[str]] = None) -> Any:
+def save_model_to(
+    model: Any, path: str, *, training_id: Optional[str] = None, storage_options: Any = None
+) -> None:
+    """Save ``model`` to ``path``: a plain path (atomic rename, :func:`save_model`)
+    or an fsspec URL (saved to a local staging directory, uploaded, manifest
+    last: see :mod:`trainerkit.storage`)."""
+    from . import storage
+
+    if not storage.is_url(path):
+        save_model(model, path, training_id=training_id)
+        return
+    staging = tempfile.mkdtemp(prefix="trainerkit-save-")
+    try:
+        inner = os.path.join(staging, "model")
+        save_model(model, inner, training_id=training_id)
+        storage.publish(inner, path, storage_options)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_saved_metadata(path: str, storage_options: Any = None) -> Optional[dict[str, Any]]:
+    """What trainerkit recorded about the model at ``path`` (a path or URL):
+    the metadata (or the manifest) with ``module`` and ``training_id``, or None."""
+    from . import storage
+
+    if storage.is_url(path):
+        return storage.read_manifest(path, storage_options)
+    if not os.path.isdir(path):
+        return None
+    manifest = os.path.join(path, storage.MANIFEST_FILE)
+    if os.path.isfile(manifest):
+        with open(manifest, "rb") as handle:
+            return storage.parse_manifest(handle.read(), path)
+    return read_metadata(path)
+
+
+def load(
+    path: "str | os.PathLike[str]",
+    *,
+    allowed_modules: Optional[Sequence[str]] = None,
+    storage_options: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    cache: bool = True,
+    cache_dir: "str | os.PathLike[str] | None" = None,
+) -> Any:
     """Load any model that trainerkit saved, without naming its class.
 
     Args:
-        path: the model directory.
+        path: the model directory, or the URL of a model saved to any fsspec
+            filesystem (``s3://bucket/models/run``, ``memory://...``). A URL is
+            loaded only when its manifest is complete (see docs/storage.md).
         allowed_modules: module names (``["mypkg", "sklearn"]``; each allows
             itself and every module under it). When given, the class the
             metadata names must be in one of them, checked before anything is
             imported, and the default pickle format (:class:`ModuleBase`) may
             resolve only globals of those modules and plain data types. None
             (the default) trusts the directory: see docs/modules.md.
+        storage_options: ``{protocol: {option: value}}`` for the URL's
+            filesystem (endpoint, credentials), over its environment variables.
+        cache: a URL's files are downloaded into the local cache
+            (``<cache_dir>/<manifest hash>``) and reused while its manifest is
+            unchanged; False downloads into a temporary directory removed
+            after loading.
+        cache_dir: the cache directory (default ``$TRAINERKIT_CACHE_DIR``, else
+            ``$XDG_CACHE_HOME/trainerkit/models``, else ``~/.cache/trainerkit/models``).
 
     Raises:
-        ModelLoadError: the path does not exist, holds no trainerkit model, its
-            class is not allowed, or it cannot be imported or fails to load it.
-        TypeError, ValueError: ``allowed_modules`` is not a list of module names.
+        ModelLoadError: nothing (or no complete model) is there, its class is
+            not allowed, or it cannot be imported or fails to load it.
+        StorageError: the URL cannot be read (protocol, package, credentials).
+        TypeError, ValueError: ``allowed_modules`` or ``storage_options`` are malformed.
     """
+    from . import storage
+
     allowed = check_allowed_modules(allowed_modules)
-    path = os.path.abspath(os.fspath(path))
+    options = storage.check_storage_options(storage_options)
+    raw = os.fspath(path)
+    if storage.is_url(raw):
+        directory, manifest, temporary = storage.fetch(
+            raw, options, cache=cache, cache_dir=os.fspath(cache_dir) if cache_dir is not None else None
+        )
+        try:
+            return _load_directory(directory, allowed, where=raw)
+        finally:
+            if temporary is not None:
+                shutil.rmtree(temporary, ignore_errors=True)
+    local = os.path.abspath(raw)
+    manifest_path = os.path.join(local, storage.MANIFEST_FILE)
+    if os.path.isfile(manifest_path):  # a checkpoint under a local checkpoint_dir
+        directory, _, _ = storage.fetch(f"file://{local}", options)
+        return _load_directory(directory, allowed, where=local)
+    return _load_directory(local, allowed, where=local)
+
+
+def _load_directory(path: str, allowed: Optional[Sequence[str]], *, where: str) -> Any:
+    """Load the model saved in local directory ``path`` (``where``: what the caller named)."""
     if not os.path.isdir(path):
         raise ModelLoadError(
-            f"no model at {path}: the directory does not exist"
+            f"no model at {where}: the directory does not exist"
             if not os.path.exists(path)
-            else f"no model at {path}: it is a file, a saved model is a directory"
+            else f"no model at {where}: it is a file, a saved model is a directory"
         )
     metadata = read_metadata(path)
     if metadata is None or not isinstance(metadata.get("module"), str):
         raise ModelLoadError(
-            f"{path} was not saved by trainerkit (no {METADATA_FILE}); load it with the "
+            f"{where} was not saved by trainerkit (no {METADATA_FILE}); load it with the "
             "module class that saved it: MyModule.load(path)"
         )
     if not module_allowed(metadata["module"].partition(":")[0], allowed):
         raise ModelLoadError(
-            f"refusing to load the model at {path}: its class {metadata['module']} is not in the "
+            f"refusing to load the model at {where}: its class {metadata['module']} is not in the "
             f"allowed modules {list(allowed or ())}; add its module to allowed_modules (or the "
             "trainer's load_allowed_modules) if you trust it"
         )
@@ -526,13 +602,13 @@ def load(path: "str | os.PathLike[str]", *, allowed_modules: Optional[Sequence[s
         module_class = import_object(metadata["module"])
     except ImportError as exc:
         raise ModelLoadError(
-            f"cannot load the model at {path}: its class {metadata['module']} cannot be imported "
+            f"cannot load the model at {where}: its class {metadata['module']} cannot be imported "
             f"({exc})"
         ) from exc
     if allowed is not None and not module_allowed(getattr(module_class, "__module__", ""), allowed):
         # 'pkg.mod.Name' without a colon names a module prefix; the class must live there too.
         raise ModelLoadError(
-            f"refusing to load the model at {path}: {metadata['module']} resolves to a class of "
+            f"refusing to load the model at {where}: {metadata['module']} resolves to a class of "
             f"module {module_class.__module__!r}, which is not in the allowed modules {list(allowed)}"
         )
     token = _allowed_modules.set(allowed)
@@ -542,7 +618,7 @@ def load(path: "str | os.PathLike[str]", *, allowed_modules: Optional[Sequence[s
         raise
     except Exception as exc:
         raise ModelLoadError(
-            f"{metadata['module']}.load({path!r}) failed: {type(exc).__name__}: {exc}"
+            f"{metadata['module']}.load({where!r}) failed: {type(exc).__name__}: {exc}"
         ) from exc
     finally:
         _allowed_modules.reset(token)
@@ -625,6 +701,10 @@ def resolve_save_path(
     raw = os.fspath(save_path)
     if not raw or "\0" in raw:
         raise ValueError(f"save_path {raw!r} is not a usable path")
+    from . import storage
+
+    if storage.is_url(raw):
+        return _resolve_url(raw, save_with_id=save_with_id, model_name=model_name, training_id=training_id)
     path = os.path.abspath(os.path.expanduser(raw))
     if save_with_id:
         path = os.path.join(path, training_id)
@@ -640,4 +720,23 @@ def resolve_save_path(
         raise FileExistsError(
             f"save path {path} is {what}; trainerkit never overwrites a saved model: {hint}"
         )
+    return path
+
+
+def _resolve_url(url: str, *, save_with_id: bool, model_name: Optional[str], training_id: str) -> str:
+    """``url[/id][/model_name]`` for a URL save_path (checked by the storage layer later)."""
+    protocol, _, rest = url.partition("://")
+    rest = rest.rstrip("/")
+    if not rest or any(part in (".", "..") for part in rest.split("/")[1:]) or any(
+        ord(char) < 32 for char in rest
+    ):
+        raise ValueError(
+            f"save_path {url!r} is not a usable URL: write protocol://bucket/prefix, such as "
+            "s3://models/run (no '.' or '..' segments, no control characters)"
+        )
+    path = f"{protocol.lower()}://{rest}"
+    if save_with_id:
+        path = f"{path}/{training_id}"
+    if model_name:
+        path = f"{path}/{model_name}"
     return path

@@ -48,6 +48,9 @@ from .future import NO_MODEL, ModelTrainerFutureBase
 from .info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus, utcnow
 from .capabilities import CAPABILITY_NAMES, RequestLevel, Served, SupportLevel, normalize_requests, serve
 from .resources import Resources
+from .checkpoints import CheckpointInfo, CheckpointStore
+from .storage import check_destination, is_url
+from . import storage
 from .module import (
     METADATA_FILE,
     PARAMETERS_HOOK,
@@ -92,6 +95,9 @@ class TrainingRequest:
     requested: Mapping[str, RequestLevel] = dataclasses.field(default_factory=dict)
     #: Nodes, processes per node and GPUs per process (see :class:`~trainerkit.Resources`).
     resources: Resources = Resources()
+    #: The training whose newest checkpoint ``latest_checkpoint()`` returns
+    #: until this one saves its own (``train(..., resume_from=...)``).
+    resume_from: Optional[str] = None
 
 
 #: How a training that requested no capabilities was served.
@@ -124,6 +130,9 @@ class ModelTrainerBase(abc.ABC):
     #: True when trainings save their model from this machine (so train() checks
     #: that save_path can be written here); False where they save elsewhere (a pod).
     saves_on_this_machine: ClassVar[bool] = True
+    #: True when trainings run in the calling process (threads): only then can
+    #: they use fsspec's ``memory://`` filesystem, which lives in one process.
+    trains_in_this_process: ClassVar[bool] = False
     #: True when the backend pushes every change to its futures itself once
     #: :meth:`observe_trainings` has been called for them (a watch), so that
     #: no polling thread is needed; False: the base polls every ``observe_interval``.
@@ -224,6 +233,7 @@ class ModelTrainerBase(abc.ABC):
         tags: Optional[Sequence[str]] = None,
         capabilities: Optional[Mapping[str, "RequestLevel | str"]] = None,
         resources: "Resources | Mapping[str, Any] | None" = None,
+        resume_from: Optional[str] = None,
         **kwargs: Any,
     ) -> ModelTrainerFutureBase:
         """Submit a training of ``module_class`` with ``*args, **kwargs``.
@@ -246,6 +256,12 @@ class ModelTrainerBase(abc.ABC):
         nodes, or GPUs; a trainer that cannot serve it refuses the training the
         same way, naming the capability it lacks.
 
+        ``save_path`` may be a URL of any fsspec filesystem (``s3://bucket/models``):
+        the destination is checked now (protocol, installed package,
+        credentials, empty), see docs/storage.md. ``resume_from`` names an
+        earlier training whose newest checkpoint ``trainerkit.latest_checkpoint()``
+        returns until this training saves its own.
+
         Returns a future whose ``result()`` is the trained model, loaded.
         """
         self._check_open()
@@ -266,8 +282,13 @@ class ModelTrainerBase(abc.ABC):
         path = resolve_save_path(
             save_path, save_with_id=save_with_id, model_name=model_name, training_id=training_id
         )
+        if resume_from is not None:
+            self._check_resume_from(resume_from)
+        self._check_process_local_urls(path)
         if path is not None:
-            if self.saves_on_this_machine:
+            if is_url(path):
+                check_destination(path, self.storage_options)
+            elif self.saves_on_this_machine:
                 check_writable(path)
             if not save_with_id:  # a path with the training's id in it is its own
                 self._check_save_path_free(path)
@@ -282,6 +303,7 @@ class ModelTrainerBase(abc.ABC):
             disabled=served.disabled,
             requested=served.requested,
             resources=wanted,
+            resume_from=resume_from,
         )
         prepared = self.prepare_training(request)
         if prepared is not None:
@@ -379,6 +401,77 @@ class ModelTrainerBase(abc.ABC):
             return {}
         return normalize_requests(defaults, f"trainer {self.instance_name!r} config capabilities")
 
+    # -- storage and checkpoints ----------------------------------------------------------
+
+    @property
+    def storage_options(self) -> dict[str, dict[str, Any]]:
+        """The config's ``storage_options`` (``{protocol: {option: value}}``)."""
+        config = self.config
+        options = config.storage_options if isinstance(config, TrainerConfig) else None
+        return storage.check_storage_options(options)
+
+    @property
+    def cache_dir(self) -> Optional[str]:
+        """The config's ``cache_dir`` (None: the default cache directory)."""
+        config = self.config
+        return config.cache_dir if isinstance(config, TrainerConfig) else None
+
+    def checkpoint_dir(self) -> Optional[str]:
+        """Where this trainer's trainings save checkpoints: the config's
+        ``checkpoint_dir``, else :meth:`default_checkpoint_dir` (None: nowhere)."""
+        config = self.config
+        configured = config.checkpoint_dir if isinstance(config, TrainerConfig) else None
+        return configured or self.default_checkpoint_dir()
+
+    def default_checkpoint_dir(self) -> Optional[str]:
+        """The checkpoint directory without a configured one (base: none)."""
+        return None
+
+    def checkpoint_store(self) -> Optional[CheckpointStore]:
+        """The :class:`~trainerkit.checkpoints.CheckpointStore` of :meth:`checkpoint_dir`, or None."""
+        location = self.checkpoint_dir()
+        return CheckpointStore(location, self.storage_options) if location else None
+
+    def list_checkpoints(self, training_id: str) -> list[CheckpointInfo]:
+        """The checkpoints of ``training_id``, oldest first ([] without a checkpoint_dir)."""
+        store = self.checkpoint_store()
+        return store.list(training_id) if store is not None else []
+
+    def _delete_checkpoints(self, training_id: str) -> None:
+        store = self.checkpoint_store()
+        if store is not None:
+            store.delete(training_id)
+
+    def _check_process_local_urls(self, save_path: Optional[str]) -> None:
+        """``memory://`` lives in one process: refuse it where trainings run in another."""
+        if self.trains_in_this_process:
+            return
+        for what, location in (("save_path", save_path), ("checkpoint_dir", self.checkpoint_dir())):
+            if location and is_url(location) and storage.protocol_of(location) == "memory":
+                raise ValueError(
+                    f"{what} {location} is in fsspec's memory filesystem, which exists only inside one "
+                    f"process, but trainer {self.instance_name!r} ({self.name}) trains in another process; "
+                    "use a directory or a shared store (s3://, gs://, file:// on a shared disk)"
+                )
+
+    def _check_resume_from(self, resume_from: Any) -> None:
+        """``resume_from`` must name a training of this trainer, or one with checkpoints."""
+        if not isinstance(resume_from, str):
+            raise TypeError(f"resume_from must be a training id (a string), got {resume_from!r}")
+        try:
+            ids.trainer_name_from_id(resume_from)
+        except InvalidTrainingIdError as exc:
+            raise InvalidTrainingIdError(f"resume_from: {exc}") from None
+        if self._store.get(resume_from) is not None:
+            return
+        if self.list_checkpoints(resume_from):
+            return
+        raise TrainingNotFoundError(
+            f"resume_from={resume_from!r}: trainer {self.instance_name!r} has no record of that "
+            f"training and no checkpoints of it under {self.checkpoint_dir() or '(no checkpoint_dir)'}; "
+            "check the id (trainerkit list shows them)"
+        )
+
     def _check_save_path_free(self, path: str) -> None:
         """A live training reserves its save path: refuse a second one there."""
         live = self._store.list(TrainingQuery(status=frozenset({TrainingStatus.QUEUED, TrainingStatus.RUNNING})))
@@ -459,11 +552,13 @@ class ModelTrainerBase(abc.ABC):
                 self._reconcile(info)
         return [self._reconcile(info) for info in self._store.list(query)]
 
-    def delete_training(self, training_id: str, delete_model: bool = False) -> None:
+    def delete_training(self, training_id: str, delete_model: bool = False, keep_checkpoints: bool = False) -> None:
         """Forget a finished training; with ``delete_model`` remove its saved model too.
 
         Only the model directory itself is removed, and only when it holds a
-        model trainerkit saved for this very training.
+        model trainerkit saved for this very training. Its checkpoints
+        (``<checkpoint_dir>/<training id>``) are removed too, unless
+        ``keep_checkpoints``.
 
         Raises:
             TrainingNotFoundError: no such training.
@@ -478,6 +573,8 @@ class ModelTrainerBase(abc.ABC):
             )
         if delete_model and info.save_path:
             self._delete_model_dir(info)
+        if not keep_checkpoints:
+            self._delete_checkpoints(training_id)
         self._store.delete(training_id)
         with self._lock:
             self._pinned.pop(training_id, None)
@@ -510,6 +607,11 @@ class ModelTrainerBase(abc.ABC):
                 # The trainer lets go; a future the caller still holds keeps its model.
                 self._pinned.pop(info.id, None)
                 self._futures.pop(info.id, None)
+        for info in purged:
+            try:
+                self._delete_checkpoints(info.id)
+            except OSError as exc:
+                log.warning("retention kept the checkpoints of training %s: %s", info.id, exc)
         if isinstance(self.config, TrainerConfig) and self.config.retention_delete_models:
             for info in purged:
                 if info.save_path:
@@ -626,6 +728,13 @@ class ModelTrainerBase(abc.ABC):
         if devices:
             changes["devices"] = tuple(devices)
         info = self._record(future, **changes)
+        future._apply(info)
+        return info
+
+    def mark_attempt(self, future: ModelTrainerFutureBase, attempt: int, detail: str) -> TrainingInfo:
+        """The training goes on with attempt number ``attempt`` (a retry after a
+        crash, same id); ``detail`` says so ("attempt 2 of 3: ...")."""
+        info = self._record(future, attempt=attempt, detail=detail)
         future._apply(info)
         return info
 
@@ -841,18 +950,29 @@ class ModelTrainerBase(abc.ABC):
             except Exception:
                 log.exception("retention purge of %s failed", self.instance_name)
 
-    @staticmethod
-    def _holds_model_of(info: TrainingInfo) -> bool:
+    def _holds_model_of(self, info: TrainingInfo) -> bool:
         path = info.save_path
         try:
-            metadata = read_metadata(path) if path and os.path.isdir(path) else None
-        except ModelLoadError:
+            if path and is_url(path):
+                metadata = storage.read_manifest(path, self.storage_options)
+            else:
+                metadata = read_metadata(path) if path and os.path.isdir(path) else None
+        except (ModelLoadError, OSError):
             return False
         return bool(metadata and metadata.get("training_id") == info.id)
 
     def _delete_model_dir(self, info: TrainingInfo) -> None:
         path = info.save_path
         assert path is not None
+        if is_url(path):
+            manifest = storage.read_manifest(path, self.storage_options)
+            if manifest is None or manifest.get("training_id") != info.id:
+                raise TrainingStateError(
+                    f"refusing to delete {path}: it does not hold the model trainerkit saved for "
+                    f"training {info.id} (no matching {storage.MANIFEST_FILE}); remove it by hand if intended"
+                )
+            storage.remove(path, self.storage_options)
+            return
         if not os.path.lexists(path):
             return
         metadata = read_metadata(path) if os.path.isdir(path) and not os.path.islink(path) else None

@@ -17,6 +17,7 @@ from .capabilities import normalize_requests
 from .module import check_allowed_modules
 from .resources import Resources
 from .schema import option
+from . import storage
 from .store.state_dir import check_state_dir
 
 
@@ -44,6 +45,14 @@ def _problem(check: Callable[[Any], Any]) -> Callable[[Any], Optional[str]]:
 check_module_names = _problem(lambda value: check_allowed_modules(value, "the list"))
 check_capability_requests = _problem(lambda value: normalize_requests(value, "the mapping"))
 check_resources = _problem(Resources.of)
+check_storage_options = _problem(storage.check_storage_options)
+
+
+def check_location(value: str) -> Optional[str]:
+    """A config ``check`` for a directory path or an fsspec URL."""
+    if not value.strip() or "\0" in value:
+        return f"{value!r} is not a usable directory path or URL"
+    return None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,6 +84,29 @@ class TrainerConfig:
         doc="capabilities every training of this trainer requests unless train(capabilities=...) "
         "says otherwise, e.g. {cancel: native, logs: disable}; a trainer that cannot serve them "
         "refuses the training before anything starts (docs/capabilities.md)",
+    )
+    storage_options: Optional[dict[str, dict[str, Any]]] = option(
+        None,
+        check=check_storage_options,
+        doc="options of the fsspec filesystems that save_path, checkpoint_dir and loads use, by "
+        "protocol, e.g. {s3: {endpoint_url: 'http://minio:9000'}}; they win over each "
+        "filesystem's own environment variables (AWS_*, GOOGLE_APPLICATION_CREDENTIALS...); keep "
+        "secrets in those variables (docs/storage.md)",
+    )
+    checkpoint_dir: Optional[str] = option(
+        None,
+        check=check_location,
+        doc="where trainerkit.save_checkpoint() saves, as <checkpoint_dir>/<training id>/<name>: a "
+        "path or an fsspec URL (s3://bucket/ckpt); null: LOCAL and SUBPROCESS use <state dir>/"
+        "checkpoints, KUBERNETES saves none (give it a URL, or a path on a writable volume "
+        "mount) (docs/storage.md)",
+    )
+    cache_dir: Optional[str] = option(
+        None,
+        check=check_directory,
+        doc="local directory that models loaded from URLs (future.result(), trainerkit load) are "
+        "downloaded to and reused from while unchanged; null: $TRAINERKIT_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/trainerkit/models, else ~/.cache/trainerkit/models",
     )
     default_resources: Optional[dict[str, int]] = option(
         None,

@@ -21,6 +21,8 @@ from typing import Any, Callable, Mapping, Optional, TextIO
 from ..capabilities import CAPABILITY_NAMES, SupportLevel, UnsupportedCapabilityError
 from ..errors import ConfigError, TrainerkitError
 from ..info import TrainingInfo, TrainingStatus, qualified_name, utcnow
+from ..module import load as trainerkit_load
+from ..storage import is_url, read_manifest
 from .exit_codes import CommandError, ExitCode, exit_code_for
 from .parser import CONFIG_ENV
 from .progress_display import NullDisplay, follow, open_display
@@ -260,6 +262,7 @@ def cmd_train(session: Session) -> ExitCode:
                 tags=args.tag or None,
                 capabilities=capabilities or None,
                 resources=_resources_option(args),
+                resume_from=args.resume_from,
                 **kwargs,
             )
         except UnsupportedCapabilityError as exc:
@@ -598,8 +601,11 @@ def cmd_delete(session: Session) -> ExitCode:
     future = session.manager.get_model_future(args.training_id)
     info = future.get_info()
     # Only a model that is there is deleted (an errored training never saved one).
-    model_there = bool(info.save_path and os.path.isdir(info.save_path))
-    future.trainer.delete_training(info.id, delete_model=args.model)
+    if info.save_path and is_url(info.save_path):
+        model_there = _saved_size(info.save_path, future.trainer.storage_options)[0] > 0
+    else:
+        model_there = bool(info.save_path and os.path.isdir(info.save_path))
+    future.trainer.delete_training(info.id, delete_model=args.model, keep_checkpoints=args.keep_checkpoints)
     model_deleted = bool(args.model and model_there)
     out.document({"id": info.id, "deleted": True, "model_deleted": model_deleted, "save_path": info.save_path})
     out.line(f"Deleted training {info.id}" + (f" and its model at {info.save_path}." if model_deleted else "."))
@@ -640,7 +646,7 @@ def _model_summary(future: Any, info: TrainingInfo) -> "tuple[dict[str, Any], li
     text = repr(model)
     if len(text) > 2000:
         text = text[:2000] + "…"
-    files, size = _directory_size(info.save_path) if info.save_path else (0, 0)
+    files, size = _saved_size(info.save_path, future.trainer.storage_options) if info.save_path else (0, 0)
     document = {
         "id": info.id,
         "class": model_class,
@@ -657,6 +663,40 @@ def _model_summary(future: Any, info: TrainingInfo) -> "tuple[dict[str, Any], li
         rows.append(("metrics", format_metrics(info.progress.metrics)))
     rows.append(("model", text))
     return document, rows
+
+
+def cmd_load(session: Session) -> ExitCode:
+    args, out = session.args, session.out
+    trainer = session.manager.get_trainer(args.trainer)
+    config = trainer.config
+    allowed = getattr(config, "load_allowed_modules", None)
+    model = trainerkit_load(
+        args.path, allowed_modules=allowed, storage_options=trainer.storage_options,
+        cache=not args.no_cache, cache_dir=trainer.cache_dir,
+    )
+    model_class = f"{type(model).__module__}:{type(model).__qualname__}"
+    text = repr(model)
+    if len(text) > 2000:
+        text = text[:2000] + "…"
+    files, size = _saved_size(args.path, trainer.storage_options)
+    out.document({"path": args.path, "class": model_class, "files": files, "bytes": size, "repr": text})
+    rows = [("path", args.path), ("class", model_class),
+            ("files", f"{files} file{'s' if files != 1 else ''}, {_format_bytes(size)}"), ("model", text)]
+    width = max(len(label) for label, _ in rows) + 1
+    out.lines([f"{label + ':':<{width}} {value}" for label, value in rows])
+    return ExitCode.OK
+
+
+def _saved_size(path: str, storage_options: Any) -> tuple[int, int]:
+    """Files and bytes of a saved model: a directory's, or a URL's manifest's."""
+    if is_url(path):
+        try:
+            manifest = read_manifest(path, storage_options)
+        except Exception:  # the summary is informative only
+            return 0, 0
+        items = manifest["files"] if manifest else []
+        return len(items), sum(item["size"] for item in items)
+    return _directory_size(path)
 
 
 def _directory_size(path: str) -> tuple[int, int]:
@@ -765,6 +805,7 @@ COMMANDS: dict[str, Callable[[Session], ExitCode]] = {
     "cancel": cmd_cancel,
     "delete": cmd_delete,
     "result": cmd_result,
+    "load": cmd_load,
     "trainers": cmd_trainers,
     "config check": cmd_config_check,
 }

@@ -117,7 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--save-path",
         metavar="DIR",
-        help="save the model here (without it the model is lost when the training process ends)",
+        help="save the model here: a directory or an fsspec URL such as s3://bucket/models "
+        "(without it the model is lost when the training process ends)",
+    )
+    train.add_argument(
+        "--resume-from",
+        metavar="ID",
+        help="start from the newest checkpoint of this earlier training (as train(resume_from=...)): "
+        "trainerkit.latest_checkpoint() returns it until the new training saves its own",
     )
     train.add_argument(
         "--save-with-id", action="store_true", help="save under DIR/<training id>"
@@ -201,9 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
     delete = command("delete", "forget a finished training")
     delete.add_argument("training_id", metavar="ID")
     delete.add_argument("--model", action="store_true", help="also delete its saved model")
+    delete.add_argument(
+        "--keep-checkpoints", action="store_true",
+        help="keep its checkpoints (<checkpoint_dir>/<id>), which are deleted with it otherwise",
+    )
 
     result = command("result", "load a completed training's model and summarise it")
     result.add_argument("training_id", metavar="ID")
+
+    load = command("load", "load a saved model from a directory or URL and summarise it")
+    load.add_argument("path", metavar="PATH_OR_URL", help="a model directory, or a URL such as s3://bucket/models/run")
+    load.add_argument(
+        "--trainer", default="default", metavar="NAME",
+        help="whose storage_options, cache_dir and load_allowed_modules to use (default: %(default)s)",
+    )
+    load.add_argument(
+        "--no-cache", action="store_true",
+        help="download a URL's files into a temporary directory instead of the load cache",
+    )
 
     command("trainers", "list the configured trainers and where their types come from")
 

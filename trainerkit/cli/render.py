@@ -152,6 +152,8 @@ def status_lines(info: TrainingInfo, now: datetime.datetime, trainer_type: str =
         rows.append(("progress", text))
         if report.metrics:
             rows.append(("metrics", format_metrics(report.metrics)))
+    if info.attempt > 1:
+        rows.append(("attempt", str(info.attempt)))
     if info.detail:
         rows.append(("detail", info.detail))
     width = max(len(label) for label, _ in rows) + 1

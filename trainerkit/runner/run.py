@@ -26,7 +26,8 @@ from typing import Any, Callable, Optional, Protocol, TextIO
 
 from ..errors import TrainingCanceledError
 from ..info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
-from ..module import bind_train_arguments, check_module_class, import_object, save_model
+from ..module import bind_train_arguments, check_module_class, import_object, save_model_to
+from .. import checkpoints
 from ..progress import TrainingContext, training_context
 from ..resources import distributed_env
 from .outcome import Outcome, write_json_atomically
@@ -254,6 +255,7 @@ def train_and_save(
     training_id: str,
     cancel: Cancel,
     finishing: Callable[[], None] = lambda: None,
+    storage_options: Any = None,
 ) -> Attempt:
     """The one train -> save path of every trainer type.
 
@@ -279,7 +281,7 @@ def train_and_save(
             )
         finishing()
         if save_path is not None:
-            save_model(model, save_path, training_id=training_id)
+            save_model_to(model, save_path, training_id=training_id, storage_options=storage_options)
         return Attempt(TrainingStatus.COMPLETED, model=model)
     except BaseException as exc:  # the training's own failure, whatever it is
         if cancel.requested:
@@ -323,11 +325,23 @@ def run_training(
         args, kwargs = load_arguments(spec.arguments)
         bind_train_arguments(module_class, args, kwargs)
         context = TrainingContext(spec.training_id, on_progress=on_progress, is_canceled=lambda: cancel.requested)
-        with training_context(context):
-            return module_class.train(*args, **kwargs)
+        token = checkpoints.install(checkpoints.CheckpointContext(
+            spec.training_id,
+            checkpoints.checkpoint_store(spec.checkpoint_dir, spec.storage_options),
+            resume_from=spec.resume_from,
+            cache_dir=spec.cache_dir,
+            missing="its trainer has no checkpoint_dir",
+            rank=rank,
+        ))
+        try:
+            with training_context(context):
+                return module_class.train(*args, **kwargs)
+        finally:
+            checkpoints.uninstall(token)
 
     attempt = train_and_save(
-        train, save_path=spec.save_path if rank == 0 else None, training_id=spec.training_id, cancel=cancel, finishing=reporter.finishing
+        train, save_path=spec.save_path if rank == 0 else None, training_id=spec.training_id, cancel=cancel,
+        finishing=reporter.finishing, storage_options=spec.storage_options,
     )
     errors: tuple[ErrorDetail, ...] = ()
     if attempt.status is TrainingStatus.CANCELED:

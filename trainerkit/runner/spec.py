@@ -60,6 +60,13 @@ class TrainingSpec:
         submitter: owner identity of the submitting process (for messages).
         progress: False when the training turned the ``progress`` capability
             off: its ``report_progress`` calls are then not reported.
+        storage_options: ``{protocol: {option: value}}`` for URL save paths
+            and checkpoint directories (the trainer's ``storage_options``).
+        checkpoint_dir: where ``save_checkpoint`` saves (None: nowhere).
+        resume_from: the training whose checkpoints ``latest_checkpoint``
+            falls back to.
+        cache_dir: the cache of models loaded from URLs (None: the default).
+        attempt: which attempt of the training this is (1 for the first).
         procs_per_node: rank processes the worker starts for this training (1:
             the training process alone); each gets the torchrun variables, rank
             0 is the training process (pool workers only).
@@ -80,6 +87,11 @@ class TrainingSpec:
     detach: bool = False
     submitter: str = ""
     progress: bool = True
+    storage_options: Optional[Mapping[str, Any]] = None
+    checkpoint_dir: Optional[str] = None
+    resume_from: Optional[str] = None
+    cache_dir: Optional[str] = None
+    attempt: int = 1
     procs_per_node: int = 1
     rank_devices: Optional[tuple[tuple[str, ...], ...]] = None
 
@@ -146,6 +158,17 @@ class TrainingSpec:
         for key, flag in (("detach", detach), ("progress", progress)):
             if not isinstance(flag, bool):
                 raise SpecError(f"spec key {key!r} must be true or false, got {flag!r}")
+        storage_options = data.get("storage_options")
+        if storage_options is not None:
+            from ..storage import check_storage_options
+
+            try:
+                storage_options = check_storage_options(storage_options, "spec key 'storage_options'")
+            except TypeError as exc:
+                raise SpecError(str(exc)) from None
+        attempt = data.get("attempt", 1)
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+            raise SpecError(f"spec key 'attempt' must be a whole number >= 1, got {attempt!r}")
         procs = data.get("procs_per_node", 1)
         if isinstance(procs, bool) or not isinstance(procs, int) or procs < 1:
             raise SpecError(f"spec key 'procs_per_node' must be an integer >= 1, got {procs!r}")
@@ -162,6 +185,11 @@ class TrainingSpec:
                 f"got {rank_devices!r}"
             )
         return cls(
+            storage_options=storage_options,
+            checkpoint_dir=text("checkpoint_dir"),
+            resume_from=text("resume_from"),
+            cache_dir=text("cache_dir"),
+            attempt=attempt,
             training_id=text("training_id", required=True) or "",
             module=text("module", required=True) or "",
             arguments=dict(arguments),

@@ -18,7 +18,7 @@ from ..info import TrainingInfo, TrainingStatus
 
 #: Fields of TrainingInfo that ``update`` may change.
 UPDATABLE_FIELDS = frozenset(
-    {"status", "start_time", "completion_time", "errors", "progress", "detail", "save_path", "devices"}
+    {"status", "start_time", "completion_time", "errors", "progress", "detail", "save_path", "devices", "attempt"}
 )
 
 

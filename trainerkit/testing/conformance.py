@@ -36,7 +36,10 @@ from trainerkit import ModelTrainerBase, TrainerManager, TrainingStatus
 from ..capabilities import CAPABILITY_NAMES, RequestLevel, SupportLevel, UnsupportedCapabilityError, serve
 from ..resources import Resources
 from . import modules
-from .modules import Blocking, Chatty, ChattyProgress, ConformanceError, Failing, NeedsArgs, Progress, Quick
+from .modules import (
+    Blocking, Chatty, ChattyProgress, Checkpointing, ConformanceError, CrashesOnce, Failing, NeedsArgs, Progress,
+    Quick,
+)
 from .waiting import FileGate, wait_until
 
 log = logging.getLogger("trainerkit.testing")
@@ -139,6 +142,13 @@ class BackendConformance:
         """Directory under which the suite saves models (each under its training id);
         override it when trainings must save somewhere else (a mounted volume)."""
         return str(tmp_path / "conformance-models")
+
+    @pytest.fixture
+    def storage_url(self, tmp_path: Any) -> str:
+        """An fsspec URL under which the ``remote_storage`` tests save models (each
+        under its training id); the default, a ``file://`` URL under ``tmp_path``,
+        suits backends whose trainings run on this machine."""
+        return "file://" + str(tmp_path / "conformance-remote")
 
     @pytest.fixture
     def make_manager(
@@ -562,6 +572,65 @@ class BackendConformance:
         assert [item.name for item in caught.value.unsupported] == lacking
         assert {info.id for info in trainer.list_trainings()} == before, "a refused training was recorded"
         self._assert_no_model(path)
+
+    # -- storage and checkpoints ------------------------------------------------------------
+
+    def test_remote_storage_saves_to_a_url_and_loads_back_from_it(
+        self, trainer: ModelTrainerBase, make_manager: Callable[[], TrainerManager], storage_url: str
+    ) -> None:
+        if not trainer.capabilities()["remote_storage"]:
+            pytest.skip("the trainer does not declare remote_storage")
+        future = trainer.train(Quick, 31, save_path=storage_url, save_with_id=True)
+        assert future.save_path == f"{storage_url.rstrip('/')}/{future.id}"
+        assert future.result(timeout=self.timeout).value == 31
+        # The URL holds a complete model: anyone loads it from there, with nothing else.
+        assert trainerkit.load(future.save_path, cache=False).value == 31
+        if self.survives_restart:
+            again = make_manager().get_model_future(future.id)
+            assert again.result(timeout=self.timeout).value == 31
+        # An occupied URL is refused at train() time, and nothing is recorded.
+        before = {info.id for info in trainer.list_trainings()}
+        with pytest.raises(FileExistsError, match=re.escape(future.save_path)):
+            trainer.train(Quick, 1, save_path=future.save_path)
+        assert {info.id for info in trainer.list_trainings()} == before
+
+    def test_checkpoints_are_listed_loaded_resumed_from_and_deleted(
+        self, trainer: ModelTrainerBase, save_dir: str
+    ) -> None:
+        if not trainer.capabilities()["checkpoints"]:
+            pytest.skip("the trainer does not declare checkpoints")
+        first = trainer.train(Checkpointing, 2, save_path=save_dir, save_with_id=True)
+        model = first.result(timeout=self.timeout)
+        assert (model.started_at, model.epoch) == (0, 2)
+        saved = first.checkpoints()
+        assert [info.name for info in saved] == ["checkpoint-000001", "checkpoint-000002"]
+        assert all(info.time.tzinfo is not None for info in saved)
+        assert saved[0].time <= saved[1].time
+        assert trainerkit.load(saved[0].path).epoch == 1
+        # A new training resumes from the newest checkpoint of the first one.
+        second = trainer.train(Checkpointing, 3, save_path=save_dir, save_with_id=True, resume_from=first.id)
+        resumed = second.result(timeout=self.timeout)
+        assert (resumed.started_at, resumed.epoch) == (2, 3)
+        assert [info.name for info in second.checkpoints()] == ["checkpoint-000001"]
+        # Deleting a training deletes its checkpoints, unless asked to keep them.
+        trainer.delete_training(first.id)
+        trainer.delete_training(second.id, keep_checkpoints=True)
+        assert trainer.list_checkpoints(first.id) == []
+        assert [info.name for info in trainer.list_checkpoints(second.id)] == ["checkpoint-000001"]
+        with pytest.raises(trainerkit.TrainingNotFoundError, match=first.id):
+            trainer.train(Checkpointing, 1, save_path=save_dir, save_with_id=True, resume_from=first.id)
+
+    def test_retries_start_a_crashed_attempt_again_with_the_same_id(
+        self, trainer: ModelTrainerBase, gate_dir: str, save_dir: str
+    ) -> None:
+        if not trainer.capabilities()["retries"]:
+            pytest.skip("the trainer does not declare retries")
+        os.makedirs(gate_dir, exist_ok=True)
+        marker = os.path.join(gate_dir, f"crashed-{os.getpid()}-{id(trainer)}")
+        future = trainer.train(CrashesOnce, marker, 8, save_path=save_dir, save_with_id=True)
+        assert future.result(timeout=self.timeout).value == 8
+        assert os.path.exists(marker), "the first attempt did not run"
+        assert future.get_info().attempt == 2
 
     def test_declared_capabilities_are_what_the_backend_really_does(self, trainer: ModelTrainerBase) -> None:
         # The behaviour tests above run for what the class attributes claim;

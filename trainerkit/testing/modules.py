@@ -50,6 +50,44 @@ class Quick(trainerkit.ModuleBase):
         return cls(value)
 
 
+class Checkpointing(trainerkit.ModuleBase):
+    """Counts ``epochs`` epochs, saving a checkpoint after each; it starts from
+    :func:`trainerkit.latest_checkpoint` when there is one. ``started_at`` is
+    the epoch it started from (0 on a fresh start)."""
+
+    def __init__(self, epoch: int, started_at: int) -> None:
+        self.epoch = epoch
+        self.started_at = started_at
+
+    @classmethod
+    def train(cls, epochs: int = 2) -> "Checkpointing":
+        """Run the epochs not yet done, checkpointing each; return the last state."""
+        previous = trainerkit.latest_checkpoint()
+        start = previous.epoch if previous is not None else 0
+        model = cls(start, start)
+        for epoch in range(start + 1, epochs + 1):
+            model.epoch = epoch
+            trainerkit.save_checkpoint(model)
+        return model
+
+
+class CrashesOnce(trainerkit.ModuleBase):
+    """Its first attempt kills its own process (SIGKILL, a crash) after creating
+    the file ``marker``; a later attempt, finding the file, returns ``value``."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    @classmethod
+    def train(cls, marker: str, value: int = 1) -> "CrashesOnce":
+        """Crash the first time, return a model the next."""
+        if not os.path.exists(marker):
+            with open(marker, "w"):
+                pass
+            os.kill(os.getpid(), 9)  # SIGKILL (the number: os has no SIGKILL on every platform)
+        return cls(value)
+
+
 class Progress(trainerkit.ModuleBase):
     """Reports ``steps`` progress reports (``step`` 1..steps of ``total``
     steps, metric ``loss`` = 1/step), then returns."""

@@ -25,6 +25,7 @@ import threading
 import weakref
 from typing import Any, Callable, Iterator, Optional
 
+from .. import checkpoints
 from ..capabilities import SupportLevel
 from ..errors import TrainingCanceledError, TrainingStateError
 from ..future import ModelTrainerFutureBase
@@ -173,6 +174,10 @@ class LocalModelTrainer(ModelTrainerBase):
         "cancel": SupportLevel.BEST_EFFORT,
         "progress": SupportLevel.NATIVE | SupportLevel.CAN_DISABLE,
         "logs": SupportLevel.NATIVE | SupportLevel.CAN_DISABLE,
+        # save_path, checkpoint_dir and load take any fsspec URL (docs/storage.md).
+        "remote_storage": SupportLevel.NATIVE,
+        # checkpoint_dir, else <state dir>/checkpoints (a temporary one with ':memory:').
+        "checkpoints": SupportLevel.NATIVE,
     }
 
     def capabilities(self) -> dict[str, SupportLevel]:
@@ -192,6 +197,7 @@ class LocalModelTrainer(ModelTrainerBase):
             self._log_dir = os.path.abspath(os.path.expanduser(config.log_dir))
         elif resolve_state_dir(config.state_dir) != MEMORY_STATE_DIR:
             self._log_dir = os.path.join(resolve_state_dir(config.state_dir), "logs")
+        self._memory_checkpoints: Optional[str] = None
         self._abandoned = False  # shutdown(wait=False): exit does not wait
         self._runs: dict[str, _RunState] = {}
         self._runs_lock = threading.Lock()
@@ -206,6 +212,20 @@ class LocalModelTrainer(ModelTrainerBase):
         if self.config.log_dir:  # checked now, not at a training's first print
             make_private_dir(self._log_dir, what="the log directory", setting="log_dir")
         return store
+
+    #: Trainings are threads of this process (memory:// URLs work).
+    trains_in_this_process = True
+
+    def default_checkpoint_dir(self) -> str:
+        """``<state dir>/checkpoints``; with state_dir ':memory:' a private
+        temporary directory made at the first use (like the logs)."""
+        state_dir = resolve_state_dir(self.config.state_dir)
+        if state_dir != MEMORY_STATE_DIR:
+            return os.path.join(state_dir, "checkpoints")
+        with self._runs_lock:
+            if self._memory_checkpoints is None:
+                self._memory_checkpoints = tempfile.mkdtemp(prefix="trainerkit-checkpoints-")
+            return self._memory_checkpoints
 
     def _log_path(self, training_id: str) -> str:
         if self._log_dir is None:
@@ -288,11 +308,19 @@ class LocalModelTrainer(ModelTrainerBase):
                 on_progress = lambda report: self.mark_progress(future, report)  # noqa: E731
             context = TrainingContext(request.training_id, on_progress=on_progress, is_canceled=lambda: state.canceled)
             capture = contextlib.nullcontext() if "logs" in request.disabled else self._output_capture(future.id)
-            with training_context(context), capture:
-                return request.module_class.train(*request.args, **request.kwargs)
+            token = checkpoints.install(checkpoints.CheckpointContext(
+                request.training_id, self.checkpoint_store(), resume_from=request.resume_from,
+                cache_dir=self.cache_dir,
+            ))
+            try:
+                with training_context(context), capture:
+                    return request.module_class.train(*request.args, **request.kwargs)
+            finally:
+                checkpoints.uninstall(token)
 
         attempt = train_and_save(
-            train, save_path=request.save_path, training_id=request.training_id, cancel=state
+            train, save_path=request.save_path, training_id=request.training_id, cancel=state,
+            storage_options=self.storage_options,
         )
         if attempt.status is TrainingStatus.CANCELED:
             self.mark_canceled(future, "canceled while running")

@@ -238,6 +238,15 @@ class KubernetesTrainerConfig(TrainerConfig):
         doc="pod retries before the Job fails; default 0: a training that failed once usually "
         "fails again, and a retry costs a whole training's compute",
     )
+    max_retries: Optional[int] = option(
+        None,
+        minimum=0,
+        doc="as SUBPROCESS's max_retries: a pod that crashes (killed, OOM, evicted container "
+        "exit) is replaced at most this many times, with the same training id; it is the Job's "
+        "backoffLimit (so set this or backoff_limit, not both), and a Python exception in train "
+        "still fails the Job at once (its pod failure policy). Each new pod sees the earlier "
+        "pods' checkpoints when checkpoint_dir is a URL or a volume",
+    )
     active_deadline: Optional[datetime.timedelta] = option(
         None,
         doc="the Job fails (ERRORED, DeadlineExceeded) after running this long, e.g. '12h'",
@@ -299,8 +308,18 @@ class KubernetesTrainerConfig(TrainerConfig):
         "(at most 30 s); 0 reports the first failure",
     )
 
+    @property
+    def job_backoff_limit(self) -> int:
+        """The Job's backoffLimit: ``max_retries`` when set, else ``backoff_limit``."""
+        return self.max_retries if self.max_retries is not None else self.backoff_limit
+
     def validate(self) -> list[str]:
         problems = []
+        if self.max_retries is not None and self.backoff_limit not in (0, self.max_retries):
+            problems.append(
+                f"max_retries ({self.max_retries}) and backoff_limit ({self.backoff_limit}) both set "
+                "the Job's backoffLimit: keep one of them"
+            )
         for name, value in self.env.items():
             problem = rules.check_env_var_name(name)
             if problem:

@@ -171,6 +171,7 @@ def build_manifests(
     nonce: str,
     record: Optional[TrainingInfo] = None,
     resources: Resources = ONE_PROCESS,
+    storage: Optional[Mapping[str, Any]] = None,
 ) -> TrainingManifests:
     """The ConfigMap and Job of one training (and its Service when it spans nodes).
 
@@ -193,7 +194,8 @@ def build_manifests(
     else:
         arguments = inline_arguments(pickle_arguments(module_class, args, kwargs))
     spec = TrainingSpec(
-        training_id=training_id, module=module, arguments=arguments, save_path=save_path
+        training_id=training_id, module=module, arguments=arguments, save_path=save_path,
+        **{key: value for key, value in (storage or {}).items() if value is not None},
     ).to_dict()
     config_map: dict[str, Any] = {
         "apiVersion": "v1",
@@ -218,7 +220,7 @@ def build_manifests(
 
     multi_node = resources.nodes > 1
     job_spec: dict[str, Any] = {
-        "backoffLimit": 0 if multi_node else config.backoff_limit,
+        "backoffLimit": 0 if multi_node else config.job_backoff_limit,
         # A training error is deterministic: fail the Job at once rather than
         # spend backoff_limit retries on it; evictions and preemptions do not
         # count as failures at all. Retries are kept for crashes (OOM, node loss).

@@ -128,6 +128,9 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         tags=_tags(annotations.get(ANNOTATION_TAGS)),
         submission_time=submission,
         progress=progress,
+        # Each pod of a one-node Job is an attempt (max_retries/backoff_limit replace
+        # crashed ones); a multi-node training is never retried (its backoffLimit is 0).
+        attempt=1 if nodes > 1 else max(1, sum(1 for _, state in containers if state and _ever_started(state))),
         ranks=nodes * procs_per_node(job),
         **_recorded(annotations),
     )

@@ -39,6 +39,7 @@ from ...future import ModelTrainerFutureBase
 from ...info import ErrorDetail, TrainingInfo, TrainingStatus, utcnow
 from ...trainer import ModelTrainerBase, TrainingRequest
 from ...runner import check_importable_class
+from ...storage import is_url, protocol_of
 from .api_errors import AlreadyExistsError, ConflictError, NotFoundError
 from .config import KubernetesTrainerConfig
 from .manifest import (
@@ -90,6 +91,9 @@ class KubernetesModelTrainer(ModelTrainerBase):
         # Resources(gpus_per_proc=n) becomes an nvidia.com/gpu limit of n: the
         # scheduler gives the pod GPUs of its own (the cluster must have them).
         "gpus": SupportLevel.NATIVE,
+        # save_path (and checkpoint_dir) may be an fsspec URL: the pod saves
+        # there, no shared volume needed; credentials reach it through env/env_from.
+        "remote_storage": SupportLevel.NATIVE,
         # Resources(procs_per_node=p): each pod launches p rank processes.
         "multi_process": SupportLevel.NATIVE,
         # Resources(nodes=n) becomes one Indexed Job of n pods and a headless Service.
@@ -104,11 +108,28 @@ class KubernetesModelTrainer(ModelTrainerBase):
     pushes_updates: ClassVar[bool] = True
 
     def capabilities(self) -> dict[str, SupportLevel]:
-        """As :attr:`CAPABILITIES`, plus ``retries`` when ``backoff_limit`` is above 0."""
+        """As :attr:`CAPABILITIES`, plus ``retries`` when ``backoff_limit`` is above 0
+        and ``checkpoints`` when ``checkpoint_dir`` is set (a URL, or a path on a
+        writable volume mount)."""
         levels = super().capabilities()
-        if self.config.backoff_limit > 0:
+        if self.config.job_backoff_limit > 0:
             levels["retries"] = SupportLevel.NATIVE
+        if self._checkpoint_problem() is None:
+            levels["checkpoints"] = SupportLevel.NATIVE
         return levels
+
+    def _checkpoint_problem(self) -> Optional[str]:
+        """Why the pods cannot save checkpoints, or None."""
+        location = self.config.checkpoint_dir
+        if not location:
+            return "the trainer has no checkpoint_dir"
+        if not self.config.require_save_volume:
+            return None
+        if is_url(location):
+            if protocol_of(location) not in ("file", "local"):
+                return None  # a store: no volume needed
+            location = location.split("://", 1)[1]
+        return self.config.save_volume_problem(location, self.instance_name)
 
     @classmethod
     def name_problem(cls, name: str) -> Optional[str]:
@@ -290,12 +311,17 @@ class KubernetesModelTrainer(ModelTrainerBase):
             nonce=nonce,
             record=record,
             resources=request.resources,
+            storage={
+                "storage_options": self.storage_options or None,
+                "checkpoint_dir": self.config.checkpoint_dir if self._checkpoint_problem() is None else None,
+                "resume_from": request.resume_from,
+            },
         )
 
     def _check_multi_node(self, request: TrainingRequest) -> None:
         """What a multi-node training needs beyond what the manifests check."""
         wanted = request.requested.get("retries")
-        if self.config.backoff_limit > 0 and wanted in (RequestLevel.NATIVE, RequestLevel.BEST_EFFORT):
+        if self.config.job_backoff_limit > 0 and wanted in (RequestLevel.NATIVE, RequestLevel.BEST_EFFORT):
             raise ValueError(
                 f"training {request.training_id} asks for retries, but a multi-node KUBERNETES training is "
                 "not retried: backoff_limit would restart one node's pod alone, which cannot rejoin the "
@@ -339,6 +365,10 @@ class KubernetesModelTrainer(ModelTrainerBase):
     def _check_save_volume(self, save_path: str) -> None:
         if not self.config.require_save_volume:
             return
+        if is_url(save_path):
+            if protocol_of(save_path) not in ("file", "local"):
+                return  # a store URL needs no shared volume: the pod uploads there
+            save_path = save_path.split("://", 1)[1]  # file:// is a path in the pod
         problem = self.config.save_volume_problem(save_path, self.instance_name)
         if problem:
             raise ValueError(problem)

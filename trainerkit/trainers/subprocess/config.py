@@ -129,6 +129,19 @@ class SubprocessTrainerConfig(MachineTrainerConfig):
         "process's CUDA_VISIBLE_DEVICES), or null: none. A training with "
         "Resources(gpus_per_proc=n) waits QUEUED until n are free; one without GPUs sees none",
     )
+    max_retries: int = option(
+        0,
+        minimum=0,
+        doc="an attempt that crashes (killed by a signal, out of memory, os._exit) is started "
+        "again with the same id, at most this many times (max_retries: 1 means at most two "
+        "attempts); info.attempt says which attempt runs, latest_checkpoint() sees the earlier "
+        "attempts' checkpoints. Retries happen while the submitting process lives (docs/storage.md)",
+    )
+    retry_on_error: bool = option(
+        False,
+        doc="with max_retries: also retry an attempt whose train() raised a Python exception "
+        "(by default that fails the training at once: a bug rarely goes away on its own)",
+    )
     detach: bool = option(
         False,
         doc="trainings keep running when the submitting process exits; its normal exit "

@@ -86,8 +86,8 @@ class _Dispatcher:
     def find(self, training_id: str) -> Optional[_Run]:
         with self.lock:
             run = self.active.get(training_id)
-            if run is None:
-                run = next((r for r in self.queue if r.future.id == training_id), None)
+            if run is None or run.phase == _Run.DONE:  # a retry may be queued behind a finished attempt
+                run = next((r for r in self.queue if r.future.id == training_id), None) or run
             return run
 
     def cancel(self, run: _Run) -> str:
@@ -284,7 +284,8 @@ class _Dispatcher:
 
     def _retire(self, run: _Run) -> None:
         """``run`` left the worker it was handed to: its GPUs are free again. Lock held."""
-        self.active.pop(run.future.id, None)
+        if self.active.get(run.future.id) is run:  # not a later attempt of the same training
+            del self.active[run.future.id]
         if self.free_gpus is not None and run.devices:
             self.free_gpus.extend(device for device in run.devices if device not in self.free_gpus)
 

@@ -42,6 +42,7 @@ training cannot take the caller down, and a cancel always works:
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import datetime
 import glob
 import logging
@@ -67,7 +68,7 @@ from .config import SubprocessTrainerConfig, gpu_ids
 from .dispatcher import _Dispatcher
 from .exits import describe_exit, signal_hint
 from .handles import WORKER_MODULE, _Run, _Worker, current_sys_path
-from .rundir import ARGUMENTS_FILE, RunDirectory, WorkerRecord, rank_log_path
+from .rundir import ARGUMENTS_FILE, OUTCOME_FILE, PROGRESS_FILE, RunDirectory, WorkerRecord, rank_log_path
 
 log = logging.getLogger("trainerkit")
 
@@ -88,6 +89,11 @@ class SubprocessModelTrainer(ModelTrainerBase):
         # Any training may outlive its submitter: a native or best-effort
         # request detaches it whatever the config says, a disable keeps it tied.
         "detach": SupportLevel.NATIVE | SupportLevel.CAN_DISABLE,
+        # save_path, checkpoint_dir and load take any fsspec URL; the worker
+        # gets storage_options through its spec, credentials through its env.
+        "remote_storage": SupportLevel.NATIVE,
+        # checkpoint_dir, else <state dir>/checkpoints.
+        "checkpoints": SupportLevel.NATIVE,
         # Resources(procs_per_node=P): P rank processes with the torchrun variables.
         "multi_process": SupportLevel.NATIVE,
     }
@@ -97,6 +103,8 @@ class SubprocessModelTrainer(ModelTrainerBase):
         levels = super().capabilities()
         if self._gpus:
             levels["gpus"] = SupportLevel.NATIVE
+        if self.config.max_retries > 0:
+            levels["retries"] = SupportLevel.NATIVE
         return levels
 
     def __init__(self, config: SubprocessTrainerConfig, instance_name: str) -> None:
@@ -124,6 +132,10 @@ class SubprocessModelTrainer(ModelTrainerBase):
                 "which record into it; set state_dir in the trainer's config to a directory"
             )
         return open_record_store(self.config.state_dir)
+
+    def default_checkpoint_dir(self) -> str:
+        """``<state dir>/checkpoints``."""
+        return os.path.join(self._state_dir, "checkpoints")
 
     def prepare_training(self, request: TrainingRequest) -> bytes:
         """Refuse what cannot run in another process; return the pickled arguments."""
@@ -162,7 +174,11 @@ class SubprocessModelTrainer(ModelTrainerBase):
                 path = run_dir.file(ARGUMENTS_FILE)
                 with os.fdopen(open_private(path, os.O_WRONLY, exclusive=True), "wb") as handle:
                     handle.write(payload)
-                arguments: dict[str, Any] = {"pickle_file": path, "remove_after_load": True}
+                # A retried attempt reads the arguments again: they stay until the run
+                # directory goes (with the training's record).
+                arguments: dict[str, Any] = {
+                    "pickle_file": path, "remove_after_load": self.config.max_retries == 0,
+                }
             else:
                 arguments = inline_arguments(payload)
         except OSError as exc:
@@ -187,6 +203,10 @@ class SubprocessModelTrainer(ModelTrainerBase):
             detach=_detaches(self.config.detach, request),
             submitter=self.owner,
             progress="progress" not in request.disabled,
+            storage_options=self.storage_options or None,
+            checkpoint_dir=self.checkpoint_dir(),
+            resume_from=request.resume_from,
+            cache_dir=self.cache_dir,
             procs_per_node=request.resources.procs_per_node,
         )
         run = _Run(future, spec, run_dir)
@@ -267,9 +287,9 @@ class SubprocessModelTrainer(ModelTrainerBase):
             self._dispatcher.wait_idle()
         super().shutdown(wait=wait)
 
-    def delete_training(self, training_id: str, delete_model: bool = False) -> None:
+    def delete_training(self, training_id: str, delete_model: bool = False, keep_checkpoints: bool = False) -> None:
         """As :meth:`ModelTrainerBase.delete_training`; also removes the log and run files."""
-        super().delete_training(training_id, delete_model=delete_model)
+        super().delete_training(training_id, delete_model=delete_model, keep_checkpoints=keep_checkpoints)
         self._remove_files(training_id)
 
     def purge_finished(self, older_than: Optional[datetime.timedelta] = None) -> list[str]:
@@ -287,7 +307,12 @@ class SubprocessModelTrainer(ModelTrainerBase):
     # -- reports from the dispatcher (its thread)
 
     def _on_running(self, run: _Run, record: WorkerRecord) -> None:
-        info = self.mark_running(run.future, start_time=record.start_time, devices=run.devices)
+        if run.spec.attempt > 1:  # a retry: the training has been RUNNING since its first attempt
+            info = self.mark_attempt(
+                run.future, run.spec.attempt, f"attempt {run.spec.attempt} of {self.config.max_retries + 1}"
+            )
+        else:
+            info = self.mark_running(run.future, start_time=record.start_time, devices=run.devices)
         if info.status is TrainingStatus.CANCELED and not run.cancel_requested:
             # Canceled from another process while it was being handed over: stop it.
             self._dispatcher.cancel(run)
@@ -296,6 +321,8 @@ class SubprocessModelTrainer(ModelTrainerBase):
         self.mark_progress(run.future, report)
 
     def _on_outcome(self, run: _Run, outcome: Outcome) -> None:
+        if self._retry(run, outcome):
+            return
         self.mark_outcome(run.future, outcome)
         level = logging.DEBUG if outcome.status is TrainingStatus.COMPLETED else logging.INFO
         log.log(level, "training %s %s", run.future.id, outcome.status.value)
@@ -315,6 +342,45 @@ class SubprocessModelTrainer(ModelTrainerBase):
                 error = ErrorDetail.of(TrainingCrashedError, message, worker.stderr_text())
                 outcome = Outcome(TrainingStatus.ERRORED, utcnow(), (error,))
         self._on_outcome(run, outcome)
+
+    def _retry(self, run: _Run, outcome: Outcome) -> bool:
+        """Start the next attempt of a training whose attempt crashed (or raised,
+        with ``retry_on_error``), while ``max_retries`` allows; True if started.
+
+        The retry loop around "start a worker, wait for its outcome": the new
+        attempt is a new run of the same id and spec (``attempt`` + 1), queued
+        like any training; the log file keeps every attempt's output.
+        """
+        attempt, limit = run.spec.attempt, self.config.max_retries
+        if outcome.status is not TrainingStatus.ERRORED or run.cancel_requested or attempt > limit:
+            return False
+        error = outcome.errors[0] if outcome.errors else None
+        kind = (error.type if error is not None else "").rsplit(".", 1)[-1]
+        if kind in ("TrainingInterruptedError", "SpecError"):
+            return False  # its submitter is gone, or it cannot run at all: no point retrying
+        if kind != "TrainingCrashedError" and not self.config.retry_on_error:
+            return False
+        reason = error.message if error is not None else "it failed"
+        detail = f"attempt {attempt + 1} of {limit + 1}: attempt {attempt} failed: {reason}"
+        info = self.mark_attempt(run.future, attempt + 1, detail[:500])
+        if info.status.is_terminal:  # canceled meanwhile
+            return True
+        for name in (OUTCOME_FILE, PROGRESS_FILE):  # the next attempt writes its own
+            try:
+                os.unlink(run.run_dir.file(name))
+            except OSError:
+                pass
+        if run.spec.log_path and run.spec.log_path != os.devnull:
+            try:
+                with open(run.spec.log_path, "a", encoding="utf-8") as handle:
+                    handle.write(f"[trainerkit] {detail}\n")
+            except OSError as exc:
+                log.warning("cannot note the retry in the log of %s: %s", run.future.id, exc)
+        log.warning("training %s: %s", run.future.id, detail)
+        retry = _Run(run.future, dataclasses.replace(run.spec, attempt=attempt + 1), run.run_dir)
+        retry.gpus_needed = run.gpus_needed
+        self._dispatcher.submit(retry)
+        return True
 
     def _on_start_failed(self, run: _Run, why: str, detail: str = "") -> None:
         error = ErrorDetail.of(TrainingCrashedError, why, detail)
