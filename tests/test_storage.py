@@ -260,6 +260,65 @@ def test_a_bad_checkpoint_name_is_refused(manager_factory, tmp_path):
     assert store.list("t--abcdefghijkl") == []
 
 
+def test_a_bad_checkpoint_name_is_one_error_that_speaks_of_the_checkpoint_name(tmp_path):
+    from trainerkit.checkpoints import CheckpointStore
+
+    store = CheckpointStore(str(tmp_path / "ckpt"))
+    for name, why in (("", "it is empty"), ("../x", "it must be one path segment"), ("a/b", "it must be one path segment"),
+                      ("x" * 300, "it is 300 bytes long")):
+        with pytest.raises(ValueError) as caught:
+            store.save("t--abcdefghijkl", Adder(1), name)
+        assert str(caught.value).startswith(f"checkpoint name {name[:60]!r} cannot be used: {why}")
+        assert "model_name" not in str(caught.value)
+    with pytest.raises(TypeError, match="checkpoint name must be a string"):
+        store.save("t--abcdefghijkl", Adder(1), 3)
+    assert store.list("t--abcdefghijkl") == []
+    assert store.save("t--abcdefghijkl", Adder(1), "y" * 255) == "y" * 255  # the longest a file name may be
+    assert trainerkit.load(store.list("t--abcdefghijkl")[0].path).total == 1
+
+
+def test_load_takes_a_home_relative_path_and_refuses_an_empty_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    trainerkit.module.save_model_to(Adder(5), str(tmp_path / "models" / "run"))
+    assert trainerkit.load("~/models/run").total == 5
+    for empty in ("", "  "):
+        with pytest.raises(ValueError, match="load\\(\\) takes a model directory or URL"):
+            trainerkit.load(empty)
+    with pytest.raises(TypeError, match="model directory or URL, got int"):
+        trainerkit.load(3)
+
+
+def test_a_relative_file_url_is_made_absolute_like_a_plain_path(manager_factory, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trainer = _manager(manager_factory, tmp_path, "LOCAL", checkpoint_dir="file://ckpts").get_trainer("t")
+    future = trainer.train(Epochs, 1, save_path="file://models/run/")
+    assert future.save_path == f"file://{tmp_path}/models/run"
+    assert future.result(timeout=WAIT).epoch == 1
+    assert os.path.isfile(tmp_path / "models" / "run" / storage.MANIFEST_FILE)
+    assert future.checkpoints()[0].path == f"file://{tmp_path}/ckpts/{future.id}/checkpoint-000001"
+    monkeypatch.chdir("/")
+    assert trainerkit.load(future.save_path).epoch == 1
+    assert trainerkit.load(future.checkpoints()[0].path).epoch == 1
+
+
+def test_an_unwritable_cache_dir_is_one_storage_error_and_cache_false_still_loads(tmp_path, monkeypatch):
+    url = "memory://trainerkit-tests/unwritable-cache"
+    trainerkit.module.save_model_to(Adder(7), url)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(storage.tempfile, "mkdtemp", refuse)  # as a read-only cache_dir does (root ignores chmod)
+    with pytest.raises(StorageError, match=r"unwritable-cache: the cache directory .*cache cannot be created or written \(Permission denied\).*cache=False"):
+        trainerkit.load(url, cache_dir=str(cache))
+    monkeypatch.undo()
+    assert os.listdir(cache) == []
+    assert trainerkit.load(url, cache=False).total == 7
+    storage.remove(url)
+
+
 def test_a_memory_url_round_trips_in_process(manager_factory, tmp_path):
     trainer = _manager(manager_factory, tmp_path, "LOCAL", checkpoint_dir="memory://tk-tests/ckpt").get_trainer("t")
     future = trainer.train(Epochs, 2, save_path="memory://tk-tests/models", save_with_id=True)

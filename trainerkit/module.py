@@ -554,13 +554,20 @@ def load(
         ModelLoadError: nothing (or no complete model) is there, its class is
             not allowed, or it cannot be imported or fails to load it.
         StorageError: the URL cannot be read (protocol, package, credentials).
-        TypeError, ValueError: ``allowed_modules`` or ``storage_options`` are malformed.
+        TypeError, ValueError: ``path`` is empty or not a path, or ``allowed_modules``
+            or ``storage_options`` are malformed.
     """
     from . import storage
 
     allowed = check_allowed_modules(allowed_modules)
     options = storage.check_storage_options(storage_options)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load() takes a model directory or URL, got {type(path).__name__}")
     raw = os.fspath(path)
+    if not isinstance(raw, str) or not raw.strip() or "\0" in raw:
+        raise ValueError(
+            f"load() takes a model directory or URL such as s3://bucket/models/run, got {raw!r}"
+        )
     if storage.is_url(raw):
         directory, manifest, temporary = storage.fetch(
             raw, options, cache=cache, cache_dir=os.fspath(cache_dir) if cache_dir is not None else None
@@ -570,7 +577,7 @@ def load(
         finally:
             if temporary is not None:
                 shutil.rmtree(temporary, ignore_errors=True)
-    local = os.path.abspath(raw)
+    local = os.path.abspath(os.path.expanduser(raw))  # '~/models/run', as save_path takes it
     manifest_path = os.path.join(local, storage.MANIFEST_FILE)
     if os.path.isfile(manifest_path):  # a checkpoint under a local checkpoint_dir
         directory, _, _ = storage.fetch(f"file://{local}", options)
@@ -724,7 +731,10 @@ def resolve_save_path(
 
 
 def _resolve_url(url: str, *, save_with_id: bool, model_name: Optional[str], training_id: str) -> str:
-    """``url[/id][/model_name]`` for a URL save_path (checked by the storage layer later)."""
+    """``url[/id][/model_name]`` for a URL save_path (checked by the storage layer later);
+    a relative ``file://`` URL is made absolute, as a plain path is."""
+    from . import storage
+
     protocol, _, rest = url.partition("://")
     rest = rest.rstrip("/")
     if not rest or any(part in (".", "..") for part in rest.split("/")[1:]) or any(
@@ -734,7 +744,7 @@ def _resolve_url(url: str, *, save_with_id: bool, model_name: Optional[str], tra
             f"save_path {url!r} is not a usable URL: write protocol://bucket/prefix, such as "
             "s3://models/run (no '.' or '..' segments, no control characters)"
         )
-    path = f"{protocol.lower()}://{rest}"
+    path = storage.absolute_file_url(f"{protocol.lower()}://{rest}")
     if save_with_id:
         path = f"{path}/{training_id}"
     if model_name:

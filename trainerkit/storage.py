@@ -85,6 +85,17 @@ def protocol_of(url: str) -> str:
     return url.split("://", 1)[0].lower()
 
 
+def absolute_file_url(url: str) -> str:
+    """``file://relative/path`` (or ``local://``) made absolute against the current
+    directory (``~`` expanded), the way a plain path is: a record, a worker in
+    another directory or a later ``load`` then names the same place. Other URLs
+    are returned as they are."""
+    protocol, _, rest = url.partition("://")
+    if protocol.lower() not in ("file", "local") or rest.startswith("/"):
+        return url
+    return f"{protocol.lower()}://{os.path.abspath(os.path.expanduser(rest))}"
+
+
 def join(base: str, *parts: str) -> str:
     """``base/part/...`` for a URL or a plain path."""
     if is_url(base):
@@ -555,12 +566,13 @@ def fetch(
             return target, manifest, None
         try:
             os.makedirs(cache_root, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=cache_root)
         except OSError as exc:
             raise StorageError(
-                f"cannot load {url}: the cache directory {cache_root} cannot be created "
-                f"({exc.strerror or exc}); set cache_dir (or ${CACHE_DIR_ENV}), or load with cache=False"
+                f"cannot load {url}: the cache directory {cache_root} cannot be created or written "
+                f"({exc.strerror or exc}); set cache_dir (or ${CACHE_DIR_ENV}) to a writable directory, "
+                "or load with cache=False"
             ) from None
-        staging = tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=cache_root)
     else:
         staging = tempfile.mkdtemp(prefix="trainerkit-load-")
     try:

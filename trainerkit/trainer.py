@@ -169,6 +169,13 @@ class ModelTrainerBase(abc.ABC):
         )
         self._stop = threading.Event()
         self._purger: Optional[threading.Thread] = None
+        # A relative file:// checkpoint_dir names a place under the directory this
+        # trainer was built in (as a relative save_path does), not wherever the
+        # process is later: resolved once, now.
+        configured = config.checkpoint_dir if isinstance(config, TrainerConfig) else None
+        self._checkpoint_url: tuple[Optional[str], Optional[str]] = (
+            (configured, storage.absolute_file_url(configured)) if configured and is_url(configured) else (None, None)
+        )
 
     def open(self) -> "ModelTrainerBase":
         """Open the trainer's records now (and start retention); return the trainer.
@@ -421,6 +428,9 @@ class ModelTrainerBase(abc.ABC):
         ``checkpoint_dir``, else :meth:`default_checkpoint_dir` (None: nowhere)."""
         config = self.config
         configured = config.checkpoint_dir if isinstance(config, TrainerConfig) else None
+        resolved = getattr(self, "_checkpoint_url", (None, None))  # (raw, absolute) of __init__
+        if configured and configured == resolved[0]:
+            return resolved[1]
         return configured or self.default_checkpoint_dir()
 
     def default_checkpoint_dir(self) -> Optional[str]:

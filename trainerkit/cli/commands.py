@@ -701,7 +701,7 @@ def _saved_size(path: str, storage_options: Any) -> tuple[int, int]:
 
 def _directory_size(path: str) -> tuple[int, int]:
     files = size = 0
-    for root, _, names in os.walk(path):
+    for root, _, names in os.walk(os.path.expanduser(path)):
         for name in names:
             with contextlib.suppress(OSError):
                 size += os.path.getsize(os.path.join(root, name))
