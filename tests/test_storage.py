@@ -115,6 +115,28 @@ def test_loads_from_a_url_are_cached_by_manifest_and_cache_false_bypasses_it(s3_
     assert len(os.listdir(cache)) == 2
 
 
+@pytest.fixture
+def users_aws_shell(monkeypatch, tmp_path):
+    """What a user's shell may hold: a profile that is not on this machine, a
+    real endpoint, a session token, proxies, a config file naming another region."""
+    config = tmp_path / "aws-config"
+    config.write_text("[default]\nregion = eu-west-3\ns3 =\n    addressing_style = virtual\n")
+    for name, value in {
+        "AWS_PROFILE": "prod-admin", "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9", "AWS_SESSION_TOKEN": "expired",
+        "AWS_CONFIG_FILE": str(config), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_the_s3_tests_are_hermetic_whatever_aws_settings_the_shell_has(users_aws_shell, s3_bucket, s3_env):
+    assert "AWS_PROFILE" not in os.environ and "AWS_SESSION_TOKEN" not in os.environ
+    url = f"{s3_bucket}/hermetic"
+    trainerkit.module.save_model_to(Adder(8), url)
+    assert trainerkit.load(url, cache=False).total == 8
+    assert s3_files(url, s3_env["AWS_ENDPOINT_URL_S3"])
+
+
 def test_a_changed_file_is_refused_as_not_matching_its_manifest(tmp_path):
     url = "memory://trainerkit-tests/changed"
     trainerkit.module.save_model_to(Adder(1), url)
