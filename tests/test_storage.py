@@ -341,6 +341,26 @@ def test_an_unwritable_cache_dir_is_one_storage_error_and_cache_false_still_load
     storage.remove(url)
 
 
+@pytest.mark.parametrize(
+    "checkpoint_dir, match",
+    [
+        ("nosuch://bucket/ckpt", r"checkpoint_dir of trainer 't': cannot use nosuch://bucket/ckpt.*not a protocol fsspec knows"),
+        ("gs://bucket/ckpt", r"checkpoint_dir of trainer 't': cannot use gs://bucket/ckpt.*pip install 'trainerkit\[gcs\]'"),
+    ],
+)
+def test_an_unusable_checkpoint_dir_url_is_refused_at_train_time(manager_factory, tmp_path, trainer_type, checkpoint_dir, match):
+    if checkpoint_dir.startswith("gs://"):
+        try:
+            import gcsfs  # noqa: F401
+            pytest.skip("gcsfs is installed here")
+        except ImportError:
+            pass
+    trainer = _manager(manager_factory, tmp_path, trainer_type, checkpoint_dir=checkpoint_dir).get_trainer("t")
+    with pytest.raises(StorageError, match=match):
+        trainer.train(Adder, 1)
+    assert trainer.list_trainings() == []
+
+
 def test_a_memory_url_round_trips_in_process(manager_factory, tmp_path):
     trainer = _manager(manager_factory, tmp_path, "LOCAL", checkpoint_dir="memory://tk-tests/ckpt").get_trainer("t")
     future = trainer.train(Epochs, 2, save_path="memory://tk-tests/models", save_with_id=True)

@@ -40,6 +40,7 @@ from .errors import (
     TrainingCanceledError,
     TrainingInterruptedError,
     ModelLoadError,
+    StorageError,
     StoreError,
     TrainingNotFoundError,
     TrainingStateError,
@@ -292,6 +293,7 @@ class ModelTrainerBase(abc.ABC):
         if resume_from is not None:
             self._check_resume_from(resume_from)
         self._check_process_local_urls(path)
+        self._check_checkpoint_url()
         if path is not None:
             if is_url(path):
                 check_destination(path, self.storage_options)
@@ -463,6 +465,18 @@ class ModelTrainerBase(abc.ABC):
                     f"process, but trainer {self.instance_name!r} ({self.name}) trains in another process; "
                     "use a directory or a shared store (s3://, gs://, file:// on a shared disk)"
                 )
+
+    def _check_checkpoint_url(self) -> None:
+        """A URL ``checkpoint_dir`` whose protocol fsspec does not know, or whose
+        package (s3fs, gcsfs...) is missing, fails at ``train()``, not at the
+        training's first ``save_checkpoint`` (nothing is contacted: the
+        training may never checkpoint)."""
+        location = self.checkpoint_dir()
+        if location and is_url(location):
+            try:
+                storage.filesystem(location, self.storage_options)
+            except StorageError as exc:
+                raise StorageError(f"checkpoint_dir of trainer {self.instance_name!r}: {exc}") from None
 
     def _check_resume_from(self, resume_from: Any) -> None:
         """``resume_from`` must name a training of this trainer, or one with checkpoints."""
