@@ -15,7 +15,7 @@ import trainerkit
 from trainerkit import storage
 from trainerkit.errors import ModelLoadError, StorageError, TrainingStateError
 from tests.storage_fixtures import s3_bucket, s3_endpoint, s3_env, s3_files  # noqa: F401 - fixtures
-from tests.storage_modules import DiesMidUpload, Epochs, Named
+from tests.storage_modules import DiesMidUpload, DiesMidUploadOnce, Epochs, Named
 from tests.subprocess_fixtures import GRACE
 from tests.training_modules import Adder
 
@@ -78,6 +78,33 @@ def test_a_crash_mid_upload_leaves_files_but_nothing_loadable(manager_factory, t
     # The half-upload occupies the prefix: a new save there is refused, saying where.
     with pytest.raises(FileExistsError, match=f"{s3_bucket}/crashed"):
         trainer.train(Adder, 1, save_path=f"{s3_bucket}/crashed")
+
+
+def test_a_retry_after_a_crash_mid_upload_removes_its_own_leftovers_and_saves(
+    manager_factory, tmp_path, s3_bucket, s3_env
+):
+    trainer = _manager(manager_factory, tmp_path, "SUBPROCESS", max_retries=1).get_trainer("t")
+    marker = str(tmp_path / "died")
+    future = trainer.train(DiesMidUploadOnce, marker, save_path=f"{s3_bucket}/retried")
+    assert future.result(timeout=WAIT).value == 6
+    assert os.path.exists(marker) and future.get_info().attempt == 2
+    assert trainerkit.load(f"{s3_bucket}/retried", cache=False).value == 6
+
+
+def test_leftovers_of_another_training_are_never_removed(s3_bucket, s3_env, tmp_path):
+    url = f"{s3_bucket}/theirs"
+    fs, path = storage.filesystem(url)
+    fs.pipe_file(f"{path}/.trainerkit-model.json", json.dumps({"module": "x:Y", "training_id": "t--otherotherot"}).encode())
+    fs.pipe_file(f"{path}/weights.bin", b"half")
+    with pytest.raises(FileExistsError, match="theirs: it is not empty"):
+        trainerkit.module.save_model_to(Adder(1), url, training_id="t--abcdefghijkl")
+    with pytest.raises(FileExistsError):
+        trainerkit.module.save_model_to(Adder(1), url)  # no training id: nothing is its own
+    assert s3_files(url, s3_env["AWS_ENDPOINT_URL_S3"]) == sorted(
+        f"{path}/{name}" for name in (".trainerkit-model.json", "weights.bin")
+    )
+    trainerkit.module.save_model_to(Adder(2), url, training_id="t--otherotherot")
+    assert trainerkit.load(url, cache=False).total == 2
 
 
 def test_an_upload_that_fails_removes_what_it_uploaded(s3_bucket, s3_env, monkeypatch, tmp_path):

@@ -500,7 +500,7 @@ def save_model_to(
     try:
         inner = os.path.join(staging, "model")
         save_model(model, inner, training_id=training_id)
-        storage.publish(inner, path, storage_options)
+        storage.publish(inner, path, storage_options, owner=training_id)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
