@@ -335,6 +335,9 @@ def test_load_takes_a_home_relative_path_and_refuses_an_empty_one(tmp_path, monk
             trainerkit.load(empty)
     with pytest.raises(TypeError, match="model directory or URL, got int"):
         trainerkit.load(3)
+    for bare in ("s3://", "memory:///", "file://"):  # not 'no credentials' or 'no manifest at /'
+        with pytest.raises(ValueError, match=f"load\\(\\) got '{bare}', which names no model"):
+            trainerkit.load(bare)
 
 
 def test_a_relative_file_url_is_made_absolute_like_a_plain_path(manager_factory, tmp_path, monkeypatch):
@@ -434,6 +437,26 @@ def test_cli_trains_to_a_url_and_loads_it(tmp_path, s3_bucket, s3_env):
         text=True, timeout=WAIT, env=env,
     )
     assert missing.returncode != 0 and f"no model at {s3_bucket}/nothing-here" in missing.stderr
+
+
+def test_cli_load_of_a_bad_path_is_one_usage_or_not_found_error_not_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    trainerkit.module.save_model_to(Adder(6), str(tmp_path / "m"))
+    env = {**os.environ, "TRAINERKIT_STATE_DIR": str(tmp_path / "state")}
+
+    def cli(path):
+        return subprocess.run([sys.executable, "-m", "trainerkit", "--json", "load", path], capture_output=True,
+                              text=True, timeout=WAIT, env=env)
+
+    for path, code, text in (("", 2, "trainerkit load takes a model directory or URL"),
+                             ("s3://", 2, "trainerkit load got 's3://', which names no model"),
+                             (str(tmp_path / "nothing"), 6, "the directory does not exist")):
+        done = cli(path)
+        assert done.returncode == code and text in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and json.loads(done.stdout)["error"]["exit_code"] == code
+    home = cli("~/m")
+    assert home.returncode == 0, home.stderr
+    assert json.loads(home.stdout)["files"] == 2  # the summary reads the same ~-expanded directory
 
 
 # -- retries (SUBPROCESS) ------------------------------------------------------------------------

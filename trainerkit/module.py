@@ -521,6 +521,29 @@ def read_saved_metadata(path: str, storage_options: Any = None) -> Optional[dict
     return read_metadata(path)
 
 
+def check_load_path(path: Any) -> str:
+    """What :func:`load` takes: a non-empty path, or a URL that names something.
+
+    Raises:
+        TypeError: not a path. ValueError: empty, or a URL with nothing after the protocol.
+    """
+    from . import storage
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load() takes a model directory or URL, got {type(path).__name__}")
+    raw = os.fspath(path)
+    if not isinstance(raw, str) or not raw.strip() or "\0" in raw:
+        raise ValueError(
+            f"load() takes a model directory or URL such as s3://bucket/models/run, got {raw!r}"
+        )
+    if storage.is_url(raw) and not raw.partition("://")[2].strip("/"):
+        raise ValueError(
+            f"load() got {raw!r}, which names no model: write protocol://bucket/prefix, such as "
+            "s3://models/run"
+        )
+    return raw
+
+
 def load(
     path: "str | os.PathLike[str]",
     *,
@@ -561,13 +584,7 @@ def load(
 
     allowed = check_allowed_modules(allowed_modules)
     options = storage.check_storage_options(storage_options)
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"load() takes a model directory or URL, got {type(path).__name__}")
-    raw = os.fspath(path)
-    if not isinstance(raw, str) or not raw.strip() or "\0" in raw:
-        raise ValueError(
-            f"load() takes a model directory or URL such as s3://bucket/models/run, got {raw!r}"
-        )
+    raw = check_load_path(path)
     if storage.is_url(raw):
         directory, manifest, temporary = storage.fetch(
             raw, options, cache=cache, cache_dir=os.fspath(cache_dir) if cache_dir is not None else None
