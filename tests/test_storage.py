@@ -391,6 +391,22 @@ def test_an_unusable_checkpoint_dir_url_is_refused_at_train_time(manager_factory
     assert trainer.list_trainings() == []
 
 
+@pytest.mark.parametrize("key", ["cache_dir", "log_dir"])
+def test_a_url_for_a_local_directory_key_is_refused_by_the_config(manager_factory, tmp_path, key):
+    with pytest.raises(trainerkit.ConfigError, match=f"config.{key}: 's3://bucket/cache' is a URL, but this is a directory of this machine"):
+        _manager(manager_factory, tmp_path, "LOCAL", **{key: "s3://bucket/cache"}).get_trainer("t")
+
+
+def test_load_refuses_a_url_as_cache_dir_instead_of_making_a_local_s3_colon_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = "memory://trainerkit-tests/cache-url"
+    trainerkit.module.save_model_to(Adder(4), url)
+    with pytest.raises(ValueError, match="cache_dir 's3://bucket/cache' is not a directory of this machine"):
+        trainerkit.load(url, cache_dir="s3://bucket/cache")
+    assert os.listdir(tmp_path) == []
+    storage.remove(url)
+
+
 def test_a_memory_url_round_trips_in_process(manager_factory, tmp_path):
     trainer = _manager(manager_factory, tmp_path, "LOCAL", checkpoint_dir="memory://tk-tests/ckpt").get_trainer("t")
     future = trainer.train(Epochs, 2, save_path="memory://tk-tests/models", save_with_id=True)

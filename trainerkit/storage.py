@@ -600,6 +600,11 @@ def fetch(
         _check_local_files(base, manifest, url)
         return base, manifest, None
     if cache:
+        if cache_dir is not None and (is_url(cache_dir) or not cache_dir.strip()):
+            raise ValueError(
+                f"cache_dir {cache_dir!r} is not a directory of this machine: the load cache is local; "
+                "give a path such as ~/.cache/trainerkit/models"
+            )
         cache_root = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
         target = os.path.join(cache_root, key)
         if os.path.isdir(target):
