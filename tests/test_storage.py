@@ -237,6 +237,28 @@ def test_an_occupied_url_is_refused_and_delete_model_removes_a_url_model(
     assert s3_files(f"{s3_bucket}/one", s3_env["AWS_ENDPOINT_URL_S3"]) == []
 
 
+def test_a_delete_that_failed_on_the_checkpoints_after_removing_a_url_model_can_be_retried(
+    manager_factory, tmp_path, monkeypatch
+):
+    trainer = _manager(manager_factory, tmp_path, "LOCAL", checkpoint_dir=str(tmp_path / "ckpt")).get_trainer("t")
+    future = trainer.train(Epochs, 1, save_path="memory://tk-tests/delete-retried", save_with_id=True)
+    future.result(timeout=WAIT)
+    store = type(trainer.checkpoint_store())
+
+    def broken(self, training_id):
+        raise StorageError(f"cannot remove {self.training_dir(training_id)}: the store is down")
+
+    monkeypatch.setattr(store, "delete", broken)
+    with pytest.raises(StorageError, match="the store is down"):
+        trainer.delete_training(future.id, delete_model=True)
+    assert storage.read_manifest(future.save_path) is None  # the model went first
+    monkeypatch.undo()
+    trainer.delete_training(future.id, delete_model=True)  # the model is already gone: not "refusing"
+    assert trainer.list_checkpoints(future.id) == []
+    with pytest.raises(trainerkit.TrainingNotFoundError):
+        trainer.get_model_future(future.id)
+
+
 # -- checkpoints ---------------------------------------------------------------------------------
 
 

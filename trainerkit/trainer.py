@@ -990,6 +990,8 @@ class ModelTrainerBase(abc.ABC):
         assert path is not None
         if is_url(path):
             manifest = storage.read_manifest(path, self.storage_options)
+            if manifest is None and not storage.list_dir(path, self.storage_options):
+                return  # already gone (an earlier delete that failed later, on the checkpoints)
             if manifest is None or manifest.get("training_id") != info.id:
                 raise TrainingStateError(
                     f"refusing to delete {path}: it does not hold the model trainerkit saved for "
