@@ -375,6 +375,16 @@ def test_a_relative_file_url_is_made_absolute_like_a_plain_path(manager_factory,
     assert trainerkit.load(future.checkpoints()[0].path).epoch == 1
 
 
+def test_checkpoints_and_file_urls_work_under_a_directory_with_odd_characters(manager_factory, tmp_path):
+    odd = tmp_path / "my models #1 ? x::y"
+    trainer = _manager(manager_factory, tmp_path, "LOCAL", checkpoint_dir=str(odd / "ckpt")).get_trainer("t")
+    future = trainer.train(Epochs, 2, save_path=f"file://{odd}/m")
+    assert future.result(timeout=WAIT).epoch == 2
+    assert os.path.isfile(odd / "m" / storage.MANIFEST_FILE)
+    assert [trainerkit.load(info.path).epoch for info in future.checkpoints()] == [1, 2]
+    assert trainerkit.load(str(odd / "m")).epoch == 2
+
+
 def test_an_unwritable_cache_dir_is_one_storage_error_and_cache_false_still_loads(tmp_path, monkeypatch):
     url = "memory://trainerkit-tests/unwritable-cache"
     trainerkit.module.save_model_to(Adder(7), url)

@@ -163,7 +163,11 @@ def filesystem(url: str, storage_options: StorageOptions = None) -> tuple[Any, s
         raise _missing_extra(protocol, url, exc) from None
     options = dict((storage_options or {}).get(protocol, {}))
     try:
-        fs, path = fsspec.core.url_to_fs(url, **options)
+        if protocol in ("file", "local"):  # not url_to_fs: a local path may hold '::' (its chaining)
+            fs = fsspec.filesystem(protocol, **options)
+            path = fs._strip_protocol(url)
+        else:
+            fs, path = fsspec.core.url_to_fs(url, **options)
     except ImportError as exc:
         raise _missing_extra(protocol, url, exc) from None
     except Exception as exc:
