@@ -604,7 +604,7 @@ def fetch(
         _check_local_files(base, manifest, url)
         return base, manifest, None
     if cache:
-        if cache_dir is not None and (is_url(cache_dir) or not cache_dir.strip()):
+        if cache_dir is not None and is_url(cache_dir):
             raise ValueError(
                 f"cache_dir {cache_dir!r} is not a directory of this machine: the load cache is local; "
                 "give a path such as ~/.cache/trainerkit/models"
