@@ -439,6 +439,19 @@ def test_load_refuses_a_url_as_cache_dir_instead_of_making_a_local_s3_colon_dire
     storage.remove(url)
 
 
+def test_save_checkpoint_of_something_that_is_not_a_model_is_a_clear_error_and_leaves_nothing(tmp_path):
+    from trainerkit.checkpoints import CheckpointStore
+
+    store = CheckpointStore(str(tmp_path / "ckpt"))
+    for thing in (None, object(), "weights"):
+        with pytest.raises(TypeError, match=r"save_checkpoint\(\) takes the model to save: an instance with a save\(path\)"):
+            store.save("t--abcdefghijkl", thing)
+    with pytest.raises(Exception):
+        store.save("t--abcdefghijkl", Adder(lambda: 1))  # its pickle fails mid-save
+    assert not os.path.exists(tmp_path / "ckpt" / "t--abcdefghijkl")
+    assert store.list("t--abcdefghijkl") == []
+
+
 def test_a_memory_url_round_trips_in_process(manager_factory, tmp_path):
     trainer = _manager(manager_factory, tmp_path, "LOCAL", checkpoint_dir="memory://tk-tests/ckpt").get_trainer("t")
     future = trainer.train(Epochs, 2, save_path="memory://tk-tests/models", save_with_id=True)

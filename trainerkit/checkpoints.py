@@ -90,6 +90,11 @@ class CheckpointStore:
 
     def save(self, training_id: str, model: Any, name: Optional[str] = None) -> str:
         """Save ``model`` as checkpoint ``name`` (default: the next ``checkpoint-NNNNNN``)."""
+        if not callable(getattr(model, "save", None)):
+            raise TypeError(
+                "save_checkpoint() takes the model to save: an instance with a save(path) method "
+                f"(such as a trainerkit.ModuleBase), got {model!r:.80}"
+            )
         if name is None:  # the names alone (no manifest reads): one listing per save
             entries = storage.list_dir(self.training_dir(training_id), self.storage_options)
             numbers = [int(m.group(1)) for entry in entries if (m := _DEFAULT_NAME.match(entry.name))]
@@ -109,8 +114,15 @@ class CheckpointStore:
             save_model(model, inner, training_id=training_id)
             target = location if storage.is_url(location) else f"file://{location}"
             storage.publish(inner, target, self.storage_options, replace=True)
-        finally:
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            if staging_parent is not None:
+                try:
+                    os.rmdir(parent)  # only when empty: the training's first save failed
+                except OSError:
+                    pass
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
         log.info("training %s saved checkpoint %s to %s", training_id, name, location)
         return name
 
@@ -195,6 +207,7 @@ def save_checkpoint(model: Any, name: Optional[str] = None) -> str:
         TrainingStateError: called outside a training, or the trainer has no
             ``checkpoint_dir``.
         ValueError: ``name`` is not one safe path segment.
+        TypeError: ``model`` has no ``save(path)`` method (None, a plain object).
         StorageError: the checkpoint cannot be written (names the location).
     """
     context = _current.get()
