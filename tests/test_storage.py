@@ -452,6 +452,18 @@ def test_save_checkpoint_of_something_that_is_not_a_model_is_a_clear_error_and_l
     assert store.list("t--abcdefghijkl") == []
 
 
+def test_a_training_submitted_again_under_its_external_id_resumes_unless_deleted_first(manager_factory, tmp_path):
+    trainer = _manager(manager_factory, tmp_path, "LOCAL").get_trainer("t")
+    first = trainer.train(Epochs, 2, external_training_id="nightly")
+    assert first.result(timeout=WAIT).started_at == 0
+    again = trainer.train(Epochs, 3, external_training_id="nightly")
+    assert again.id == first.id and again.result(timeout=WAIT).started_at == 2  # as documented in storage.md
+    trainer.delete_training(again.id)
+    fresh = trainer.train(Epochs, 1, external_training_id="nightly")
+    assert fresh.result(timeout=WAIT).started_at == 0
+    assert [c.name for c in fresh.checkpoints()] == ["checkpoint-000001"]
+
+
 def test_a_memory_url_round_trips_in_process(manager_factory, tmp_path):
     trainer = _manager(manager_factory, tmp_path, "LOCAL", checkpoint_dir="memory://tk-tests/ckpt").get_trainer("t")
     future = trainer.train(Epochs, 2, save_path="memory://tk-tests/models", save_with_id=True)
