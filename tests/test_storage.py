@@ -385,6 +385,24 @@ def test_checkpoints_and_file_urls_work_under_a_directory_with_odd_characters(ma
     assert trainerkit.load(str(odd / "m")).epoch == 2
 
 
+def test_a_relative_checkpoint_dir_is_the_same_place_for_the_caller_and_a_worker_with_its_own_cwd(
+    manager_factory, tmp_path, monkeypatch
+):
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    trainer = _manager(
+        manager_factory, tmp_path, "SUBPROCESS", checkpoint_dir="rel-ckpt", cwd=str(tmp_path / "elsewhere")
+    ).get_trainer("t")
+    assert trainer.checkpoint_dir() == str(tmp_path / "rel-ckpt")
+    future = trainer.train(Epochs, 2, save_path=str(tmp_path / "m"), save_with_id=True)
+    future.result(timeout=WAIT)
+    assert [c.name for c in future.checkpoints()] == ["checkpoint-000001", "checkpoint-000002"]
+    assert os.path.isdir(tmp_path / "rel-ckpt" / future.id) and not os.path.exists(tmp_path / "elsewhere" / "rel-ckpt")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    trainer.delete_training(future.id)
+    assert not os.path.exists(tmp_path / "rel-ckpt" / future.id)
+
+
 def test_an_unwritable_cache_dir_is_one_storage_error_and_cache_false_still_loads(tmp_path, monkeypatch):
     url = "memory://trainerkit-tests/unwritable-cache"
     trainerkit.module.save_model_to(Adder(7), url)

@@ -170,13 +170,13 @@ class ModelTrainerBase(abc.ABC):
         )
         self._stop = threading.Event()
         self._purger: Optional[threading.Thread] = None
-        # A relative file:// checkpoint_dir names a place under the directory this
-        # trainer was built in (as a relative save_path does), not wherever the
-        # process is later: resolved once, now.
-        configured = config.checkpoint_dir if isinstance(config, TrainerConfig) else None
-        self._checkpoint_url: tuple[Optional[str], Optional[str]] = (
-            (configured, storage.absolute_file_url(configured)) if configured and is_url(configured) else (None, None)
-        )
+        # A relative checkpoint_dir (a path, or a file:// URL) names a place under
+        # the directory this trainer was built in, as a relative save_path does:
+        # not wherever this process, or a worker with its own cwd, is later.
+        try:
+            self._built_in: Optional[str] = os.getcwd()
+        except OSError:  # the current directory was removed: relative paths stay as given
+            self._built_in = None
 
     def open(self) -> "ModelTrainerBase":
         """Open the trainer's records now (and start retention); return the trainer.
@@ -430,10 +430,19 @@ class ModelTrainerBase(abc.ABC):
         ``checkpoint_dir``, else :meth:`default_checkpoint_dir` (None: nowhere)."""
         config = self.config
         configured = config.checkpoint_dir if isinstance(config, TrainerConfig) else None
-        resolved = getattr(self, "_checkpoint_url", (None, None))  # (raw, absolute) of __init__
-        if configured and configured == resolved[0]:
-            return resolved[1]
-        return configured or self.default_checkpoint_dir()
+        if not configured:
+            return self.default_checkpoint_dir()
+        base = getattr(self, "_built_in", None)
+        if base is None:
+            return configured
+        if is_url(configured):
+            protocol, _, rest = configured.partition("://")
+            if protocol.lower() in ("file", "local") and not rest.startswith("/"):
+                return f"{protocol.lower()}://{os.path.abspath(os.path.join(base, os.path.expanduser(rest)))}"
+            return configured
+        if self.saves_on_this_machine:  # (a KUBERNETES path is one inside its pods)
+            return os.path.abspath(os.path.join(base, os.path.expanduser(configured)))
+        return configured
 
     def default_checkpoint_dir(self) -> Optional[str]:
         """The checkpoint directory without a configured one (base: none)."""
