@@ -482,6 +482,39 @@ def test_a_training_submitted_again_under_its_external_id_resumes_unless_deleted
     assert [c.name for c in fresh.checkpoints()] == ["checkpoint-000001"]
 
 
+class _CheckpointsFromAThread(trainerkit.ModuleBase):
+    def __init__(self, errors):
+        self.errors = errors
+
+    @classmethod
+    def train(cls):
+        import contextvars
+        import threading
+
+        errors = []
+
+        def plain():
+            try:
+                trainerkit.save_checkpoint(cls([]), "plain")
+            except trainerkit.TrainingStateError as exc:
+                errors.append(str(exc))
+
+        context = contextvars.copy_context()
+        for target in (plain, lambda: context.run(trainerkit.save_checkpoint, cls([]), "copied")):
+            thread = threading.Thread(target=target)
+            thread.start()
+            thread.join()
+        return cls(errors)
+
+
+def test_save_checkpoint_from_a_thread_says_how_to_give_it_the_training(manager_factory, tmp_path):
+    trainer = _manager(manager_factory, tmp_path, "LOCAL").get_trainer("t")
+    future = trainer.train(_CheckpointsFromAThread)
+    errors = future.result(timeout=WAIT).errors
+    assert len(errors) == 1 and "contextvars.copy_context().run" in errors[0]
+    assert [c.name for c in future.checkpoints()] == ["copied"]
+
+
 def test_a_memory_url_round_trips_in_process(manager_factory, tmp_path):
     trainer = _manager(manager_factory, tmp_path, "LOCAL", checkpoint_dir="memory://tk-tests/ckpt").get_trainer("t")
     future = trainer.train(Epochs, 2, save_path="memory://tk-tests/models", save_with_id=True)

@@ -214,7 +214,9 @@ def save_checkpoint(model: Any, name: Optional[str] = None) -> str:
     if context is None:
         raise TrainingStateError(
             "save_checkpoint() is called outside a training: call it inside a module's train() "
-            "run by a trainer (to save a model yourself, use model.save(path))"
+            "run by a trainer, in the thread that runs train() (a thread train() starts gets the "
+            "training with contextvars.copy_context().run(...)); to save a model yourself, use "
+            "model.save(path)"
         )
     if context.store is None:
         raise TrainingStateError(
