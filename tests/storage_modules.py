@@ -104,6 +104,26 @@ class DiesMidUploadOnce(trainerkit.ModuleBase):
         return DiesMidUpload.train.__func__(cls, value)
 
 
+class DiesAfterSaveOnce(trainerkit.ModuleBase):
+    """Dies (os._exit) right after its model was renamed into place at a plain
+    save_path, before the outcome is reported, while the file ``marker`` does
+    not exist yet (it creates it): the retry finds its own earlier model there."""
+
+    def __init__(self, value):
+        self.value = value
+
+    @classmethod
+    def train(cls, marker, value=5):
+        if os.path.exists(marker):
+            return cls(value + 1)
+        with open(marker, "w"):
+            pass
+        from trainerkit import module
+
+        module._fsync_dir = lambda path: os._exit(19)
+        return cls(value)
+
+
 class RankCheckpoints(trainerkit.ModuleBase):
     """Every rank saves a checkpoint named after the epoch and records what
     save_checkpoint returned and what latest_checkpoint gave it, in ``directory``."""

@@ -15,7 +15,7 @@ import trainerkit
 from trainerkit import storage
 from trainerkit.errors import ModelLoadError, StorageError, TrainingStateError
 from tests.storage_fixtures import s3_bucket, s3_endpoint, s3_env, s3_files  # noqa: F401 - fixtures
-from tests.storage_modules import DiesMidUpload, DiesMidUploadOnce, Epochs, Named
+from tests.storage_modules import DiesAfterSaveOnce, DiesMidUpload, DiesMidUploadOnce, Epochs, Named
 from tests.subprocess_fixtures import GRACE
 from tests.training_modules import Adder
 
@@ -89,6 +89,15 @@ def test_a_retry_after_a_crash_mid_upload_removes_its_own_leftovers_and_saves(
     assert future.result(timeout=WAIT).value == 6
     assert os.path.exists(marker) and future.get_info().attempt == 2
     assert trainerkit.load(f"{s3_bucket}/retried", cache=False).value == 6
+
+
+def test_a_retry_after_a_crash_right_after_a_plain_path_save_replaces_that_model(manager_factory, tmp_path):
+    trainer = _manager(manager_factory, tmp_path, "SUBPROCESS", max_retries=1).get_trainer("t")
+    marker = str(tmp_path / "died")
+    future = trainer.train(DiesAfterSaveOnce, marker, save_path=str(tmp_path / "m"))
+    assert future.result(timeout=WAIT).value == 6
+    assert future.get_info().attempt == 2
+    assert trainerkit.load(str(tmp_path / "m")).value == 6
 
 
 def test_leftovers_of_another_training_are_never_removed(s3_bucket, s3_env, tmp_path):

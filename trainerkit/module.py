@@ -426,12 +426,16 @@ def save_model(model: Any, path: str, *, training_id: Optional[str] = None) -> N
     The model is written into a hidden sibling directory, its metadata file
     added, and the directory renamed onto ``path`` in one step: a crash leaves
     either no model or a whole one, never half of one. ``path`` must not exist
-    or be an empty directory.
+    or be an empty directory, or hold the model an earlier attempt of this
+    same ``training_id`` saved (a retry whose earlier attempt died after its
+    save): that one is replaced by the new one.
     """
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    if os.path.lexists(path) and not _is_empty_dir(path):
+    earlier = training_id is not None and _holds_model_of(path, training_id)
+    trash: Optional[str] = None
+    if os.path.lexists(path) and not _is_empty_dir(path) and not earlier:
         raise FileExistsError(
             f"cannot save the model to {path}: it already exists and is not an empty "
             "directory; choose another save_path or use save_with_id=True"
@@ -459,13 +463,32 @@ def save_model(model: Any, path: str, *, training_id: Optional[str] = None) -> N
             json.dump(metadata, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        if os.path.isdir(path) and not os.path.islink(path):
+        if earlier:  # the earlier attempt's model steps aside, then goes
+            trash = os.path.join(parent, f".{os.path.basename(path)}{_TMP_MARKER}{secrets.token_hex(4)}")
+            os.rename(path, trash)
+            log.warning("training %s replaces the model an earlier attempt saved to %s", training_id, path)
+        elif os.path.isdir(path) and not os.path.islink(path):
             os.rmdir(path)  # empty (checked above); rename cannot replace a directory otherwise
         os.rename(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if trash is not None and os.path.isdir(trash) and not os.path.lexists(path):
+            os.rename(trash, path)  # the earlier model back in place
         raise
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
     _fsync_dir(parent)
+
+
+def _holds_model_of(path: str, training_id: str) -> bool:
+    """Whether directory ``path`` holds the model saved for ``training_id``."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        return False
+    try:
+        metadata = read_metadata(path)
+    except ModelLoadError:
+        return False
+    return bool(metadata) and metadata.get("training_id") == training_id
 
 
 def _is_empty_dir(path: str) -> bool:
