@@ -278,8 +278,9 @@ class _Dispatcher:
         environ["CUDA_VISIBLE_DEVICES"] = ",".join(run.devices)
         procs = run.spec.procs_per_node
         each = len(run.devices) // procs
-        # Rank k gets the k-th run of gpus_per_proc devices (rank 0's first, as info.devices lists them).
-        rank_devices = tuple(run.devices[k * each : (k + 1) * each] for k in range(procs)) if procs > 1 else None
+        # Rank k gets the k-th run of gpus_per_proc devices (rank 0's first, as info.devices lists them);
+        # the worker records them for processes that see only the run directory (detach).
+        rank_devices = tuple(run.devices[k * each : (k + 1) * each] for k in range(procs))
         run.spec = dataclasses.replace(run.spec, environ=environ, rank_devices=rank_devices)
 
     def _retire(self, run: _Run) -> None:

@@ -239,17 +239,20 @@ class SubprocessModelTrainer(ModelTrainerBase):
     def recover_training(self, info: TrainingInfo) -> Optional[dict[str, Any]]:
         """A live record whose submitting process is gone: the run directory says the rest."""
         run_dir = self._run_dir(info.id)
+        record = run_dir.read_worker()
+        # The submitter may have gone before the worker's "running" event reached it.
+        started = _started_changes(info, record)
         outcome = run_dir.read_outcome()
         if outcome is not None:
-            return _outcome_changes(outcome)
-        record = run_dir.read_worker()
+            return {**started, **_outcome_changes(outcome)}
         if record is None:
             return None  # never reached a worker: interrupted while queued
         if owner_is_alive(record.supervisor) is False:
             outcome = run_dir.read_outcome()  # written just before the worker exited?
             if outcome is not None:
-                return _outcome_changes(outcome)
+                return {**started, **_outcome_changes(outcome)}
             return dict(
+                started,
                 status=TrainingStatus.ERRORED,
                 completion_time=utcnow(),
                 errors=(
@@ -261,9 +264,9 @@ class SubprocessModelTrainer(ModelTrainerBase):
                     ),
                 ),
             )
-        changes: dict[str, Any] = {}
+        changes: dict[str, Any] = dict(started)
         if info.status is TrainingStatus.QUEUED:
-            changes.update(status=TrainingStatus.RUNNING, start_time=record.start_time)
+            changes.update(status=TrainingStatus.RUNNING)
         progress = run_dir.read_progress()
         if progress is not None and _newer(progress, info.progress):
             changes["progress"] = progress
@@ -475,6 +478,16 @@ def _newer(report: ProgressReport, than: Optional[ProgressReport]) -> bool:
 
 
 _FINISHED = tuple(status for status in TrainingStatus if status.is_terminal)
+
+
+def _started_changes(info: TrainingInfo, record: Optional[WorkerRecord]) -> dict[str, Any]:
+    """The start time and devices of the worker record that ``info`` does not have yet."""
+    changes: dict[str, Any] = {}
+    if record is not None and info.start_time is None:
+        changes["start_time"] = record.start_time
+    if record is not None and record.devices and not info.devices:
+        changes["devices"] = record.devices
+    return changes
 
 
 def _outcome_changes(outcome: Outcome) -> dict[str, Any]:
