@@ -861,6 +861,14 @@ def run_command(name: str, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         output.note("\nInterrupted.")
         return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # The reader left (`trainerkit status ID | head -3`): stop quietly, and point
+        # stdout at /dev/null so the interpreter's final flush does not fail again.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return int(ExitCode.FAILURE)
     except Exception as exc:
         code = exit_code_for(exc)
         if code is None:
