@@ -143,9 +143,12 @@ class _Dispatcher:
         )
 
     def waits_for_trainings(self) -> bool:
-        """True when exiting waits for queued trainings or ones that stop with this process."""
+        """True when exiting waits for queued trainings or ones that stop with this process
+        (not for one whose outcome is in: only its worker's wrap-up is left)."""
         with self.lock:
-            return bool(self.queue) or any(not run.detached for run in self.active.values())
+            return bool(self.queue) or any(
+                not run.detached and run.phase != _Run.DONE for run in self.active.values()
+            )
 
     def must_wait_at_exit(self) -> bool:
         """True while this process has trainings to start, or trainings that stop with it."""
