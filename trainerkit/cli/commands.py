@@ -312,7 +312,8 @@ def _unsupported_capabilities(trainer: str, trainer_type: str, exc: UnsupportedC
         f"capabilit{'y' if count == 1 else 'ies'}{needed_by}; nothing was recorded or started",
         ExitCode.UNAVAILABLE,
         "\n".join(item.describe() for item in exc.unsupported)
-        + f"\nsee what each trainer has with: trainerkit trainers (or {lower})",
+        + f"\nsee what each trainer has with: trainerkit trainers (or {lower})"
+        + (f"\n{exc.hint}" if exc.hint else ""),
         details={
             "unsupported": [
                 {"name": item.name, "requested": item.requested.value, "supported": support_flags(item.supported)}

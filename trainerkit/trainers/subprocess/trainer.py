@@ -51,7 +51,7 @@ import signal
 import weakref
 from typing import Any, Iterator, Optional
 
-from ...capabilities import RequestLevel, SupportLevel
+from ...capabilities import RequestLevel, Served, SupportLevel, UnsupportedCapabilityError
 from ...durations import parse_duration
 from ...errors import ConfigError, TrainingCanceledError, TrainingCrashedError, TrainingStateError
 from ...future import ModelTrainerFutureBase
@@ -60,6 +60,7 @@ from ...logfile import read_lines
 from ...module import class_path
 from ...owner import owner_is_alive, signal_owner
 from ...private_files import make_private_dir, open_private
+from ...resources import ONE_PROCESS, Resources
 from ...runner import Outcome, TrainingSpec, check_importable_class, inline_arguments, pickle_arguments
 from ...store import TrainingStore
 from ...store.state_dir import MEMORY_STATE_DIR, STATE_DIR_ENV, open_record_store, resolve_state_dir
@@ -106,6 +107,19 @@ class SubprocessModelTrainer(ModelTrainerBase):
         if self.config.max_retries > 0:
             levels["retries"] = SupportLevel.NATIVE
         return levels
+
+    def _serve_capabilities(self, requested: Any, resources: Resources = ONE_PROCESS) -> Served:
+        """As the base; a refusal for lack of ``gpus`` also says how to give this trainer some."""
+        try:
+            return super()._serve_capabilities(requested, resources)
+        except UnsupportedCapabilityError as exc:
+            if self._gpus or not any(item.name == "gpus" for item in exc.unsupported):
+                raise
+            found = "its gpus: auto found none (nvidia-smi -L lists none and CUDA_VISIBLE_DEVICES names none)" \
+                if self.config.gpus == "auto" else "it has no gpus config"
+            hint = (f"trainer {self.instance_name!r} hands out GPUs only from its gpus config, and {found}: "
+                    "set gpus (auto, or a list of device ids such as [0, 1]) in its config (docs/subprocess.md)")
+            raise UnsupportedCapabilityError(self.instance_name, exc.unsupported, exc.needed_by, hint) from None
 
     def __init__(self, config: SubprocessTrainerConfig, instance_name: str) -> None:
         super().__init__(config, instance_name)
