@@ -140,9 +140,10 @@ def test_queued_while_not_every_pod_runs_then_a_fresh_process_reattaches_and_lis
     kube.set_unschedulable(True)
     future = trainer.train(mn.AllReduceSum, 2, str(gate_dir), save_path=models_dir / "later",
                            resources={"nodes": 2, "procs_per_node": 2})
-    info = wait_until(lambda: (i := future.get_info()).detail.startswith("0 of 2 pods running; node 0: pod ") and i,
+    # The pod is Pending at first, then the scheduler says why: wait for the why.
+    info = wait_until(lambda: "cannot be scheduled" in (i := future.get_info()).detail and i,
                       what="the queued detail")
-    assert info.status is TrainingStatus.QUEUED and "cannot be scheduled" in info.detail
+    assert info.status is TrainingStatus.QUEUED and info.detail.startswith("0 of 2 pods running; node 0: pod ")
     kube.set_unschedulable(False)
     wait_until(lambda: future.get_info().status is TrainingStatus.RUNNING, timeout=TIMEOUT, what="RUNNING")
 
