@@ -78,6 +78,12 @@ def test_distributed_env_reads_the_torchrun_variables():
     assert distributed_env({"WORLD_SIZE": "1", "RANK": "0", "MASTER_PORT": "1"}) is None
     with pytest.raises(ValueError, match=r"MASTER_PORT='x' is not an integer"):
         distributed_env({**env, "MASTER_PORT": "x"})
+    with pytest.raises(ValueError, match=r"RANK is not set, but WORLD_SIZE=4 says this is a multi-process training"):
+        distributed_env({"WORLD_SIZE": "4"})
+    with pytest.raises(ValueError, match=r"MASTER_PORT is not set"):
+        distributed_env({"WORLD_SIZE": "4", "RANK": "0"})
+    with pytest.raises(ValueError, match=r"RANK=4 is not between 0 and WORLD_SIZE - 1 \(3\)"):
+        distributed_env({**env, "RANK": "4"})
 
 
 def test_a_mapping_fills_in_its_missing_keys_from_the_config_default(tmp_path):
