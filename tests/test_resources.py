@@ -65,6 +65,16 @@ def test_the_config_default_applies_unless_the_call_says_otherwise(tmp_path):
         assert trainer.train(Adder, 1, resources={"gpus_per_proc": 0}).result(timeout=WAIT).total == 2
 
 
+def test_a_config_default_the_trainer_cannot_serve_is_warned_about_when_it_is_built(tmp_path, caplog):
+    with manager(tmp_path, "SUBPROCESS", default_resources={"nodes": 2}) as made:
+        made.get_trainer("t")
+    assert "its default_resources Resources(nodes=2) need multi_node, which it does not have" in caplog.text
+    caplog.clear()
+    with manager(tmp_path, "SUBPROCESS", default_resources={"procs_per_node": 2}) as made:
+        made.get_trainer("t")
+    assert "default_resources" not in caplog.text
+
+
 def test_a_bad_config_default_is_a_config_error(tmp_path):
     with pytest.raises(trainerkit.ConfigError, match="default_resources"):
         manager(tmp_path, default_resources={"procs": 2})
