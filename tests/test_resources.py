@@ -57,6 +57,15 @@ def test_a_trainer_that_cannot_serve_the_resources_refuses_them_before_anything_
         assert future.result(timeout=WAIT).total == 2
 
 
+@pytest.mark.parametrize("trainer_type", ["LOCAL", "SUBPROCESS"])
+def test_several_nodes_are_refused_pointing_at_kubernetes(tmp_path, trainer_type):
+    with manager(tmp_path, trainer_type) as made:
+        with pytest.raises(UnsupportedCapabilityError, match="only KUBERNETES runs a training on several nodes") as caught:
+            made.get_trainer("t").train(Adder, 1, save_path=str(tmp_path / "m"), resources={"nodes": 2, "gpus_per_proc": 1})
+        assert [item.name for item in caught.value.unsupported] == ["multi_node", "gpus"]
+        assert made.get_trainer("t").list_trainings() == []
+
+
 def test_the_config_default_applies_unless_the_call_says_otherwise(tmp_path):
     with manager(tmp_path, default_resources={"gpus_per_proc": 1}) as made:
         trainer = made.get_trainer("t")

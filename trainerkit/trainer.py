@@ -46,7 +46,15 @@ from .errors import (
 )
 from .future import NO_MODEL, ModelTrainerFutureBase
 from .info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus, utcnow
-from .capabilities import CAPABILITY_NAMES, RequestLevel, Served, SupportLevel, normalize_requests, serve
+from .capabilities import (
+    CAPABILITY_NAMES,
+    RequestLevel,
+    Served,
+    SupportLevel,
+    UnsupportedCapabilityError,
+    normalize_requests,
+    serve,
+)
 from .resources import Resources
 from .checkpoints import CheckpointInfo, CheckpointStore
 from .storage import check_destination, is_url
@@ -392,7 +400,16 @@ class ModelTrainerBase(abc.ABC):
             requests = {**requests, **normalize_requests(requested)}
         needs = normalize_requests(resources.needs())
         if needs:
-            serve(self.instance_name, needs, self.capabilities(), needed_by=f"resources {resources.describe()}")
+            try:
+                serve(self.instance_name, needs, self.capabilities(), needed_by=f"resources {resources.describe()}")
+            except UnsupportedCapabilityError as exc:
+                if not any(item.name == "multi_node" for item in exc.unsupported):
+                    raise
+                raise UnsupportedCapabilityError(
+                    self.instance_name, exc.unsupported, exc.needed_by,
+                    "of the built-in trainer types only KUBERNETES runs a training on several nodes "
+                    "(docs/distributed.md)",
+                ) from None
             for name in needs:
                 if requests.get(name) is RequestLevel.DISABLE:
                     raise ValueError(

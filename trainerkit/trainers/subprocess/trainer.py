@@ -119,6 +119,7 @@ class SubprocessModelTrainer(ModelTrainerBase):
                 if self.config.gpus == "auto" else "it has no gpus config"
             hint = (f"trainer {self.instance_name!r} hands out GPUs only from its gpus config, and {found}: "
                     "set gpus (auto, or a list of device ids such as [0, 1]) in its config (docs/subprocess.md)")
+            hint = f"{exc.hint}; {hint}" if exc.hint else hint
             raise UnsupportedCapabilityError(self.instance_name, exc.unsupported, exc.needed_by, hint) from None
 
     def __init__(self, config: SubprocessTrainerConfig, instance_name: str) -> None:
