@@ -1,12 +1,12 @@
 """A separate process that submits one SUBPROCESS training, for the detach tests.
 
-    python -m tests.subprocess_submitter CONFIG_JSON MODULE KWARGS_JSON SAVE_PATH {exit|release|block}
+    python -m tests.subprocess_submitter CONFIG_JSON MODULE KWARGS_JSON SAVE_PATH {exit|release|block|result}
 
 Builds a TrainerManager from CONFIG_JSON (one trainer named "iso"), trains
 MODULE (``package.module:Class``) with KWARGS_JSON, saving under SAVE_PATH,
 prints the training id, then: ``exit`` returns (the interpreter's exit does
 what the trainer says at exit); ``release`` first calls
-``manager.close(wait=False)``; ``block`` sleeps until it is killed. Log
+``manager.close(wait=False)``; ``block`` sleeps until it is killed; ``result`` waits for the model, then returns. Log
 records go to stderr. The state directory comes from $TRAINERKIT_STATE_DIR.
 """
 
@@ -30,6 +30,8 @@ def main(argv: list[str]) -> int:
     print(future.id, flush=True)
     if mode == "release":
         manager.close(wait=False)
+    elif mode == "result":
+        future.result()
     elif mode == "block":
         time.sleep(3600)
     return 0

@@ -151,6 +151,7 @@ MATRIX_COLUMNS = [
     ("LOCAL<br>`capture_output: false`", "LOCAL", {"capture_output": False}),
     ("SUBPROCESS", "SUBPROCESS", {}),
     ("SUBPROCESS<br>`detach: true`", "SUBPROCESS", {"detach": True}),
+    ("SUBPROCESS<br>`gpus: [0, 1]`,<br>`max_retries: 1`", "SUBPROCESS", {"gpus": [0, 1], "max_retries": 1}),
     ("KUBERNETES", "KUBERNETES", {}),
     (
         "KUBERNETES<br>GPU in `resources`,<br>`backoff_limit: 2`",

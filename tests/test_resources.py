@@ -57,12 +57,31 @@ def test_a_trainer_that_cannot_serve_the_resources_refuses_them_before_anything_
         assert future.result(timeout=WAIT).total == 2
 
 
+@pytest.mark.parametrize("trainer_type", ["LOCAL", "SUBPROCESS"])
+def test_several_nodes_are_refused_pointing_at_kubernetes(tmp_path, trainer_type):
+    with manager(tmp_path, trainer_type) as made:
+        with pytest.raises(UnsupportedCapabilityError, match="only KUBERNETES runs a training on several nodes") as caught:
+            made.get_trainer("t").train(Adder, 1, save_path=str(tmp_path / "m"), resources={"nodes": 2, "gpus_per_proc": 1})
+        assert [item.name for item in caught.value.unsupported] == ["multi_node", "gpus"]
+        assert made.get_trainer("t").list_trainings() == []
+
+
 def test_the_config_default_applies_unless_the_call_says_otherwise(tmp_path):
     with manager(tmp_path, default_resources={"gpus_per_proc": 1}) as made:
         trainer = made.get_trainer("t")
         with pytest.raises(UnsupportedCapabilityError, match="gpus"):
             trainer.train(Adder, 1)
         assert trainer.train(Adder, 1, resources={"gpus_per_proc": 0}).result(timeout=WAIT).total == 2
+
+
+def test_a_config_default_the_trainer_cannot_serve_is_warned_about_when_it_is_built(tmp_path, caplog):
+    with manager(tmp_path, "SUBPROCESS", default_resources={"nodes": 2}) as made:
+        made.get_trainer("t")
+    assert "its default_resources Resources(nodes=2) need multi_node, which it does not have" in caplog.text
+    caplog.clear()
+    with manager(tmp_path, "SUBPROCESS", default_resources={"procs_per_node": 2}) as made:
+        made.get_trainer("t")
+    assert "default_resources" not in caplog.text
 
 
 def test_a_bad_config_default_is_a_config_error(tmp_path):
@@ -78,6 +97,12 @@ def test_distributed_env_reads_the_torchrun_variables():
     assert distributed_env({"WORLD_SIZE": "1", "RANK": "0", "MASTER_PORT": "1"}) is None
     with pytest.raises(ValueError, match=r"MASTER_PORT='x' is not an integer"):
         distributed_env({**env, "MASTER_PORT": "x"})
+    with pytest.raises(ValueError, match=r"RANK is not set, but WORLD_SIZE=4 says this is a multi-process training"):
+        distributed_env({"WORLD_SIZE": "4"})
+    with pytest.raises(ValueError, match=r"MASTER_PORT is not set"):
+        distributed_env({"WORLD_SIZE": "4", "RANK": "0"})
+    with pytest.raises(ValueError, match=r"RANK=4 is not between 0 and WORLD_SIZE - 1 \(3\)"):
+        distributed_env({**env, "RANK": "4"})
 
 
 def test_a_mapping_fills_in_its_missing_keys_from_the_config_default(tmp_path):

@@ -128,12 +128,14 @@ class UnsupportedCapabilityError(TrainerkitError, ValueError):
 
     Attributes:
         unsupported: each unmet request (name, requested, supported).
+        hint: how this trainer could have them (a config key to set), or "".
     """
 
-    def __init__(self, trainer: str, unsupported: "list[Unsupported]", needed_by: str = "") -> None:
+    def __init__(self, trainer: str, unsupported: "list[Unsupported]", needed_by: str = "", hint: str = "") -> None:
         self.unsupported = list(unsupported)
         #: What asked for them when it was not a capability request ("resources Resources(...)"), or "".
         self.needed_by = needed_by
+        self.hint = hint
         lower = "ask for less" if needed_by else "lower the request to optional"
         super().__init__(
             f"trainer {trainer!r} cannot serve {len(self.unsupported)} requested "
@@ -143,6 +145,7 @@ class UnsupportedCapabilityError(TrainerkitError, ValueError):
             + "; ".join(item.describe() for item in self.unsupported)
             + ". Nothing was recorded or started: choose a trainer that has them "
             f"(trainerkit trainers lists each trainer's capabilities), or {lower}"
+            + (f"; {hint}" if hint else "")
         )
 
 

@@ -113,7 +113,8 @@ def distributed_env(environ: Optional[Mapping[str, str]] = None) -> Optional[Dis
     training (no ``WORLD_SIZE``, or a world of one process).
 
     Raises:
-        ValueError: the variables are there but malformed (names the variable).
+        ValueError: WORLD_SIZE says several processes but a variable is missing or
+            malformed, or RANK is outside the world (names the variable).
     """
     env = os.environ if environ is None else environ
     if "WORLD_SIZE" not in env:
@@ -121,6 +122,11 @@ def distributed_env(environ: Optional[Mapping[str, str]] = None) -> Optional[Dis
 
     def number(name: str, default: Optional[str] = None) -> int:
         text = env.get(name, default)
+        if text is None:
+            raise ValueError(
+                f"the torchrun variable {name} is not set, but WORLD_SIZE={env['WORLD_SIZE']} says this "
+                "is a multi-process training: set every one of RANK, WORLD_SIZE, MASTER_PORT (or none)"
+            )
         try:
             return int(text)  # type: ignore[arg-type]
         except (TypeError, ValueError):
@@ -129,8 +135,11 @@ def distributed_env(environ: Optional[Mapping[str, str]] = None) -> Optional[Dis
     world_size = number("WORLD_SIZE")
     if world_size <= 1:
         return None
+    rank = number("RANK")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"the torchrun variable RANK={rank} is not between 0 and WORLD_SIZE - 1 ({world_size - 1})")
     return DistributedEnv(
-        rank=number("RANK"),
+        rank=rank,
         world_size=world_size,
         local_rank=number("LOCAL_RANK", env.get("RANK")),
         local_world_size=number("LOCAL_WORLD_SIZE", str(world_size)),

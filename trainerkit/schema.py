@@ -15,7 +15,7 @@ import difflib
 import typing
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
-from .durations import parse_duration
+from .durations import format_duration, parse_duration
 
 T = TypeVar("T")
 
@@ -296,7 +296,9 @@ def describe_schema(schema: type) -> list[tuple[str, str, str, str]]:
     for field in fields:
         if not field.init:
             continue
-        if field.default is not dataclasses.MISSING:
+        if isinstance(field.default, datetime.timedelta):
+            default = repr(format_duration(field.default))  # '10m', as a config file would say it
+        elif field.default is not dataclasses.MISSING:
             default = repr(field.default)
         elif field.default_factory is not dataclasses.MISSING:
             default = repr(field.default_factory())

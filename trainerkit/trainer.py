@@ -47,7 +47,15 @@ from .errors import (
 )
 from .future import NO_MODEL, ModelTrainerFutureBase
 from .info import ErrorDetail, ProgressReport, TrainingInfo, TrainingStatus, utcnow
-from .capabilities import CAPABILITY_NAMES, RequestLevel, Served, SupportLevel, normalize_requests, serve
+from .capabilities import (
+    CAPABILITY_NAMES,
+    RequestLevel,
+    Served,
+    SupportLevel,
+    UnsupportedCapabilityError,
+    normalize_requests,
+    serve,
+)
 from .resources import Resources
 from .checkpoints import CheckpointInfo, CheckpointStore
 from .storage import check_destination, is_url
@@ -189,12 +197,33 @@ class ModelTrainerBase(abc.ABC):
             if self._store_instance is not None:
                 return self
             self._store_instance = self.create_store()
+            self._warn_unservable_default_resources()
             if self._retention is not None and not self._closed:
                 self._purger = threading.Thread(
                     target=self._purge_loop, name=f"trainerkit-retention-{self.instance_name}", daemon=True
                 )
                 self._purger.start()
         return self
+
+    def _warn_unservable_default_resources(self) -> None:
+        """Say so once when the config's ``default_resources`` need a capability this
+        trainer lacks: every train() without its own ``resources`` will be refused."""
+        config = self.config
+        defaults = config.default_resources if isinstance(config, TrainerConfig) else None
+        if not defaults:
+            return
+        try:
+            resources = Resources.of(defaults)
+            levels = self.capabilities()
+        except Exception:  # noqa: BLE001 - only a warning; train() reports the real error
+            return
+        lacking = [name for name in resources.needs() if not levels.get(name)]
+        if lacking:
+            log.warning(
+                "trainer %r: its default_resources %s need %s, which it does not have, so every "
+                "train() without resources=... will be refused: change default_resources or the trainer type",
+                self.instance_name, resources.describe(), ", ".join(lacking),
+            )
 
     @property
     def owner(self) -> str:
@@ -380,7 +409,16 @@ class ModelTrainerBase(abc.ABC):
             requests = {**requests, **normalize_requests(requested)}
         needs = normalize_requests(resources.needs())
         if needs:
-            serve(self.instance_name, needs, self.capabilities(), needed_by=f"resources {resources.describe()}")
+            try:
+                serve(self.instance_name, needs, self.capabilities(), needed_by=f"resources {resources.describe()}")
+            except UnsupportedCapabilityError as exc:
+                if not any(item.name == "multi_node" for item in exc.unsupported):
+                    raise
+                raise UnsupportedCapabilityError(
+                    self.instance_name, exc.unsupported, exc.needed_by,
+                    "of the built-in trainer types only KUBERNETES runs a training on several nodes "
+                    "(docs/distributed.md)",
+                ) from None
             for name in needs:
                 if requests.get(name) is RequestLevel.DISABLE:
                     raise ValueError(

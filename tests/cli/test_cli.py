@@ -285,6 +285,17 @@ def test_status_from_a_new_process_shows_the_finished_training(tmp_path):
     assert document["id"] == training_id and document["tags"] == ["x"]
 
 
+def test_status_into_a_closed_pipe_exits_quietly():
+    # `trainerkit status ID | head -3`: head leaves before the rest is written.
+    training_id = submitted_id(run_cli("train", "tests.training_modules:Failing").stdout)
+    process = subprocess.Popen([*TRAINERKIT, "status", training_id], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=cli_env())
+    process.stdout.close()  # the reader is gone before the command writes anything
+    stderr = process.stderr.read().decode()
+    assert process.wait(90) == 1
+    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
+
+
 def test_status_of_an_errored_training_shows_its_traceback():
     training_id = submitted_id(run_cli("train", "tests.training_modules:Failing").stdout)
     result = run_cli("status", training_id)

@@ -312,7 +312,8 @@ def _unsupported_capabilities(trainer: str, trainer_type: str, exc: UnsupportedC
         f"capabilit{'y' if count == 1 else 'ies'}{needed_by}; nothing was recorded or started",
         ExitCode.UNAVAILABLE,
         "\n".join(item.describe() for item in exc.unsupported)
-        + f"\nsee what each trainer has with: trainerkit trainers (or {lower})",
+        + f"\nsee what each trainer has with: trainerkit trainers (or {lower})"
+        + (f"\n{exc.hint}" if exc.hint else ""),
         details={
             "unsupported": [
                 {"name": item.name, "requested": item.requested.value, "supported": support_flags(item.supported)}
@@ -865,6 +866,14 @@ def run_command(name: str, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         output.note("\nInterrupted.")
         return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # The reader left (`trainerkit status ID | head -3`): stop quietly, and point
+        # stdout at /dev/null so the interpreter's final flush does not fail again.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return int(ExitCode.FAILURE)
     except Exception as exc:
         code = exit_code_for(exc)
         if code is None:

@@ -11,8 +11,8 @@ training's model. With one process it trains the same way without
     trainer.train(DigitsMLP, epochs=30, save_path="models", save_with_id=True,
                   resources=trainerkit.Resources(procs_per_node=2))
 
-Needs the ``torch`` extra (``pip install 'trainerkit[torch]'``: torch and
-scikit-learn); trainerkit itself never imports either. The data is
+Needs the ``torch`` extra (``pip install -e '.[torch]'`` in a checkout: torch
+and scikit-learn); trainerkit itself never imports either. The data is
 scikit-learn's bundled copy of the UCI optical digits test set (1,797 8x8
 images of the digits 0-9), so nothing is downloaded. The 80/20 split and the
 initial weights depend only on ``seed``. On CPU the ranks meet over gloo; when

@@ -309,3 +309,10 @@ def test_wrong_types_and_missing_nested_keys_are_named_with_either_client_genera
     manager = manager_factory(config_of(kubeconfig=kubeconfig, **{field: value}))
     with pytest.raises(ConfigError, match=message):
         manager.get_trainer("cluster")
+
+
+def test_duration_defaults_read_as_a_config_file_writes_them():
+    table = kubernetes_keys_table()
+    assert "| `rendezvous_timeout` | a duration like '7d12h', '90m' or a number of seconds | `'10m'` |" in table
+    assert "| `progress_interval` | a duration like '7d12h', '90m' or a number of seconds | `'2s'` |" in table
+    assert "timedelta" not in table

@@ -216,3 +216,32 @@ def test_an_attached_multi_process_training_stops_every_rank_when_its_submitter_
     info = future.get_info()
     assert info.status is TrainingStatus.ERRORED
     assert info.errors[0].type == "trainerkit.errors.TrainingInterruptedError"
+
+
+def test_a_detached_training_whose_submitter_exited_keeps_its_start_time_and_devices(tmp_path, observer):
+    # The submitter exits as soon as the training is handed over, before the worker's
+    # "running" event reaches it: the run directory must still say when it started and
+    # on which GPUs, for any process that records the outcome.
+    trainer_config = config(detach=True, gpus=["3", "5"],
+                            default_resources={"procs_per_node": 2, "gpus_per_proc": 1})
+    process, training_id = submitter(trainer_config, "tests.subprocess_modules:Adder", {"a": 1},
+                                     str(tmp_path / "models"), "exit")
+    assert process.wait(WAIT) == 0
+    future = observer(trainer_config).get_model_future(training_id)
+    assert future.wait(WAIT)
+    info = future.get_info()
+    assert info.status is TrainingStatus.COMPLETED, info.errors
+    assert info.start_time is not None and info.submission_time <= info.start_time <= info.completion_time
+    assert info.devices == ("3", "5") and info.ranks == 2
+
+
+def test_a_submitter_that_got_its_result_exits_without_a_waiting_warning(tmp_path):
+    # result() returns when the outcome is recorded; the worker's wrap-up after it is
+    # no training to wait for, so the exit must not warn about one (3 tries: it is a race).
+    trainer_config = config(default_resources={"procs_per_node": 2})
+    for attempt in range(3):
+        process, _ = submitter(trainer_config, "tests.subprocess_modules:Adder", {"a": attempt},
+                               str(tmp_path / "models"), "result")
+        _, stderr = process.communicate(timeout=WAIT)
+        assert process.returncode == 0, stderr
+        assert "waiting for the trainings" not in stderr

@@ -75,6 +75,20 @@ def test_more_gpus_than_the_trainer_has_are_refused_at_train_time(tmp_path):
             without.get_trainer("t").train(SeesGpus, "x", "y", save_path=str(tmp_path / "m"), resources={"gpus_per_proc": 1})
 
 
+def test_gpus_without_a_gpus_config_are_refused_saying_which_config_gives_them(tmp_path, monkeypatch):
+    with manager(tmp_path) as without:
+        with pytest.raises(UnsupportedCapabilityError, match=r"it has no gpus config: set gpus \(auto, or a list") as caught:
+            without.get_trainer("t").train(SeesGpus, "x", "y", save_path=str(tmp_path / "m"), resources={"gpus_per_proc": 1})
+        assert [item.name for item in caught.value.unsupported] == ["gpus"]
+        assert without.get_trainer("t").list_trainings() == []
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi here
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    with manager(tmp_path, gpus="auto") as found_none:
+        with pytest.raises(UnsupportedCapabilityError, match="its gpus: auto found none"):
+            found_none.get_trainer("t").train(SeesGpus, "x", "y", save_path=str(tmp_path / "m"),
+                                              resources={"procs_per_node": 2, "gpus_per_proc": 1})
+
+
 @pytest.mark.parametrize("value", [["0", "0"], ["0,1"], "all"])
 def test_a_bad_gpus_config_is_a_config_error(tmp_path, value):
     with pytest.raises(trainerkit.ConfigError, match="gpus"):

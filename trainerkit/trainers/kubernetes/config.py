@@ -236,7 +236,8 @@ class KubernetesTrainerConfig(TrainerConfig):
         0,
         minimum=0,
         doc="pod retries before the Job fails; default 0: a training that failed once usually "
-        "fails again, and a retry costs a whole training's compute",
+        "fails again, and a retry costs a whole training's compute. A multi-node training "
+        "(nodes > 1) is never retried, whatever this says (docs/distributed.md)",
     )
     max_retries: Optional[int] = option(
         None,
@@ -245,7 +246,9 @@ class KubernetesTrainerConfig(TrainerConfig):
         "exit) is replaced at most this many times, with the same training id; it is the Job's "
         "backoffLimit (so set this or backoff_limit, not both), and a Python exception in train "
         "still fails the Job at once (its pod failure policy). Each new pod sees the earlier "
-        "pods' checkpoints when checkpoint_dir is a URL or a volume",
+        "pods' checkpoints when checkpoint_dir is a URL or a volume. A multi-node training "
+        "(nodes > 1) is never retried: it runs once, with a warning, and one that requests the "
+        "retries capability is refused at train() (docs/distributed.md)",
     )
     active_deadline: Optional[datetime.timedelta] = option(
         None,

@@ -143,9 +143,12 @@ class _Dispatcher:
         )
 
     def waits_for_trainings(self) -> bool:
-        """True when exiting waits for queued trainings or ones that stop with this process."""
+        """True when exiting waits for queued trainings or ones that stop with this process
+        (not for one whose outcome is in: only its worker's wrap-up is left)."""
         with self.lock:
-            return bool(self.queue) or any(not run.detached for run in self.active.values())
+            return bool(self.queue) or any(
+                not run.detached and run.phase != _Run.DONE for run in self.active.values()
+            )
 
     def must_wait_at_exit(self) -> bool:
         """True while this process has trainings to start, or trainings that stop with it."""
@@ -278,8 +281,9 @@ class _Dispatcher:
         environ["CUDA_VISIBLE_DEVICES"] = ",".join(run.devices)
         procs = run.spec.procs_per_node
         each = len(run.devices) // procs
-        # Rank k gets the k-th run of gpus_per_proc devices (rank 0's first, as info.devices lists them).
-        rank_devices = tuple(run.devices[k * each : (k + 1) * each] for k in range(procs)) if procs > 1 else None
+        # Rank k gets the k-th run of gpus_per_proc devices (rank 0's first, as info.devices lists them);
+        # the worker records them for processes that see only the run directory (detach).
+        rank_devices = tuple(run.devices[k * each : (k + 1) * each] for k in range(procs))
         run.spec = dataclasses.replace(run.spec, environ=environ, rank_devices=rank_devices)
 
     def _retire(self, run: _Run) -> None:

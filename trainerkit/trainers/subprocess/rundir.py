@@ -68,12 +68,15 @@ class WorkerRecord:
             its process group holds every process the training started.
         start_time: when the training process received the training.
         detach: whether the training outlives the process that submitted it.
+        devices: the GPU ids the training was given (rank 0's first), so a
+            process that records a detached training's outcome knows them.
     """
 
     supervisor: str
     training_process: str
     start_time: datetime.datetime
     detach: bool = False
+    devices: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +84,7 @@ class WorkerRecord:
             "training_process": self.training_process,
             "start_time": self.start_time.isoformat(),
             "detach": self.detach,
+            "devices": list(self.devices),
         }
 
     @classmethod
@@ -93,6 +97,7 @@ class WorkerRecord:
             training_process=str(data["training_process"]),
             start_time=start,
             detach=bool(data.get("detach", False)),
+            devices=tuple(str(device) for device in data.get("devices") or ()),
         )
 
 

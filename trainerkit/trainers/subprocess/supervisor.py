@@ -315,6 +315,7 @@ class _Supervisor:
             training_process=process_owner(self.child),
             start_time=utcnow(),
             detach=spec.detach,
+            devices=tuple(device for ids in spec.rank_devices or () for device in ids),
         )
         if spec.run_dir:
             self.run_dir = RunDirectory(spec.run_dir)

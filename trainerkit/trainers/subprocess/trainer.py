@@ -51,7 +51,7 @@ import signal
 import weakref
 from typing import Any, Iterator, Optional
 
-from ...capabilities import RequestLevel, SupportLevel
+from ...capabilities import RequestLevel, Served, SupportLevel, UnsupportedCapabilityError
 from ...durations import parse_duration
 from ...errors import ConfigError, TrainingCanceledError, TrainingCrashedError, TrainingStateError
 from ...future import ModelTrainerFutureBase
@@ -60,6 +60,7 @@ from ...logfile import read_lines
 from ...module import class_path
 from ...owner import owner_is_alive, signal_owner
 from ...private_files import make_private_dir, open_private
+from ...resources import ONE_PROCESS, Resources
 from ...runner import Outcome, TrainingSpec, check_importable_class, inline_arguments, pickle_arguments
 from ...store import TrainingStore
 from ...store.state_dir import MEMORY_STATE_DIR, STATE_DIR_ENV, open_record_store, resolve_state_dir
@@ -106,6 +107,20 @@ class SubprocessModelTrainer(ModelTrainerBase):
         if self.config.max_retries > 0:
             levels["retries"] = SupportLevel.NATIVE
         return levels
+
+    def _serve_capabilities(self, requested: Any, resources: Resources = ONE_PROCESS) -> Served:
+        """As the base; a refusal for lack of ``gpus`` also says how to give this trainer some."""
+        try:
+            return super()._serve_capabilities(requested, resources)
+        except UnsupportedCapabilityError as exc:
+            if self._gpus or not any(item.name == "gpus" for item in exc.unsupported):
+                raise
+            found = "its gpus: auto found none (nvidia-smi -L lists none and CUDA_VISIBLE_DEVICES names none)" \
+                if self.config.gpus == "auto" else "it has no gpus config"
+            hint = (f"trainer {self.instance_name!r} hands out GPUs only from its gpus config, and {found}: "
+                    "set gpus (auto, or a list of device ids such as [0, 1]) in its config (docs/subprocess.md)")
+            hint = f"{exc.hint}; {hint}" if exc.hint else hint
+            raise UnsupportedCapabilityError(self.instance_name, exc.unsupported, exc.needed_by, hint) from None
 
     def __init__(self, config: SubprocessTrainerConfig, instance_name: str) -> None:
         super().__init__(config, instance_name)
@@ -239,17 +254,20 @@ class SubprocessModelTrainer(ModelTrainerBase):
     def recover_training(self, info: TrainingInfo) -> Optional[dict[str, Any]]:
         """A live record whose submitting process is gone: the run directory says the rest."""
         run_dir = self._run_dir(info.id)
+        record = run_dir.read_worker()
+        # The submitter may have gone before the worker's "running" event reached it.
+        started = _started_changes(info, record)
         outcome = run_dir.read_outcome()
         if outcome is not None:
-            return _outcome_changes(outcome)
-        record = run_dir.read_worker()
+            return {**started, **_outcome_changes(outcome)}
         if record is None:
             return None  # never reached a worker: interrupted while queued
         if owner_is_alive(record.supervisor) is False:
             outcome = run_dir.read_outcome()  # written just before the worker exited?
             if outcome is not None:
-                return _outcome_changes(outcome)
+                return {**started, **_outcome_changes(outcome)}
             return dict(
+                started,
                 status=TrainingStatus.ERRORED,
                 completion_time=utcnow(),
                 errors=(
@@ -261,9 +279,9 @@ class SubprocessModelTrainer(ModelTrainerBase):
                     ),
                 ),
             )
-        changes: dict[str, Any] = {}
+        changes: dict[str, Any] = dict(started)
         if info.status is TrainingStatus.QUEUED:
-            changes.update(status=TrainingStatus.RUNNING, start_time=record.start_time)
+            changes.update(status=TrainingStatus.RUNNING)
         progress = run_dir.read_progress()
         if progress is not None and _newer(progress, info.progress):
             changes["progress"] = progress
@@ -475,6 +493,16 @@ def _newer(report: ProgressReport, than: Optional[ProgressReport]) -> bool:
 
 
 _FINISHED = tuple(status for status in TrainingStatus if status.is_terminal)
+
+
+def _started_changes(info: TrainingInfo, record: Optional[WorkerRecord]) -> dict[str, Any]:
+    """The start time and devices of the worker record that ``info`` does not have yet."""
+    changes: dict[str, Any] = {}
+    if record is not None and info.start_time is None:
+        changes["start_time"] = record.start_time
+    if record is not None and record.devices and not info.devices:
+        changes["devices"] = record.devices
+    return changes
 
 
 def _outcome_changes(outcome: Outcome) -> dict[str, Any]:
