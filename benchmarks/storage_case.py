@@ -155,12 +155,19 @@ def _moto_server() -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    # Hermetic: none of the shell's AWS settings (a profile, a session token,
+    # another endpoint, ~/.aws files) nor a proxy may reach the benchmark's client.
+    leaks = [name for name in os.environ if name.upper().startswith(("AWS_", "BOTO_"))
+             or name.lower() in ("http_proxy", "https_proxy", "all_proxy")]
+    ours = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    env = {**{k: v for k, v in os.environ.items() if k not in leaks}, **ours}
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )
-    saved = {name: os.environ.get(name) for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")}
+    saved = {name: os.environ.get(name) for name in {*leaks, *ours, "AWS_ENDPOINT_URL_S3"}}
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -172,7 +179,9 @@ def _moto_server() -> Iterator[str]:
                     raise CannotRun("the moto S3 server did not start") from None
                 time.sleep(0.1)
         endpoint = f"http://127.0.0.1:{port}"
-        os.environ.update({**{k: v for k, v in env.items() if k.startswith("AWS_")}, "AWS_ENDPOINT_URL_S3": endpoint})
+        for name in leaks:
+            os.environ.pop(name, None)
+        os.environ.update({**ours, "AWS_ENDPOINT_URL_S3": endpoint})
         yield endpoint
     finally:
         for name, value in saved.items():

@@ -41,10 +41,32 @@ def s3_endpoint():
         server.stop()
 
 
+def _leaks_in(name: str) -> bool:
+    """A variable of the user's shell that botocore (or a proxy setting) would
+    read: AWS_PROFILE, AWS_SESSION_TOKEN, AWS_CONFIG_FILE, AWS_ENDPOINT_URL_*..."""
+    return name.upper().startswith(("AWS_", "BOTO_")) or name.lower() in ("http_proxy", "https_proxy", "all_proxy")
+
+
 @pytest.fixture
 def s3_env(s3_endpoint, monkeypatch):
-    """The S3 environment (endpoint and credentials) of this process and its children."""
-    env = {**S3_ENV, "AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_ENDPOINT_URL": s3_endpoint}
+    """The S3 environment (endpoint and credentials) of this process and its children.
+
+    Hermetic: every AWS_* variable of the user's shell (a profile, a session
+    token, another endpoint, config and credentials files) and any proxy is
+    removed first, and ~/.aws is not read, so only the moto server is reached.
+    """
+    for name in [name for name in os.environ if _leaks_in(name)]:
+        monkeypatch.delenv(name)
+    env = {
+        **S3_ENV,
+        "AWS_ENDPOINT_URL_S3": s3_endpoint,
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env

@@ -72,7 +72,7 @@ class DiesMidUpload(trainerkit.ModuleBase):
     def train(cls, value=5):
         original = storage.publish
 
-        def publish(directory, url, storage_options=None, *, replace=False):
+        def publish(directory, url, storage_options=None, **options):
             fs, path = storage.filesystem(url, storage_options)
 
             def die(target, *args, **kwargs):
@@ -81,9 +81,46 @@ class DiesMidUpload(trainerkit.ModuleBase):
                 return type(fs).pipe_file(fs, target, *args, **kwargs)
 
             fs.pipe_file = die
-            return original(directory, url, storage_options, replace=replace)
+            return original(directory, url, storage_options, **options)
 
         storage.publish = publish
+        return cls(value)
+
+
+class DiesMidUploadOnce(trainerkit.ModuleBase):
+    """Like :class:`DiesMidUpload`, but only while the file ``marker`` does not
+    exist yet (it creates it): the first attempt dies with its model's files
+    uploaded and no manifest, a retry saves normally."""
+
+    def __init__(self, value):
+        self.value = value
+
+    @classmethod
+    def train(cls, marker, value=5):
+        if os.path.exists(marker):
+            return cls(value + 1)
+        with open(marker, "w"):
+            pass
+        return DiesMidUpload.train.__func__(cls, value)
+
+
+class DiesAfterSaveOnce(trainerkit.ModuleBase):
+    """Dies (os._exit) right after its model was renamed into place at a plain
+    save_path, before the outcome is reported, while the file ``marker`` does
+    not exist yet (it creates it): the retry finds its own earlier model there."""
+
+    def __init__(self, value):
+        self.value = value
+
+    @classmethod
+    def train(cls, marker, value=5):
+        if os.path.exists(marker):
+            return cls(value + 1)
+        with open(marker, "w"):
+            pass
+        from trainerkit import module
+
+        module._fsync_dir = lambda path: os._exit(19)
         return cls(value)
 
 

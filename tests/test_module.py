@@ -256,3 +256,18 @@ def test_the_quick_binding_agrees_with_signature_bind(module, args, kwargs):
         bound.apply_defaults()
         params = training_parameters(module, args, kwargs)
         assert params == dict(bound.arguments) and list(params) == list(bound.arguments)
+
+
+def test_a_retry_replaces_the_model_its_earlier_attempt_saved_but_never_another_trainings(tmp_path):
+    path = str(tmp_path / "model")
+    save_model(Adder(1), path, training_id="t--abcdefghijkl")
+    save_model(Adder(2), path, training_id="t--abcdefghijkl")  # the same training, again: replaced
+    assert trainerkit.load(path).total == 2
+    assert sorted(os.listdir(tmp_path)) == ["model"]  # nothing left beside it
+    with pytest.raises(FileExistsError, match="already exists"):
+        save_model(Adder(3), path, training_id="t--otherotherot")
+    with pytest.raises(FileExistsError, match="already exists"):
+        save_model(Adder(3), path)  # no training id: nothing is its own
+    with pytest.raises(Exception):
+        save_model(Adder(lambda: 1), path, training_id="t--abcdefghijkl")  # its save fails
+    assert trainerkit.load(path).total == 2 and sorted(os.listdir(tmp_path)) == ["model"]

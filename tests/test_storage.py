@@ -15,7 +15,7 @@ import trainerkit
 from trainerkit import storage
 from trainerkit.errors import ModelLoadError, StorageError, TrainingStateError
 from tests.storage_fixtures import s3_bucket, s3_endpoint, s3_env, s3_files  # noqa: F401 - fixtures
-from tests.storage_modules import DiesMidUpload, Epochs, Named
+from tests.storage_modules import DiesAfterSaveOnce, DiesMidUpload, DiesMidUploadOnce, Epochs, Named
 from tests.subprocess_fixtures import GRACE
 from tests.training_modules import Adder
 
@@ -80,6 +80,42 @@ def test_a_crash_mid_upload_leaves_files_but_nothing_loadable(manager_factory, t
         trainer.train(Adder, 1, save_path=f"{s3_bucket}/crashed")
 
 
+def test_a_retry_after_a_crash_mid_upload_removes_its_own_leftovers_and_saves(
+    manager_factory, tmp_path, s3_bucket, s3_env
+):
+    trainer = _manager(manager_factory, tmp_path, "SUBPROCESS", max_retries=1).get_trainer("t")
+    marker = str(tmp_path / "died")
+    future = trainer.train(DiesMidUploadOnce, marker, save_path=f"{s3_bucket}/retried")
+    assert future.result(timeout=WAIT).value == 6
+    assert os.path.exists(marker) and future.get_info().attempt == 2
+    assert trainerkit.load(f"{s3_bucket}/retried", cache=False).value == 6
+
+
+def test_a_retry_after_a_crash_right_after_a_plain_path_save_replaces_that_model(manager_factory, tmp_path):
+    trainer = _manager(manager_factory, tmp_path, "SUBPROCESS", max_retries=1).get_trainer("t")
+    marker = str(tmp_path / "died")
+    future = trainer.train(DiesAfterSaveOnce, marker, save_path=str(tmp_path / "m"))
+    assert future.result(timeout=WAIT).value == 6
+    assert future.get_info().attempt == 2
+    assert trainerkit.load(str(tmp_path / "m")).value == 6
+
+
+def test_leftovers_of_another_training_are_never_removed(s3_bucket, s3_env, tmp_path):
+    url = f"{s3_bucket}/theirs"
+    fs, path = storage.filesystem(url)
+    fs.pipe_file(f"{path}/.trainerkit-model.json", json.dumps({"module": "x:Y", "training_id": "t--otherotherot"}).encode())
+    fs.pipe_file(f"{path}/weights.bin", b"half")
+    with pytest.raises(FileExistsError, match="theirs: it is not empty"):
+        trainerkit.module.save_model_to(Adder(1), url, training_id="t--abcdefghijkl")
+    with pytest.raises(FileExistsError):
+        trainerkit.module.save_model_to(Adder(1), url)  # no training id: nothing is its own
+    assert s3_files(url, s3_env["AWS_ENDPOINT_URL_S3"]) == sorted(
+        f"{path}/{name}" for name in (".trainerkit-model.json", "weights.bin")
+    )
+    trainerkit.module.save_model_to(Adder(2), url, training_id="t--otherotherot")
+    assert trainerkit.load(url, cache=False).total == 2
+
+
 def test_an_upload_that_fails_removes_what_it_uploaded(s3_bucket, s3_env, monkeypatch, tmp_path):
     fs, _ = storage.filesystem(s3_bucket)  # fsspec hands publish() this same instance
     real = fs.pipe_file
@@ -113,6 +149,28 @@ def test_loads_from_a_url_are_cached_by_manifest_and_cache_false_bypasses_it(s3_
     trainerkit.module.save_model_to(Adder(42), url)
     assert trainerkit.load(url, cache_dir=str(cache)).total == 42
     assert len(os.listdir(cache)) == 2
+
+
+@pytest.fixture
+def users_aws_shell(monkeypatch, tmp_path):
+    """What a user's shell may hold: a profile that is not on this machine, a
+    real endpoint, a session token, proxies, a config file naming another region."""
+    config = tmp_path / "aws-config"
+    config.write_text("[default]\nregion = eu-west-3\ns3 =\n    addressing_style = virtual\n")
+    for name, value in {
+        "AWS_PROFILE": "prod-admin", "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9", "AWS_SESSION_TOKEN": "expired",
+        "AWS_CONFIG_FILE": str(config), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_the_s3_tests_are_hermetic_whatever_aws_settings_the_shell_has(users_aws_shell, s3_bucket, s3_env):
+    assert "AWS_PROFILE" not in os.environ and "AWS_SESSION_TOKEN" not in os.environ
+    url = f"{s3_bucket}/hermetic"
+    trainerkit.module.save_model_to(Adder(8), url)
+    assert trainerkit.load(url, cache=False).total == 8
+    assert s3_files(url, s3_env["AWS_ENDPOINT_URL_S3"])
 
 
 def test_a_changed_file_is_refused_as_not_matching_its_manifest(tmp_path):
@@ -188,6 +246,28 @@ def test_an_occupied_url_is_refused_and_delete_model_removes_a_url_model(
     assert s3_files(f"{s3_bucket}/one", s3_env["AWS_ENDPOINT_URL_S3"]) == []
 
 
+def test_a_delete_that_failed_on_the_checkpoints_after_removing_a_url_model_can_be_retried(
+    manager_factory, tmp_path, monkeypatch
+):
+    trainer = _manager(manager_factory, tmp_path, "LOCAL", checkpoint_dir=str(tmp_path / "ckpt")).get_trainer("t")
+    future = trainer.train(Epochs, 1, save_path="memory://tk-tests/delete-retried", save_with_id=True)
+    future.result(timeout=WAIT)
+    store = type(trainer.checkpoint_store())
+
+    def broken(self, training_id):
+        raise StorageError(f"cannot remove {self.training_dir(training_id)}: the store is down")
+
+    monkeypatch.setattr(store, "delete", broken)
+    with pytest.raises(StorageError, match="the store is down"):
+        trainer.delete_training(future.id, delete_model=True)
+    assert storage.read_manifest(future.save_path) is None  # the model went first
+    monkeypatch.undo()
+    trainer.delete_training(future.id, delete_model=True)  # the model is already gone: not "refusing"
+    assert trainer.list_checkpoints(future.id) == []
+    with pytest.raises(trainerkit.TrainingNotFoundError):
+        trainer.get_model_future(future.id)
+
+
 # -- checkpoints ---------------------------------------------------------------------------------
 
 
@@ -260,6 +340,190 @@ def test_a_bad_checkpoint_name_is_refused(manager_factory, tmp_path):
     assert store.list("t--abcdefghijkl") == []
 
 
+def test_a_bad_checkpoint_name_is_one_error_that_speaks_of_the_checkpoint_name(tmp_path):
+    from trainerkit.checkpoints import CheckpointStore
+
+    store = CheckpointStore(str(tmp_path / "ckpt"))
+    for name, why in (("", "it is empty"), ("../x", "it must be one path segment"), ("a/b", "it must be one path segment"),
+                      ("x" * 300, "it is 300 bytes long")):
+        with pytest.raises(ValueError) as caught:
+            store.save("t--abcdefghijkl", Adder(1), name)
+        assert str(caught.value).startswith(f"checkpoint name {name[:60]!r} cannot be used: {why}")
+        assert "model_name" not in str(caught.value)
+    with pytest.raises(TypeError, match="checkpoint name must be a string"):
+        store.save("t--abcdefghijkl", Adder(1), 3)
+    assert store.list("t--abcdefghijkl") == []
+    assert store.save("t--abcdefghijkl", Adder(1), "y" * 255) == "y" * 255  # the longest a file name may be
+    assert trainerkit.load(store.list("t--abcdefghijkl")[0].path).total == 1
+
+
+def test_load_takes_a_home_relative_path_and_refuses_an_empty_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    trainerkit.module.save_model_to(Adder(5), str(tmp_path / "models" / "run"))
+    assert trainerkit.load("~/models/run").total == 5
+    for empty in ("", "  "):
+        with pytest.raises(ValueError, match="load\\(\\) takes a model directory or URL"):
+            trainerkit.load(empty)
+    with pytest.raises(TypeError, match="model directory or URL, got int"):
+        trainerkit.load(3)
+    for bare in ("s3://", "memory:///", "file://"):  # not 'no credentials' or 'no manifest at /'
+        with pytest.raises(ValueError, match=f"load\\(\\) got '{bare}', which names no model"):
+            trainerkit.load(bare)
+
+
+def test_a_relative_file_url_is_made_absolute_like_a_plain_path(manager_factory, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trainer = _manager(manager_factory, tmp_path, "LOCAL", checkpoint_dir="file://ckpts").get_trainer("t")
+    future = trainer.train(Epochs, 1, save_path="file://models/run/")
+    assert future.save_path == f"file://{tmp_path}/models/run"
+    assert future.result(timeout=WAIT).epoch == 1
+    assert os.path.isfile(tmp_path / "models" / "run" / storage.MANIFEST_FILE)
+    assert future.checkpoints()[0].path == f"file://{tmp_path}/ckpts/{future.id}/checkpoint-000001"
+    monkeypatch.chdir("/")
+    assert trainerkit.load(future.save_path).epoch == 1
+    assert trainerkit.load(future.checkpoints()[0].path).epoch == 1
+
+
+def test_checkpoints_and_file_urls_work_under_a_directory_with_odd_characters(manager_factory, tmp_path):
+    odd = tmp_path / "my models #1 ? x::y"
+    trainer = _manager(manager_factory, tmp_path, "LOCAL", checkpoint_dir=str(odd / "ckpt")).get_trainer("t")
+    future = trainer.train(Epochs, 2, save_path=f"file://{odd}/m")
+    assert future.result(timeout=WAIT).epoch == 2
+    assert os.path.isfile(odd / "m" / storage.MANIFEST_FILE)
+    assert [trainerkit.load(info.path).epoch for info in future.checkpoints()] == [1, 2]
+    assert trainerkit.load(str(odd / "m")).epoch == 2
+
+
+def test_a_relative_checkpoint_dir_is_the_same_place_for_the_caller_and_a_worker_with_its_own_cwd(
+    manager_factory, tmp_path, monkeypatch
+):
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    trainer = _manager(
+        manager_factory, tmp_path, "SUBPROCESS", checkpoint_dir="rel-ckpt", cwd=str(tmp_path / "elsewhere")
+    ).get_trainer("t")
+    assert trainer.checkpoint_dir() == str(tmp_path / "rel-ckpt")
+    future = trainer.train(Epochs, 2, save_path=str(tmp_path / "m"), save_with_id=True)
+    future.result(timeout=WAIT)
+    assert [c.name for c in future.checkpoints()] == ["checkpoint-000001", "checkpoint-000002"]
+    assert os.path.isdir(tmp_path / "rel-ckpt" / future.id) and not os.path.exists(tmp_path / "elsewhere" / "rel-ckpt")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    trainer.delete_training(future.id)
+    assert not os.path.exists(tmp_path / "rel-ckpt" / future.id)
+
+
+def test_an_unwritable_cache_dir_is_one_storage_error_and_cache_false_still_loads(tmp_path, monkeypatch):
+    url = "memory://trainerkit-tests/unwritable-cache"
+    trainerkit.module.save_model_to(Adder(7), url)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(storage.tempfile, "mkdtemp", refuse)  # as a read-only cache_dir does (root ignores chmod)
+    with pytest.raises(StorageError, match=r"unwritable-cache: the cache directory .*cache cannot be created or written \(Permission denied\).*cache=False"):
+        trainerkit.load(url, cache_dir=str(cache))
+    monkeypatch.undo()
+    assert os.listdir(cache) == []
+    assert trainerkit.load(url, cache=False).total == 7
+    storage.remove(url)
+
+
+@pytest.mark.parametrize(
+    "checkpoint_dir, match",
+    [
+        ("nosuch://bucket/ckpt", r"checkpoint_dir of trainer 't': cannot use nosuch://bucket/ckpt.*not a protocol fsspec knows"),
+        ("gs://bucket/ckpt", r"checkpoint_dir of trainer 't': cannot use gs://bucket/ckpt.*pip install 'trainerkit\[gcs\]'"),
+    ],
+)
+def test_an_unusable_checkpoint_dir_url_is_refused_at_train_time(manager_factory, tmp_path, trainer_type, checkpoint_dir, match):
+    if checkpoint_dir.startswith("gs://"):
+        try:
+            import gcsfs  # noqa: F401
+            pytest.skip("gcsfs is installed here")
+        except ImportError:
+            pass
+    trainer = _manager(manager_factory, tmp_path, trainer_type, checkpoint_dir=checkpoint_dir).get_trainer("t")
+    with pytest.raises(StorageError, match=match):
+        trainer.train(Adder, 1)
+    assert trainer.list_trainings() == []
+
+
+@pytest.mark.parametrize("key", ["cache_dir", "log_dir"])
+def test_a_url_for_a_local_directory_key_is_refused_by_the_config(manager_factory, tmp_path, key):
+    with pytest.raises(trainerkit.ConfigError, match=f"config.{key}: 's3://bucket/cache' is a URL, but this is a directory of this machine"):
+        _manager(manager_factory, tmp_path, "LOCAL", **{key: "s3://bucket/cache"}).get_trainer("t")
+
+
+def test_load_refuses_a_url_as_cache_dir_instead_of_making_a_local_s3_colon_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = "memory://trainerkit-tests/cache-url"
+    trainerkit.module.save_model_to(Adder(4), url)
+    with pytest.raises(ValueError, match="cache_dir 's3://bucket/cache' is not a directory of this machine"):
+        trainerkit.load(url, cache_dir="s3://bucket/cache")
+    assert os.listdir(tmp_path) == []
+    storage.remove(url)
+
+
+def test_save_checkpoint_of_something_that_is_not_a_model_is_a_clear_error_and_leaves_nothing(tmp_path):
+    from trainerkit.checkpoints import CheckpointStore
+
+    store = CheckpointStore(str(tmp_path / "ckpt"))
+    for thing in (None, object(), "weights"):
+        with pytest.raises(TypeError, match=r"save_checkpoint\(\) takes the model to save: an instance with a save\(path\)"):
+            store.save("t--abcdefghijkl", thing)
+    with pytest.raises(Exception):
+        store.save("t--abcdefghijkl", Adder(lambda: 1))  # its pickle fails mid-save
+    assert not os.path.exists(tmp_path / "ckpt" / "t--abcdefghijkl")
+    assert store.list("t--abcdefghijkl") == []
+
+
+def test_a_training_submitted_again_under_its_external_id_resumes_unless_deleted_first(manager_factory, tmp_path):
+    trainer = _manager(manager_factory, tmp_path, "LOCAL").get_trainer("t")
+    first = trainer.train(Epochs, 2, external_training_id="nightly")
+    assert first.result(timeout=WAIT).started_at == 0
+    again = trainer.train(Epochs, 3, external_training_id="nightly")
+    assert again.id == first.id and again.result(timeout=WAIT).started_at == 2  # as documented in storage.md
+    trainer.delete_training(again.id)
+    fresh = trainer.train(Epochs, 1, external_training_id="nightly")
+    assert fresh.result(timeout=WAIT).started_at == 0
+    assert [c.name for c in fresh.checkpoints()] == ["checkpoint-000001"]
+
+
+class _CheckpointsFromAThread(trainerkit.ModuleBase):
+    def __init__(self, errors):
+        self.errors = errors
+
+    @classmethod
+    def train(cls):
+        import contextvars
+        import threading
+
+        errors = []
+
+        def plain():
+            try:
+                trainerkit.save_checkpoint(cls([]), "plain")
+            except trainerkit.TrainingStateError as exc:
+                errors.append(str(exc))
+
+        context = contextvars.copy_context()
+        for target in (plain, lambda: context.run(trainerkit.save_checkpoint, cls([]), "copied")):
+            thread = threading.Thread(target=target)
+            thread.start()
+            thread.join()
+        return cls(errors)
+
+
+def test_save_checkpoint_from_a_thread_says_how_to_give_it_the_training(manager_factory, tmp_path):
+    trainer = _manager(manager_factory, tmp_path, "LOCAL").get_trainer("t")
+    future = trainer.train(_CheckpointsFromAThread)
+    errors = future.result(timeout=WAIT).errors
+    assert len(errors) == 1 and "contextvars.copy_context().run" in errors[0]
+    assert [c.name for c in future.checkpoints()] == ["copied"]
+
+
 def test_a_memory_url_round_trips_in_process(manager_factory, tmp_path):
     trainer = _manager(manager_factory, tmp_path, "LOCAL", checkpoint_dir="memory://tk-tests/ckpt").get_trainer("t")
     future = trainer.train(Epochs, 2, save_path="memory://tk-tests/models", save_with_id=True)
@@ -306,6 +570,26 @@ def test_cli_trains_to_a_url_and_loads_it(tmp_path, s3_bucket, s3_env):
         text=True, timeout=WAIT, env=env,
     )
     assert missing.returncode != 0 and f"no model at {s3_bucket}/nothing-here" in missing.stderr
+
+
+def test_cli_load_of_a_bad_path_is_one_usage_or_not_found_error_not_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    trainerkit.module.save_model_to(Adder(6), str(tmp_path / "m"))
+    env = {**os.environ, "TRAINERKIT_STATE_DIR": str(tmp_path / "state")}
+
+    def cli(path):
+        return subprocess.run([sys.executable, "-m", "trainerkit", "--json", "load", path], capture_output=True,
+                              text=True, timeout=WAIT, env=env)
+
+    for path, code, text in (("", 2, "trainerkit load takes a model directory or URL"),
+                             ("s3://", 2, "trainerkit load got 's3://', which names no model"),
+                             (str(tmp_path / "nothing"), 6, "the directory does not exist")):
+        done = cli(path)
+        assert done.returncode == code and text in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and json.loads(done.stdout)["error"]["exit_code"] == code
+    home = cli("~/m")
+    assert home.returncode == 0, home.stderr
+    assert json.loads(home.stdout)["files"] == 2  # the summary reads the same ~-expanded directory
 
 
 # -- retries (SUBPROCESS) ------------------------------------------------------------------------

@@ -51,7 +51,7 @@ class CheckpointStore:
 
     def __init__(self, checkpoint_dir: str, storage_options: storage.StorageOptions = None) -> None:
         if storage.is_url(checkpoint_dir):
-            self.root = checkpoint_dir.rstrip("/")
+            self.root = storage.absolute_file_url(checkpoint_dir).rstrip("/")
         else:
             self.root = os.path.abspath(os.path.expanduser(checkpoint_dir))
         self.storage_options = dict(storage_options or {})
@@ -90,14 +90,17 @@ class CheckpointStore:
 
     def save(self, training_id: str, model: Any, name: Optional[str] = None) -> str:
         """Save ``model`` as checkpoint ``name`` (default: the next ``checkpoint-NNNNNN``)."""
+        if not callable(getattr(model, "save", None)):
+            raise TypeError(
+                "save_checkpoint() takes the model to save: an instance with a save(path) method "
+                f"(such as a trainerkit.ModuleBase), got {model!r:.80}"
+            )
         if name is None:  # the names alone (no manifest reads): one listing per save
             entries = storage.list_dir(self.training_dir(training_id), self.storage_options)
             numbers = [int(m.group(1)) for entry in entries if (m := _DEFAULT_NAME.match(entry.name))]
             name = f"checkpoint-{max(numbers, default=0) + 1:06d}"
         else:
-            check_model_name(name)
-            if name.startswith("."):
-                raise ValueError(f"checkpoint name {name!r} must not start with '.' (those names are trainerkit's)")
+            check_checkpoint_name(name)
         location = storage.join(self.training_dir(training_id), name)
         parent = self.training_dir(training_id)
         if storage.is_url(location):
@@ -111,8 +114,15 @@ class CheckpointStore:
             save_model(model, inner, training_id=training_id)
             target = location if storage.is_url(location) else f"file://{location}"
             storage.publish(inner, target, self.storage_options, replace=True)
-        finally:
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            if staging_parent is not None:
+                try:
+                    os.rmdir(parent)  # only when empty: the training's first save failed
+                except OSError:
+                    pass
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
         log.info("training %s saved checkpoint %s to %s", training_id, name, location)
         return name
 
@@ -123,6 +133,33 @@ class CheckpointStore:
             storage.remove(location, self.storage_options)
         elif os.path.isdir(location):
             shutil.rmtree(location)
+
+
+def check_checkpoint_name(name: Any) -> str:
+    """Validate a checkpoint name: one safe path segment, not starting with '.'.
+
+    Raises:
+        TypeError: ``name`` is not a string. ValueError: saying what is wrong with it.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"a checkpoint name must be a string (or None for the next default name), got {name!r}")
+    try:
+        check_model_name(name)
+    except ValueError:
+        size = len(name.encode("utf-8", "surrogatepass"))
+        why = (
+            "it is empty" if not name
+            else f"it is {size} bytes long (UTF-8), more than the 255 a file name may have" if size > 255
+            else "it must be one path segment, without '/', '\\', control characters or surrounding "
+            "spaces, and not '.' or '..'"
+        )
+        raise ValueError(
+            f"checkpoint name {name[:60]!r} cannot be used: {why}; use a name such as 'best' or "
+            "'epoch-3', or name=None for the next checkpoint-000001, checkpoint-000002..."
+        ) from None
+    if name.startswith("."):
+        raise ValueError(f"checkpoint name {name!r} must not start with '.' (those names are trainerkit's)")
+    return name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,13 +207,16 @@ def save_checkpoint(model: Any, name: Optional[str] = None) -> str:
         TrainingStateError: called outside a training, or the trainer has no
             ``checkpoint_dir``.
         ValueError: ``name`` is not one safe path segment.
+        TypeError: ``model`` has no ``save(path)`` method (None, a plain object).
         StorageError: the checkpoint cannot be written (names the location).
     """
     context = _current.get()
     if context is None:
         raise TrainingStateError(
             "save_checkpoint() is called outside a training: call it inside a module's train() "
-            "run by a trainer (to save a model yourself, use model.save(path))"
+            "run by a trainer, in the thread that runs train() (a thread train() starts gets the "
+            "training with contextvars.copy_context().run(...)); to save a model yourself, use "
+            "model.save(path)"
         )
     if context.store is None:
         raise TrainingStateError(
@@ -185,7 +225,7 @@ def save_checkpoint(model: Any, name: Optional[str] = None) -> str:
         )
     if context.rank != 0:
         if name is not None:
-            check_model_name(name)
+            check_checkpoint_name(name)
         return name or ""
     return context.store.save(context.training_id, model, name)
 

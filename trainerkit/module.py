@@ -426,12 +426,16 @@ def save_model(model: Any, path: str, *, training_id: Optional[str] = None) -> N
     The model is written into a hidden sibling directory, its metadata file
     added, and the directory renamed onto ``path`` in one step: a crash leaves
     either no model or a whole one, never half of one. ``path`` must not exist
-    or be an empty directory.
+    or be an empty directory, or hold the model an earlier attempt of this
+    same ``training_id`` saved (a retry whose earlier attempt died after its
+    save): that one is replaced by the new one.
     """
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    if os.path.lexists(path) and not _is_empty_dir(path):
+    earlier = training_id is not None and _holds_model_of(path, training_id)
+    trash: Optional[str] = None
+    if os.path.lexists(path) and not _is_empty_dir(path) and not earlier:
         raise FileExistsError(
             f"cannot save the model to {path}: it already exists and is not an empty "
             "directory; choose another save_path or use save_with_id=True"
@@ -459,13 +463,32 @@ def save_model(model: Any, path: str, *, training_id: Optional[str] = None) -> N
             json.dump(metadata, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        if os.path.isdir(path) and not os.path.islink(path):
+        if earlier:  # the earlier attempt's model steps aside, then goes
+            trash = os.path.join(parent, f".{os.path.basename(path)}{_TMP_MARKER}{secrets.token_hex(4)}")
+            os.rename(path, trash)
+            log.warning("training %s replaces the model an earlier attempt saved to %s", training_id, path)
+        elif os.path.isdir(path) and not os.path.islink(path):
             os.rmdir(path)  # empty (checked above); rename cannot replace a directory otherwise
         os.rename(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if trash is not None and os.path.isdir(trash) and not os.path.lexists(path):
+            os.rename(trash, path)  # the earlier model back in place
         raise
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
     _fsync_dir(parent)
+
+
+def _holds_model_of(path: str, training_id: str) -> bool:
+    """Whether directory ``path`` holds the model saved for ``training_id``."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        return False
+    try:
+        metadata = read_metadata(path)
+    except ModelLoadError:
+        return False
+    return bool(metadata) and metadata.get("training_id") == training_id
 
 
 def _is_empty_dir(path: str) -> bool:
@@ -500,7 +523,7 @@ def save_model_to(
     try:
         inner = os.path.join(staging, "model")
         save_model(model, inner, training_id=training_id)
-        storage.publish(inner, path, storage_options)
+        storage.publish(inner, path, storage_options, owner=training_id)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -519,6 +542,29 @@ def read_saved_metadata(path: str, storage_options: Any = None) -> Optional[dict
         with open(manifest, "rb") as handle:
             return storage.parse_manifest(handle.read(), path)
     return read_metadata(path)
+
+
+def check_load_path(path: Any) -> str:
+    """What :func:`load` takes: a non-empty path, or a URL that names something.
+
+    Raises:
+        TypeError: not a path. ValueError: empty, or a URL with nothing after the protocol.
+    """
+    from . import storage
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load() takes a model directory or URL, got {type(path).__name__}")
+    raw = os.fspath(path)
+    if not isinstance(raw, str) or not raw.strip() or "\0" in raw:
+        raise ValueError(
+            f"load() takes a model directory or URL such as s3://bucket/models/run, got {raw!r}"
+        )
+    if storage.is_url(raw) and not raw.partition("://")[2].strip("/"):
+        raise ValueError(
+            f"load() got {raw!r}, which names no model: write protocol://bucket/prefix, such as "
+            "s3://models/run"
+        )
+    return raw
 
 
 def load(
@@ -554,13 +600,14 @@ def load(
         ModelLoadError: nothing (or no complete model) is there, its class is
             not allowed, or it cannot be imported or fails to load it.
         StorageError: the URL cannot be read (protocol, package, credentials).
-        TypeError, ValueError: ``allowed_modules`` or ``storage_options`` are malformed.
+        TypeError, ValueError: ``path`` is empty or not a path, or ``allowed_modules``
+            or ``storage_options`` are malformed.
     """
     from . import storage
 
     allowed = check_allowed_modules(allowed_modules)
     options = storage.check_storage_options(storage_options)
-    raw = os.fspath(path)
+    raw = check_load_path(path)
     if storage.is_url(raw):
         directory, manifest, temporary = storage.fetch(
             raw, options, cache=cache, cache_dir=os.fspath(cache_dir) if cache_dir is not None else None
@@ -570,7 +617,7 @@ def load(
         finally:
             if temporary is not None:
                 shutil.rmtree(temporary, ignore_errors=True)
-    local = os.path.abspath(raw)
+    local = os.path.abspath(os.path.expanduser(raw))  # '~/models/run', as save_path takes it
     manifest_path = os.path.join(local, storage.MANIFEST_FILE)
     if os.path.isfile(manifest_path):  # a checkpoint under a local checkpoint_dir
         directory, _, _ = storage.fetch(f"file://{local}", options)
@@ -724,7 +771,10 @@ def resolve_save_path(
 
 
 def _resolve_url(url: str, *, save_with_id: bool, model_name: Optional[str], training_id: str) -> str:
-    """``url[/id][/model_name]`` for a URL save_path (checked by the storage layer later)."""
+    """``url[/id][/model_name]`` for a URL save_path (checked by the storage layer later);
+    a relative ``file://`` URL is made absolute, as a plain path is."""
+    from . import storage
+
     protocol, _, rest = url.partition("://")
     rest = rest.rstrip("/")
     if not rest or any(part in (".", "..") for part in rest.split("/")[1:]) or any(
@@ -734,7 +784,7 @@ def _resolve_url(url: str, *, save_with_id: bool, model_name: Optional[str], tra
             f"save_path {url!r} is not a usable URL: write protocol://bucket/prefix, such as "
             "s3://models/run (no '.' or '..' segments, no control characters)"
         )
-    path = f"{protocol.lower()}://{rest}"
+    path = storage.absolute_file_url(f"{protocol.lower()}://{rest}")
     if save_with_id:
         path = f"{path}/{training_id}"
     if model_name:

@@ -85,6 +85,17 @@ def protocol_of(url: str) -> str:
     return url.split("://", 1)[0].lower()
 
 
+def absolute_file_url(url: str) -> str:
+    """``file://relative/path`` (or ``local://``) made absolute against the current
+    directory (``~`` expanded), the way a plain path is: a record, a worker in
+    another directory or a later ``load`` then names the same place. Other URLs
+    are returned as they are."""
+    protocol, _, rest = url.partition("://")
+    if protocol.lower() not in ("file", "local") or rest.startswith("/"):
+        return url
+    return f"{protocol.lower()}://{os.path.abspath(os.path.expanduser(rest))}"
+
+
 def join(base: str, *parts: str) -> str:
     """``base/part/...`` for a URL or a plain path."""
     if is_url(base):
@@ -152,7 +163,11 @@ def filesystem(url: str, storage_options: StorageOptions = None) -> tuple[Any, s
         raise _missing_extra(protocol, url, exc) from None
     options = dict((storage_options or {}).get(protocol, {}))
     try:
-        fs, path = fsspec.core.url_to_fs(url, **options)
+        if protocol in ("file", "local"):  # not url_to_fs: a local path may hold '::' (its chaining)
+            fs = fsspec.filesystem(protocol, **options)
+            path = fs._strip_protocol(url)
+        else:
+            fs, path = fsspec.core.url_to_fs(url, **options)
     except ImportError as exc:
         raise _missing_extra(protocol, url, exc) from None
     except Exception as exc:
@@ -366,10 +381,21 @@ def manifest_time(manifest: Mapping[str, Any]) -> datetime.datetime:
 # -- publishing ----------------------------------------------------------------------------
 
 
-def publish(directory: str, url: str, storage_options: StorageOptions = None, *, replace: bool = False) -> dict[str, Any]:
+def publish(
+    directory: str,
+    url: str,
+    storage_options: StorageOptions = None,
+    *,
+    replace: bool = False,
+    owner: Optional[str] = None,
+) -> dict[str, Any]:
     """Upload the saved model in local ``directory`` to ``url``, manifest last.
 
-    Without ``replace``, ``url`` must be empty and the files go right under it.
+    Without ``replace``, ``url`` must be empty and the files go right under it,
+    trainerkit's metadata file first. ``owner`` (a training id) may find there
+    what an earlier attempt of that same training left (a crash mid-upload, or
+    after the upload): files whose metadata or manifest names ``owner``; they
+    are removed and the upload goes ahead, so a retried training can save.
     With ``replace`` (checkpoints), they go under a fresh sub-prefix that the
     new manifest names, and the files of the version it replaced are removed
     once it is in place. On a failure the files uploaded so far are removed
@@ -386,7 +412,7 @@ def publish(directory: str, url: str, storage_options: StorageOptions = None, *,
     base = f"{path}/{root}" if root else path
     try:
         _refresh(fs, path)
-        if not replace and _occupied(fs, path):
+        if not replace and _occupied(fs, path) and not _clear_own_leftovers(fs, path, owner, url):
             raise FileExistsError(
                 f"cannot save the model to {url}: it is not empty; trainerkit never overwrites a "
                 "saved model: choose another save_path, or use save_with_id=True"
@@ -405,10 +431,18 @@ def publish(directory: str, url: str, storage_options: StorageOptions = None, *,
             manifest = build_manifest(directory, root=root)
             _place_locally(directory, base, manifest, manifest_path, fs)
         else:
-            # Each file is uploaded while the others are hashed; the manifest goes last.
-            manifest = build_manifest(
-                directory, root=root, each=lambda relative, full: fs.put_file(full, f"{base}/{relative}")
-            )
+            # The metadata file goes first (it names the training: a retry of it
+            # recognises its own leftovers), then each file is uploaded while the
+            # others are hashed; the manifest goes last.
+            metadata = os.path.join(directory, _METADATA_FILE)
+            if os.path.isfile(metadata):
+                fs.put_file(metadata, f"{base}/{_METADATA_FILE}")
+
+            def upload(relative: str, full: str) -> None:
+                if relative != _METADATA_FILE:
+                    fs.put_file(full, f"{base}/{relative}")
+
+            manifest = build_manifest(directory, root=root, each=upload)
             fs.pipe_file(manifest_path, json.dumps(manifest, indent=1).encode("utf-8"))
     except BaseException as exc:
         _remove_quietly(fs, remote if not _is_local(fs) else [base])
@@ -419,6 +453,28 @@ def publish(directory: str, url: str, storage_options: StorageOptions = None, *,
         _remove_other_versions(fs, path, keep=root, old=old)
     log.debug("published %d files to %s", len(remote), url)
     return manifest
+
+
+def _clear_own_leftovers(fs: Any, path: str, owner: Optional[str], url: str) -> bool:
+    """Remove what an earlier attempt of training ``owner`` left at ``path``
+    (its metadata file or its manifest names ``owner``); True if it did."""
+    if not owner:
+        return False
+    named = None
+    for name in (MANIFEST_FILE, _METADATA_FILE):
+        try:
+            named = json.loads(fs.cat_file(f"{path}/{name}")).get("training_id")
+        except (FileNotFoundError, ValueError, AttributeError):
+            continue
+        break
+    if named != owner:
+        return False
+    log.warning("removing what an earlier attempt of training %s left at %s before saving again", owner, url)
+    if fs.exists(f"{path}/{MANIFEST_FILE}"):
+        fs.rm_file(f"{path}/{MANIFEST_FILE}")
+    fs.rm(path, recursive=True)
+    _refresh(fs, path)
+    return True
 
 
 def _is_local(fs: Any) -> bool:
@@ -548,6 +604,11 @@ def fetch(
         _check_local_files(base, manifest, url)
         return base, manifest, None
     if cache:
+        if cache_dir is not None and is_url(cache_dir):
+            raise ValueError(
+                f"cache_dir {cache_dir!r} is not a directory of this machine: the load cache is local; "
+                "give a path such as ~/.cache/trainerkit/models"
+            )
         cache_root = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
         target = os.path.join(cache_root, key)
         if os.path.isdir(target):
@@ -555,12 +616,13 @@ def fetch(
             return target, manifest, None
         try:
             os.makedirs(cache_root, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=cache_root)
         except OSError as exc:
             raise StorageError(
-                f"cannot load {url}: the cache directory {cache_root} cannot be created "
-                f"({exc.strerror or exc}); set cache_dir (or ${CACHE_DIR_ENV}), or load with cache=False"
+                f"cannot load {url}: the cache directory {cache_root} cannot be created or written "
+                f"({exc.strerror or exc}); set cache_dir (or ${CACHE_DIR_ENV}) to a writable directory, "
+                "or load with cache=False"
             ) from None
-        staging = tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=cache_root)
     else:
         staging = tempfile.mkdtemp(prefix="trainerkit-load-")
     try:

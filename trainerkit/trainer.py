@@ -40,6 +40,7 @@ from .errors import (
     TrainingCanceledError,
     TrainingInterruptedError,
     ModelLoadError,
+    StorageError,
     StoreError,
     TrainingNotFoundError,
     TrainingStateError,
@@ -177,6 +178,13 @@ class ModelTrainerBase(abc.ABC):
         )
         self._stop = threading.Event()
         self._purger: Optional[threading.Thread] = None
+        # A relative checkpoint_dir (a path, or a file:// URL) names a place under
+        # the directory this trainer was built in, as a relative save_path does:
+        # not wherever this process, or a worker with its own cwd, is later.
+        try:
+            self._built_in: Optional[str] = os.getcwd()
+        except OSError:  # the current directory was removed: relative paths stay as given
+            self._built_in = None
 
     def open(self) -> "ModelTrainerBase":
         """Open the trainer's records now (and start retention); return the trainer.
@@ -314,6 +322,7 @@ class ModelTrainerBase(abc.ABC):
         if resume_from is not None:
             self._check_resume_from(resume_from)
         self._check_process_local_urls(path)
+        self._check_checkpoint_url()
         if path is not None:
             if is_url(path):
                 check_destination(path, self.storage_options)
@@ -459,7 +468,19 @@ class ModelTrainerBase(abc.ABC):
         ``checkpoint_dir``, else :meth:`default_checkpoint_dir` (None: nowhere)."""
         config = self.config
         configured = config.checkpoint_dir if isinstance(config, TrainerConfig) else None
-        return configured or self.default_checkpoint_dir()
+        if not configured:
+            return self.default_checkpoint_dir()
+        base = getattr(self, "_built_in", None)
+        if base is None:
+            return configured
+        if is_url(configured):
+            protocol, _, rest = configured.partition("://")
+            if protocol.lower() in ("file", "local") and not rest.startswith("/"):
+                return f"{protocol.lower()}://{os.path.abspath(os.path.join(base, os.path.expanduser(rest)))}"
+            return configured
+        if self.saves_on_this_machine:  # (a KUBERNETES path is one inside its pods)
+            return os.path.abspath(os.path.join(base, os.path.expanduser(configured)))
+        return configured
 
     def default_checkpoint_dir(self) -> Optional[str]:
         """The checkpoint directory without a configured one (base: none)."""
@@ -491,6 +512,18 @@ class ModelTrainerBase(abc.ABC):
                     f"process, but trainer {self.instance_name!r} ({self.name}) trains in another process; "
                     "use a directory or a shared store (s3://, gs://, file:// on a shared disk)"
                 )
+
+    def _check_checkpoint_url(self) -> None:
+        """A URL ``checkpoint_dir`` whose protocol fsspec does not know, or whose
+        package (s3fs, gcsfs...) is missing, fails at ``train()``, not at the
+        training's first ``save_checkpoint`` (nothing is contacted: the
+        training may never checkpoint)."""
+        location = self.checkpoint_dir()
+        if location and is_url(location):
+            try:
+                storage.filesystem(location, self.storage_options)
+            except StorageError as exc:
+                raise StorageError(f"checkpoint_dir of trainer {self.instance_name!r}: {exc}") from None
 
     def _check_resume_from(self, resume_from: Any) -> None:
         """``resume_from`` must name a training of this trainer, or one with checkpoints."""
@@ -1004,6 +1037,8 @@ class ModelTrainerBase(abc.ABC):
         assert path is not None
         if is_url(path):
             manifest = storage.read_manifest(path, self.storage_options)
+            if manifest is None and not storage.list_dir(path, self.storage_options):
+                return  # already gone (an earlier delete that failed later, on the checkpoints)
             if manifest is None or manifest.get("training_id") != info.id:
                 raise TrainingStateError(
                     f"refusing to delete {path}: it does not hold the model trainerkit saved for "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 from typing import Any, Callable, Optional
 
 from .capabilities import normalize_requests
@@ -22,9 +23,12 @@ from .store.state_dir import check_state_dir
 
 
 def check_directory(value: str) -> Optional[str]:
-    """A config ``check`` for a directory path: the problem with ``value``, or None."""
+    """A config ``check`` for a directory path of this machine: the problem with
+    ``value``, or None (a URL is refused: these directories are local)."""
     if not value.strip() or "\0" in value:
         return f"{value!r} is not a usable directory path"
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", value):
+        return f"{value!r} is a URL, but this is a directory of this machine: give a path such as /var/cache/trainerkit"
     return None
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Optional, TextIO
 from ..capabilities import CAPABILITY_NAMES, SupportLevel, UnsupportedCapabilityError
 from ..errors import ConfigError, TrainerkitError
 from ..info import TrainingInfo, TrainingStatus, qualified_name, utcnow
-from ..module import load as trainerkit_load
+from ..module import check_load_path, load as trainerkit_load
 from ..storage import is_url, read_manifest
 from .exit_codes import CommandError, ExitCode, exit_code_for
 from .parser import CONFIG_ENV
@@ -671,6 +671,10 @@ def cmd_load(session: Session) -> ExitCode:
     trainer = session.manager.get_trainer(args.trainer)
     config = trainer.config
     allowed = getattr(config, "load_allowed_modules", None)
+    try:
+        check_load_path(args.path)
+    except ValueError as exc:
+        raise CommandError(str(exc).replace("load() ", "trainerkit load ", 1), ExitCode.USAGE) from None
     model = trainerkit_load(
         args.path, allowed_modules=allowed, storage_options=trainer.storage_options,
         cache=not args.no_cache, cache_dir=trainer.cache_dir,
@@ -702,7 +706,7 @@ def _saved_size(path: str, storage_options: Any) -> tuple[int, int]:
 
 def _directory_size(path: str) -> tuple[int, int]:
     files = size = 0
-    for root, _, names in os.walk(path):
+    for root, _, names in os.walk(os.path.expanduser(path)):
         for name in names:
             with contextlib.suppress(OSError):
                 size += os.path.getsize(os.path.join(root, name))
