@@ -48,9 +48,6 @@ class _Router:
         self.tees: list[tuple[str, "_TeeStream"]] = []  # what we put in sys, oldest first
         self.spare: dict[str, "_TeeStream"] = {}  # the last tee of each stream, for reuse
 
-    def sink(self) -> Any:
-        return self.sinks.get(threading.get_ident())
-
     def install(self) -> None:
         """Tee ``sys.stdout``/``sys.stderr`` and hook the root logger. Lock held.
 
