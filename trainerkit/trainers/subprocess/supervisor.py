@@ -109,6 +109,19 @@ def redirect_output(path: str, *, buffered: bool = False) -> None:
         _flush_stdout_now_and_then()
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the blocking ``fd``.
+
+    One ``os.write`` of more than a pipe's capacity returns early when a signal
+    arrives after some bytes went (PEP 475 retries only a write that wrote
+    nothing); the supervisor gets SIGCHLD whenever a rank it forked exits, so a
+    long spec line could reach the training process cut short.
+    """
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _flush_stdout() -> bool:
     try:
         sys.stdout.flush()
@@ -337,7 +350,7 @@ class _Supervisor:
                 return
         try:
             assert self.spec_w is not None
-            os.write(self.spec_w, line + b"\n")  # blocking: the training process is waiting for it
+            write_all(self.spec_w, line + b"\n")  # blocking: the training process is waiting for it
         except OSError:
             pass  # it died while waiting; its exit status tells the rest
         self._close_spec()
