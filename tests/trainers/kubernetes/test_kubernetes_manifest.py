@@ -309,8 +309,10 @@ def test_a_multi_node_training_is_an_indexed_job_and_a_headless_service_that_pas
     assert service_problems(service) == []
     training_id = job["metadata"]["name"]
     spec = job["spec"]
-    assert (spec["completionMode"], spec["completions"], spec["parallelism"], spec["backoffLimit"]) == ("Indexed", 3, 3, 0)
-    assert [rule["action"] for rule in spec["podFailurePolicy"]["rules"]] == ["FailJob"]  # no pod replaced alone
+    retries = make_config(**keys).job_backoff_limit
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"], spec["backoffLimit"]) == ("Indexed", 3, 3, retries)
+    # Without retries no pod is replaced; with them an evicted pod is, and the group restarts around it.
+    assert [rule["action"] for rule in spec["podFailurePolicy"]["rules"]] == ["FailJob"] + (["Ignore"] if retries else [])
     pod = spec["template"]["spec"]
     assert pod["subdomain"] == service["metadata"]["name"] == training_id
     assert service["spec"] == {"clusterIP": "None", "publishNotReadyAddresses": True,
@@ -323,6 +325,11 @@ def test_a_multi_node_training_is_an_indexed_job_and_a_headless_service_that_pas
     assert (env["WORLD_SIZE"], env["LOCAL_WORLD_SIZE"], env["MASTER_PORT"]) == ("6", "2", "29500")
     assert env["MASTER_ADDR"] == f"{training_id}-0.{training_id}"
     assert (env["TRAINERKIT_NODES"], env["TRAINERKIT_PROCS_PER_NODE"], env["TRAINERKIT_RENDEZVOUS_TIMEOUT"]) == ("3", "2", "600.0")
+    if retries:  # the pods' launchers form a group on node 0's address, next to MASTER_PORT
+        assert env["TRAINERKIT_GROUP_PORT"] == "29501"
+        assert env["TRAINERKIT_POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    else:
+        assert "TRAINERKIT_GROUP_PORT" not in env and "TRAINERKIT_POD_IP" not in env
 
 
 def test_one_node_of_several_processes_meets_at_the_pods_own_address():

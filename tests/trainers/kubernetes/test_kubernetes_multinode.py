@@ -124,7 +124,9 @@ def test_a_failing_rank_fails_the_training_with_its_own_error_naming_its_node(tr
     wait_until(lambda: not _running_processes(kube, future.id), what="rank 0 to be stopped")
 
 
-def test_cancel_stops_every_pod_and_rank(trainer, kube, models_dir, gate_dir):
+@pytest.mark.parametrize("retries", [0, 2], ids=["alone", "as-a-group"])
+def test_cancel_stops_every_pod_and_rank(make_trainer, kube, models_dir, gate_dir, retries):
+    trainer = make_trainer(max_retries=retries)
     future = trainer.train(mn.AllReduceSum, 1, str(gate_dir), save_path=models_dir / "canceled",
                            resources={"nodes": 3, "procs_per_node": 2})
     pids = _wait_for_ranks(gate_dir, 6)
@@ -192,12 +194,82 @@ def test_rendezvous_timeout_fails_the_training_saying_what_was_missing(make_trai
     assert "its name does not resolve yet" in message and "rendezvous_timeout" in message
 
 
-def test_retries_are_refused_for_a_multi_node_training(make_trainer, models_dir):
-    trainer = make_trainer(backoff_limit=2)
-    with pytest.raises(ValueError, match="a multi-node KUBERNETES training is not retried"):
-        trainer.train(mn.AllReduceSum, 1, save_path=models_dir / "r", resources={"nodes": 2},
-                      capabilities={"retries": "native"})
-    assert trainer.list_trainings() == []
+# -- retries: the whole group restarts ----------------------------------------------------
+
+
+def _restarted(gate_dir, world_size, before):
+    """Every rank has entered again, in new processes (the group restarted)."""
+    def entered_anew():
+        pids = []
+        for rank in range(world_size):
+            path = gate_dir / mn.entered(rank)
+            text = path.read_text() if path.exists() else ""
+            if not text or int(text) == before[rank]:
+                return None
+            pids.append(int(text))
+        return pids
+    return wait_until(entered_anew, timeout=TIMEOUT, what="every rank to start again")
+
+
+def _kill_node(kube, training_id, index):
+    victim = next(name for name, pod in kube.pods(NAMESPACE).items()
+                  if pod["metadata"]["labels"].get(LABEL_TRAINING_ID) == training_id
+                  and pod["metadata"]["annotations"][ANNOTATION_COMPLETION_INDEX] == str(index)
+                  and kube.pod_pid(NAMESPACE, name))
+    os.killpg(kube.pod_pid(NAMESPACE, victim), signal.SIGKILL)  # the pod's main process dies
+    return victim
+
+
+@pytest.mark.parametrize("node", [1, 0], ids=["a-member-node", "node-0"])
+def test_with_retries_a_killed_node_restarts_every_rank_and_they_resume_from_the_checkpoint(
+        make_trainer, kube, models_dir, gate_dir, node):
+    trainer = make_trainer(max_retries=1, checkpoint_dir=str(models_dir / "ckpt"))
+    assert trainer.capabilities()["retries"]
+    future = trainer.train(mn.AllReduceSum, 1, str(gate_dir), checkpoint=True, save_path=models_dir / "sum",
+                           resources={"nodes": 2, "procs_per_node": 2})
+    first = _wait_for_ranks(gate_dir, 4)
+    victim = _kill_node(kube, future.id, node)
+    again = _restarted(gate_dir, 4, first)
+    assert not any(mn.alive(pid) for pid in first), "a rank of the first attempt still runs"
+    info = future.get_info()
+    assert info.status is TrainingStatus.RUNNING and info.attempt == 2 and info.detail.startswith("attempt 2 of 2")
+    (gate_dir / mn.RELEASE).write_text("")
+    model = future.result(timeout=TIMEOUT)
+    assert (model.total, model.rank, model.starts) == (10, 0, 2)  # resumed from the first start's checkpoint
+    assert future.get_info().attempt == 2
+    phases = {name: pod["status"]["phase"] for name, pod in kube.pods(NAMESPACE).items()
+              if pod["metadata"]["labels"].get(LABEL_TRAINING_ID) == future.id}
+    assert len(phases) == 3 and phases.pop(victim) == "Failed"  # the Job controller replaced it
+    assert set(phases.values()) == {"Succeeded"}
+    wait_until(lambda: not any(mn.alive(pid) for pid in again), what="every rank process to end")
+
+
+def test_with_retries_a_python_exception_still_fails_at_once(make_trainer, kube, models_dir):
+    trainer = make_trainer(max_retries=2)
+    future = trainer.train(mn.AllReduceSum, 1, fail_rank=3, save_path=models_dir / "bad",
+                           resources={"nodes": 2, "procs_per_node": 2})
+    with pytest.raises(ValueError, match=r"^node 1 \(pod [^)]*\): rank 3: rank 3 has no data\n"):
+        future.result(timeout=TIMEOUT)
+    info = future.get_info()
+    assert info.attempt == 1 and "PodFailurePolicy" in info.errors[-1].message
+    wait_until(lambda: not _running_processes(kube, future.id), what="every pod process to end")
+
+
+def test_when_the_retries_are_used_up_the_training_fails_naming_the_last_node(make_trainer, kube, models_dir, gate_dir):
+    trainer = make_trainer(max_retries=1)
+    future = trainer.train(mn.AllReduceSum, 1, str(gate_dir), save_path=models_dir / "twice",
+                           resources={"nodes": 2})
+    first = _wait_for_ranks(gate_dir, 2)
+    _kill_node(kube, future.id, 1)
+    _restarted(gate_dir, 2, first)
+    victim = _kill_node(kube, future.id, 1)
+    assert future.wait(TIMEOUT)
+    info = future.get_info()
+    assert info.status is TrainingStatus.ERRORED and info.attempt == 2
+    assert info.errors[0].message.startswith(f"node 1 (pod {victim}): ")
+    assert "nodes failed 2 times, and max_retries (1) allows 1 restarts of the group" in info.errors[-1].message
+    wait_until(lambda: not _running_processes(kube, future.id), what="no pod process to be left")
+    assert not (models_dir / "twice").exists()
 
 
 def test_one_node_of_three_processes_runs_in_one_pod(trainer, kube, models_dir):

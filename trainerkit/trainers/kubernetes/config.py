@@ -47,6 +47,10 @@ SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 ENV_NODES = "TRAINERKIT_NODES"
 ENV_PROCS_PER_NODE = "TRAINERKIT_PROCS_PER_NODE"
 ENV_RENDEZVOUS_TIMEOUT = "TRAINERKIT_RENDEZVOUS_TIMEOUT"
+#: Multi-node trainings with retries: the port node 0's launcher listens on for the
+#: group (trainerkit.trainers.kubernetes.group), and the pod's own address to listen on.
+ENV_GROUP_PORT = "TRAINERKIT_GROUP_PORT"
+ENV_POD_IP = "TRAINERKIT_POD_IP"
 #: The torchrun variables of a multi-node training (set by trainerkit, not the config).
 TORCHRUN_ENV = frozenset({
     "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT",
@@ -68,7 +72,7 @@ SAVE_VOLUME_EXAMPLES = ("a persistentVolumeClaim", "nfs", "hostPath", "csi")
 RESERVED_ENV = frozenset({
     ENV_TRAINING_ID, ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_PROGRESS_INTERVAL, ENV_IMAGE,
     ENV_TERMINATION_MESSAGE_PATH, ENV_SERVICE_ACCOUNT_DIR, ENV_NODES, ENV_PROCS_PER_NODE,
-    ENV_RENDEZVOUS_TIMEOUT,
+    ENV_RENDEZVOUS_TIMEOUT, ENV_GROUP_PORT, ENV_POD_IP,
 }) | TORCHRUN_ENV
 
 
@@ -237,7 +241,7 @@ class KubernetesTrainerConfig(TrainerConfig):
         minimum=0,
         doc="pod retries before the Job fails; default 0: a training that failed once usually "
         "fails again, and a retry costs a whole training's compute. A multi-node training "
-        "(nodes > 1) is never retried, whatever this says (docs/distributed.md)",
+        "(nodes > 1) is retried as a group: every rank restarts together (docs/distributed.md)",
     )
     max_retries: Optional[int] = option(
         None,
@@ -246,9 +250,9 @@ class KubernetesTrainerConfig(TrainerConfig):
         "exit) is replaced at most this many times, with the same training id; it is the Job's "
         "backoffLimit (so set this or backoff_limit, not both), and a Python exception in train "
         "still fails the Job at once (its pod failure policy). Each new pod sees the earlier "
-        "pods' checkpoints when checkpoint_dir is a URL or a volume. A multi-node training "
-        "(nodes > 1) is never retried: it runs once, with a warning, and one that requests the "
-        "retries capability is refused at train() (docs/distributed.md)",
+        "pods' checkpoints when checkpoint_dir is a URL or a volume. In a multi-node training "
+        "(nodes > 1) a failed node's pod is replaced and every other node restarts its ranks "
+        "with it: the whole group restarts, from the last checkpoint (docs/distributed.md)",
     )
     active_deadline: Optional[datetime.timedelta] = option(
         None,
@@ -286,12 +290,14 @@ class KubernetesTrainerConfig(TrainerConfig):
         minimum=1,
         maximum=65535,
         doc="MASTER_PORT of multi-node trainings: the port rank 0 listens on for the others "
-        "(torch.distributed's TCPStore)",
+        "(torch.distributed's TCPStore); with retries, node 0's pod also listens on the next "
+        "port (master_port + 1) for the other pods, which restart their ranks together",
     )
     rendezvous_timeout: datetime.timedelta = option(
         datetime.timedelta(minutes=10),
         doc="multi-node trainings: how long a node waits for rank 0's hostname (MASTER_ADDR) to "
-        "resolve and accept connections before the training fails; the wait shows in the status detail",
+        "resolve and accept connections before the training fails (with retries, also how long "
+        "the group waits for a replaced pod to join); the wait shows in the status detail",
         check=_check_positive_duration,
     )
     require_save_volume: bool = option(

@@ -27,10 +27,13 @@ headless Service named by the id (``clusterIP: None``,
 has an address. Each pod gets the node's share of the torchrun environment
 (``NODE_RANK`` is its completion index, ``MASTER_ADDR`` rank 0's hostname,
 ``WORLD_SIZE`` nodes x procs_per_node); the pod entry point adds ``RANK`` and
-``LOCAL_RANK``. The Job has ``backoffLimit: 0`` whatever ``backoff_limit``
-says: a replaced pod would rejoin a rendezvous whose other members are gone,
-so the first failed pod fails the training and the Job controller stops the
-others.
+``LOCAL_RANK``. Without retries the Job has ``backoffLimit: 0``: the first
+failed pod fails the training and the Job controller stops the others. With
+retries (``max_retries``/``backoff_limit`` above 0) the Job's ``backoffLimit``
+is that, and the pods get ``TRAINERKIT_GROUP_PORT`` (``master_port + 1``) and
+their own address: their launchers form a group (:mod:`.group`) that stops
+and restarts every rank together when a pod is replaced, so a replaced pod
+never rejoins a rendezvous whose other members are gone.
 """
 
 from __future__ import annotations
@@ -49,8 +52,10 @@ from ...info import TrainingInfo
 from ...module import bind_train_arguments, class_path
 from ...runner import TrainingSpec, inline_arguments, pickle_arguments
 from .config import (
+    ENV_GROUP_PORT,
     ENV_IMAGE,
     ENV_NODES,
+    ENV_POD_IP,
     ENV_POD_NAME,
     ENV_POD_NAMESPACE,
     ENV_PROCS_PER_NODE,
@@ -67,6 +72,7 @@ from .config import (
     whole_seconds,
 )
 from ...resources import ONE_PROCESS, Resources
+from .group import group_port
 from .validation import configmap_problems, indexed_job_problems, job_problems, service_problems
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -220,7 +226,9 @@ def build_manifests(
 
     multi_node = resources.nodes > 1
     job_spec: dict[str, Any] = {
-        "backoffLimit": 0 if multi_node else config.job_backoff_limit,
+        # A multi-node training is retried only as a group (see .group), which its
+        # pods form when the Job may replace one.
+        "backoffLimit": config.job_backoff_limit,
         # A training error is deterministic: fail the Job at once rather than
         # spend backoff_limit retries on it; evictions and preemptions do not
         # count as failures at all. Retries are kept for crashes (OOM, node loss).
@@ -235,9 +243,11 @@ def build_manifests(
                     },
                 },
             ]
-            # One node's pod evicted or preempted would be replaced alone and rejoin a
-            # broken rendezvous: for a multi-node training it fails the Job like any failure.
-            + ([] if multi_node else [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}])
+            # One node's pod evicted or preempted: without retries it fails a multi-node
+            # training like any failure (a replacement alone would rejoin a broken
+            # rendezvous); with them the group restarts around its replacement.
+            + ([] if multi_node and config.job_backoff_limit == 0
+               else [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}])
         },
         "template": {
             "metadata": {"labels": dict(labels)},
@@ -327,6 +337,11 @@ def _pod_spec(
             {"name": "MASTER_PORT", "value": str(config.master_port)},
             {"name": ENV_RENDEZVOUS_TIMEOUT, "value": repr(config.rendezvous_timeout.total_seconds())},
         ]
+        if multi_node and config.job_backoff_limit > 0:  # retries restart the group (see .group)
+            env += [
+                {"name": ENV_GROUP_PORT, "value": str(group_port(config.master_port))},
+                {"name": ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            ]
     # The layout, always: the pod entry point reads it (and the trainer, procs_per_node).
     env += [
         {"name": ENV_NODES, "value": str(resources.nodes)},

@@ -41,9 +41,16 @@ variable read here is set by the manifest or by the kubelet, in tests as in
 production. Only the standard library is used: the image needs trainerkit,
 not the ``kubernetes`` package.
 
+With retries (``$TRAINERKIT_GROUP_PORT`` set), every pod of a multi-node
+training runs its ranks as child processes under a launcher, and the launchers
+form a group that stops and restarts every rank together when one node fails
+(:mod:`.group`); node 0's launcher waits for its own hostname as above, the
+others for node 0's launcher instead of rank 0.
+
 Exit status: 0 completed; 4 the training (import, arguments, ``train`` or
-the save) failed, which fails the Job at once; 143 stopped by SIGTERM
-(cancel, deadline, eviction); 2 an unusable spec.
+the save) failed, which fails the Job at once; 5 a rank of this node crashed
+and the group restarts without this pod (the Job replaces it); 143 stopped by
+SIGTERM (cancel, deadline, eviction); 2 an unusable spec.
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from ...errors import TrainingError
 from ...info import ErrorDetail, ProgressReport, TrainingStatus, utcnow
@@ -78,10 +85,12 @@ from ...runner import (
     run_training,
 )
 from .config import (
+    ENV_GROUP_PORT,
     ENV_IMAGE,
     ENV_NODES,
     ENV_PROCS_PER_NODE,
     ENV_RENDEZVOUS_TIMEOUT,
+    ENV_POD_IP,
     ENV_POD_NAME,
     ENV_POD_NAMESPACE,
     ENV_PROGRESS_INTERVAL,
@@ -90,7 +99,11 @@ from .config import (
     SERVICE_ACCOUNT_DIR,
     TERMINATION_MESSAGE_PATH,
 )
+from .group import EXIT_NODE_CRASHED
 from .manifest import ANNOTATION_PROGRESS, ANNOTATION_RENDEZVOUS, EXIT_TRAINING_FAILED, POD_ENTRY_MODULE
+
+if TYPE_CHECKING:
+    from ...runner.ranks import LocalRanks, RankExit
 
 log = logging.getLogger("trainerkit")
 
@@ -293,6 +306,8 @@ def wait_for_rank0(
     report: Any = None,
     cancel: Optional[CancelSignal] = None,
     interval: float = 0.5,
+    whom: str = "rank 0",
+    port_name: str = "MASTER_PORT",
 ) -> bool:
     """Wait until ``address`` resolves and (on nodes other than 0) accepts TCP
     connections on ``port``; ``report(text or None)`` hears each new reason to
@@ -327,20 +342,20 @@ def wait_for_rank0(
             if shown is not None and report is not None:
                 report(None)
             if shown is not None:
-                log.info("rank 0 at %s is reachable after %.1f s", where, time.monotonic() - started)
+                log.info("%s at %s is reachable after %.1f s", whom, where, time.monotonic() - started)
             return True
         waited = time.monotonic() - started
         if waited >= timeout:
             raise RendezvousError(
-                f"node {node_rank} waited {timeout:g} s for rank 0 at {where} (MASTER_ADDR:MASTER_PORT), "
+                f"node {node_rank} waited {timeout:g} s for {whom} at {where} (MASTER_ADDR:{port_name}), "
                 f"but {reason}: check that rank 0's pod runs and that the training's headless Service "
                 "resolves in the cluster's DNS, or raise rendezvous_timeout in the trainer's config"
             )
         if reason != shown:
             shown = reason
-            log.info("node %d: waiting for rank 0 at %s: %s", node_rank, where, reason)
+            log.info("node %d: waiting for %s at %s: %s", node_rank, whom, where, reason)
             if report is not None:
-                report(f"waiting for rank 0 at {where}: {reason}")
+                report(f"waiting for {whom} at {where}: {reason}")
         time.sleep(min(interval, max(0.0, timeout - waited)))
 
 
@@ -372,6 +387,44 @@ def rank_prefix(rank: int) -> str:
     return f"[rank {rank}] "
 
 
+def _start_local_ranks(
+    ranks: "LocalRanks", spec_file: str, outcome_files: dict[int, str], write_lock: threading.Lock, prefixed: bool
+) -> list[threading.Thread]:
+    """Start this node's ranks (this same entry point, one rank each) with their
+    output pumped to the pod's log, prefixed ``[rank k]`` when ``prefixed``."""
+    layout = ranks.layout
+    pumps = []
+    for local in range(layout.procs_per_node):
+        read_end, write_end = os.pipe()
+        env = {**os.environ, **layout.environ(local)}
+        argv = [sys.executable, "-m", POD_ENTRY_MODULE, RANK_OPTION, outcome_files[local], spec_file]
+        try:
+            ranks.start(local, argv, env, stdout=write_end, stderr=write_end)
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        prefix = rank_prefix(layout.rank(local)) if prefixed else ""
+        pump = threading.Thread(target=_pump, args=(read_end, prefix, write_lock),
+                                name=f"trainerkit-rank-{local}-output", daemon=True)
+        pump.start()
+        pumps.append(pump)
+    return pumps
+
+
+def _failure_outcome(failure: "RankExit", outcome_file: str) -> tuple[Outcome, bool]:
+    """The outcome of a node whose rank ``failure`` failed first, and whether it
+    crashed (killed, or ended without an outcome) rather than raised."""
+    reported = _read_outcome(outcome_file)
+    if reported is not None and reported.status is TrainingStatus.ERRORED and reported.errors:
+        head, *rest = reported.errors
+        errors = (dataclasses.replace(head, message=f"rank {failure.rank}: {head.message}"), *rest)
+        return Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=errors), False
+    error = ErrorDetail.of(TrainingError, failure.describe() + failure.hint())
+    return Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=(error,)), True
+
+
 def _launch_ranks(
     spec_file: str, nodes: int, procs: int, node_rank: int, reporters: ReporterGroup, cancel: CancelSignal
 ) -> int:
@@ -389,22 +442,9 @@ def _launch_ranks(
     ranks = LocalRanks(layout, grace_period=RANK_GRACE_SECONDS)
     workdir = tempfile.mkdtemp(prefix="trainerkit-ranks-")
     outcome_files = {local: os.path.join(workdir, f"outcome-{local}.json") for local in range(procs)}
-    write_lock = threading.Lock()
-    pumps = []
+    pumps: list[threading.Thread] = []
     try:
-        for local in range(procs):
-            read_end, write_end = os.pipe()
-            env = {**os.environ, **layout.environ(local)}
-            argv = [sys.executable, "-m", POD_ENTRY_MODULE, RANK_OPTION, outcome_files[local], spec_file]
-            try:
-                ranks.start(local, argv, env,
-                            stdout=write_end, stderr=write_end)
-            finally:
-                os.close(write_end)
-            pump = threading.Thread(target=_pump, args=(read_end, rank_prefix(layout.rank(local)), write_lock),
-                                    name=f"trainerkit-rank-{local}-output", daemon=True)
-            pump.start()
-            pumps.append(pump)
+        pumps = _start_local_ranks(ranks, spec_file, outcome_files, threading.Lock(), prefixed=True)
         while True:
             ranks.poll()
             if (ranks.failure is not None or cancel.requested) and not ranks.stopping:
@@ -423,19 +463,327 @@ def _launch_ranks(
             first = _read_outcome(outcome_files[0]) or Outcome(status=TrainingStatus.COMPLETED, time=utcnow())
             reporters.outcome(first)
             return EXIT_COMPLETED
-        reported = _read_outcome(outcome_files[failure.local_rank])
-        if reported is not None and reported.status is TrainingStatus.ERRORED and reported.errors:
-            head, *rest = reported.errors
-            errors = (dataclasses.replace(head, message=f"rank {failure.rank}: {head.message}"), *rest)
-        else:
-            errors = (ErrorDetail.of(TrainingError, failure.describe() + failure.hint()),)
-        reporters.outcome(Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=errors))
+        outcome, _ = _failure_outcome(failure, outcome_files[failure.local_rank])
+        reporters.outcome(outcome)
         return EXIT_TRAINING_FAILED
     finally:
         if not ranks.all_exited:  # this process is failing: take the ranks with it
             ranks.kill()
             ranks.poll()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class _Failure:
+    """A failure the group heard of: which node, whether it crashed, in words."""
+
+    node: int
+    crash: bool
+    why: str
+
+
+class _GroupLauncher:
+    """This pod's launcher in a multi-node training with retries: its ranks start,
+    stop and start again together with every other node's (see :mod:`.group`)."""
+
+    def __init__(self, spec_file: str, nodes: int, procs: int, node_rank: int, reporters: ReporterGroup,
+                 cancel: CancelSignal, annotations: Optional[PodAnnotationReporter]) -> None:
+        from ...runner.ranks import RankLayout
+
+        try:
+            master_port = int(os.environ.get("MASTER_PORT") or "")
+            self.port = int(os.environ.get(ENV_GROUP_PORT) or "")
+            self.timeout = float(os.environ.get(ENV_RENDEZVOUS_TIMEOUT) or "600")
+        except ValueError:
+            raise ValueError(
+                f"the pod's MASTER_PORT, {ENV_GROUP_PORT} or rendezvous timeout is malformed "
+                "(they are set by trainerkit's manifest)"
+            ) from None
+        self.master_addr = os.environ.get("MASTER_ADDR") or ""
+        self.layout = RankLayout(procs_per_node=procs, nodes=nodes, node_rank=node_rank,
+                                 master_addr=self.master_addr or "127.0.0.1", master_port=master_port)
+        self.spec_file, self.reporters, self.cancel, self.annotations = spec_file, reporters, cancel, annotations
+        self.pod = os.environ.get(ENV_POD_NAME) or ""
+        self.workdir = tempfile.mkdtemp(prefix="trainerkit-ranks-")
+        self.write_lock = threading.Lock()
+        self.shown: Optional[str] = None
+
+    @property
+    def node(self) -> int:
+        return self.layout.node_rank
+
+    def run(self) -> int:
+        try:
+            return self._coordinate() if self.node == 0 else self._member()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- what every node does
+
+    def _show(self, text: Optional[str]) -> None:
+        """Say in the pod's rendezvous annotation (and the log) what this node waits for."""
+        if text == self.shown:
+            return
+        self.shown = text
+        if text is not None:
+            log.info("node %d: %s", self.node, text)
+        if self.annotations is not None:
+            value = None if text is None else json.dumps({"waiting": text, "since": utcnow().isoformat()})
+            self.annotations.annotate(ANNOTATION_RENDEZVOUS, value)
+
+    def _canceled(self) -> int:
+        self.reporters.outcome(Outcome(status=TrainingStatus.CANCELED, time=utcnow()))
+        return EXIT_TERMINATED
+
+    def _run_ranks(self, number: int, events: Any, failed: Any) -> tuple[str, Optional[Outcome], bool]:
+        """Run this node's ranks once (start ``number``). ``events()`` returns a
+        list with ``"stop"`` when the group restarts (the ranks stop);
+        ``failed(crash, why)`` hears this node's first failure. Returns
+        ``("completed" | "failed" | "stopped" | "canceled", outcome, crashed)``."""
+        from ...runner.ranks import LocalRanks
+
+        ranks = LocalRanks(self.layout, grace_period=RANK_GRACE_SECONDS)
+        files = {local: os.path.join(self.workdir, f"start{number}-outcome-{local}.json")
+                 for local in range(self.layout.procs_per_node)}
+        stopped = False
+        own: Optional[tuple[Outcome, bool]] = None
+        try:
+            pumps = _start_local_ranks(ranks, self.spec_file, files, self.write_lock,
+                                       prefixed=self.layout.procs_per_node > 1)
+            while True:
+                ranks.poll()
+                if ranks.failure is not None and own is None and not stopped:
+                    own = _failure_outcome(ranks.failure, files[ranks.failure.local_rank])
+                    failed(own[1], own[0].errors[0].message)
+                for event in events():
+                    stopped = stopped or event == "stop"
+                if (stopped or own is not None or self.cancel.requested) and not ranks.stopping:
+                    ranks.stop()
+                if ranks.all_exited:
+                    break
+                ranks.escalate()
+                time.sleep(0.05)
+            for pump in pumps:
+                pump.join(timeout=5)
+        finally:
+            if not ranks.all_exited:
+                ranks.kill()
+                ranks.poll()
+        if self.cancel.requested:
+            return "canceled", None, False
+        if own is not None:
+            return "failed", own[0], own[1]
+        if stopped:
+            return "stopped", None, False
+        return "completed", _read_outcome(files[0]) or Outcome(status=TrainingStatus.COMPLETED, time=utcnow()), False
+
+    def _leave(self, outcome: Outcome, crashed: bool) -> int:
+        """This node caused the group to stop: end the pod, replaced (a crash) or failing the Job."""
+        self.reporters.outcome(outcome)
+        return EXIT_NODE_CRASHED if crashed else EXIT_TRAINING_FAILED
+
+    # -- node 0
+
+    def _coordinate(self) -> int:
+        from .group import SETTLE_SECONDS, GroupCoordinator
+
+        address = os.environ.get(ENV_POD_IP) or self.master_addr
+        try:
+            coordinator = GroupCoordinator(address, self.port, self.layout.nodes)
+        except OSError as exc:
+            raise RendezvousError(
+                f"node 0 cannot listen for the group on {address}:{self.port} ({ENV_GROUP_PORT}, "
+                f"master_port + 1): {exc}; choose another master_port in the trainer's config"
+            ) from None
+        pending: list[_Failure] = []
+        settle: list[float] = []
+        state: dict[str, Any] = {"stop": False, "cause": None}
+
+        def take(event: tuple[str, int, dict]) -> None:
+            kind, node, message = event
+            if kind == "failed":
+                pending.append(_Failure(node, bool(message.get("crash")), str(message.get("why") or "")))
+            elif kind == "left":
+                pod = coordinator.pods.get(node) or "?"
+                pending.append(_Failure(node, True, f"its pod {pod} left the group (it ended or was replaced)"))
+            else:
+                return
+            if not settle:
+                settle.append(time.monotonic() + SETTLE_SECONDS)
+
+        try:
+            while True:
+                deadline = time.monotonic() + self.timeout
+                pending.clear()
+                settle.clear()
+                while coordinator.missing:
+                    for event in coordinator.poll():
+                        pass  # a node leaving while the group gathers just has to come back
+                    if self.cancel.requested:
+                        return self._canceled()
+                    missing = coordinator.missing
+                    if not missing:
+                        break
+                    if time.monotonic() >= deadline:
+                        raise RendezvousError(
+                            f"node 0 waited {self.timeout:g} s for node{'s' if len(missing) > 1 else ''} "
+                            f"{', '.join(map(str, missing))} to join the group at {address}:{self.port} "
+                            f"({ENV_GROUP_PORT}): check that their pods run and reach node 0's pod, or raise "
+                            "rendezvous_timeout in the trainer's config"
+                        )
+                    self._show(f"waiting for node{'s' if len(missing) > 1 else ''} "
+                               f"{', '.join(map(str, missing))} to join the group")
+                    time.sleep(0.05)
+                self._show(None)
+                number = coordinator.start()
+                log.info("group start %d: every node has joined; ranks start", number)
+                state.update(stop=False, cause=None)
+
+                def events() -> list[str]:
+                    for event in coordinator.poll():
+                        take(event)
+                    if settle and not state["stop"] and time.monotonic() >= settle[0]:
+                        cause = min(pending, key=lambda failure: not failure.crash)  # a crash first, then the earliest
+                        state.update(stop=True, cause=cause)
+                        log.info("node %d failed (%s): every rank stops and the group restarts",
+                                 cause.node, cause.why)
+                        coordinator.broadcast({"stop": number, "cause": cause.node, "why": cause.why})
+                        if cause.node != 0:
+                            coordinator.drop(cause.node)  # it leaves; its replacement joins anew
+                        return ["stop"]
+                    return []
+
+                def failed(crash: bool, why: str) -> None:
+                    pending.append(_Failure(0, crash, why))
+                    if not settle:
+                        settle.append(time.monotonic() + SETTLE_SECONDS)
+
+                result, outcome, crashed = self._run_ranks(number, events, failed)
+                if result == "canceled":
+                    return self._canceled()
+                if result == "completed":
+                    coordinator.broadcast({"finished": True})
+                    assert outcome is not None
+                    self.reporters.outcome(outcome)
+                    return EXIT_COMPLETED
+                while not state["stop"]:  # this node failed: name the cause once the others have spoken
+                    events()
+                    time.sleep(0.02)
+                cause = state["cause"]
+                assert isinstance(cause, _Failure)
+                if coordinator.done:  # a node finished: its pod does not come back, so no restart
+                    finished = ", ".join(map(str, sorted(coordinator.done)))
+                    if cause.node == 0 and outcome is not None:
+                        return self._leave(outcome, False)
+                    error = ErrorDetail.of(TrainingError, (
+                        f"node {cause.node} failed ({cause.why}) after node {finished} had finished: "
+                        "the group cannot restart without it"))
+                    return self._leave(Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=(error,)), False)
+                if cause.node == 0 and outcome is not None:
+                    return self._leave(outcome, crashed)
+        finally:
+            coordinator.close()
+
+    # -- every other node
+
+    def _member(self) -> int:
+        from .group import SETTLE_SECONDS, GroupMember
+
+        member = GroupMember(self.master_addr, self.port, self.node, self.pod)
+        finished = False
+        try:
+            while True:
+                # Join (again) and wait for the group to start.
+                deadline = time.monotonic() + self.timeout
+                number = None
+                while number is None:
+                    if self.cancel.requested:
+                        return self._canceled()
+                    if not member.connected:
+                        if not self._join(member, deadline):
+                            return self._canceled()
+                    for kind, message in member.poll():
+                        if kind == "start":
+                            number = int(message.get("start") or 0)
+                        elif kind == "finished":
+                            finished = True
+                    if number is None:
+                        if time.monotonic() >= deadline:
+                            raise RendezvousError(
+                                f"node {self.node} waited {self.timeout:g} s for the group to start "
+                                "(node 0 waits for every node to join): check that every pod of the "
+                                "training runs, or raise rendezvous_timeout in the trainer's config"
+                            )
+                        self._show("waiting for node 0 to start the group")
+                        time.sleep(0.05)
+                self._show(None)
+                log.info("group start %d: ranks start", number)
+                verdict: dict[str, Any] = {}
+
+                def events() -> list[str]:
+                    nonlocal finished
+                    happened = []
+                    for kind, message in member.poll():
+                        if kind == "finished":
+                            finished = True
+                        elif kind == "stop" and "cause" not in verdict:
+                            verdict["cause"] = message.get("cause")
+                            happened.append("stop")
+                        elif kind == "lost" and not finished and "cause" not in verdict:
+                            verdict["cause"] = 0
+                            happened.append("stop")
+                    return happened
+
+                def failed(crash: bool, why: str) -> None:
+                    member.send({"failed": self.node, "crash": crash, "why": why})
+
+                result, outcome, crashed = self._run_ranks(number, events, failed)
+                if result == "canceled":
+                    return self._canceled()
+                if result == "completed":
+                    member.send({"done": self.node})
+                    assert outcome is not None
+                    self.reporters.outcome(outcome)
+                    return EXIT_COMPLETED
+                if result == "failed":
+                    assert outcome is not None
+                    # Node 0 names the cause once the failures of a moment are in; without an
+                    # answer (node 0 gone, or the training finished) this node is the cause.
+                    answer_by = time.monotonic() + SETTLE_SECONDS + 10
+                    while "cause" not in verdict and not finished and time.monotonic() < answer_by:
+                        events()
+                        time.sleep(0.02)
+                    if finished:  # node 0 is done and gone: a replaced pod could not rejoin
+                        return self._leave(outcome, False)
+                    if verdict.get("cause", self.node) == self.node:
+                        return self._leave(outcome, crashed)
+                log.info("node %s failed: this node's ranks stopped; waiting for the group to restart",
+                         verdict.get("cause"))
+                member.send({"ready": self.node})
+        finally:
+            member.close()
+
+    def _join(self, member: Any, deadline: float) -> bool:
+        """Connect to node 0 (waiting until it resolves and listens); False when canceled."""
+        while True:
+            try:
+                reachable = wait_for_rank0(
+                    self.master_addr, self.port, node_rank=self.node, timeout=max(0.0, deadline - time.monotonic()),
+                    report=self._show, cancel=self.cancel, whom="node 0's launcher", port_name=ENV_GROUP_PORT,
+                )
+            except RendezvousError:
+                raise
+            if not reachable:
+                return False
+            try:
+                member.connect()
+                return True
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    raise RendezvousError(
+                        f"node {self.node} could not join the group at {self.master_addr}:{self.port}: {exc}"
+                    ) from None
+                time.sleep(0.2)
 
 
 def _pump(fd: int, prefix: str, lock: threading.Lock) -> None:
@@ -522,6 +870,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             nodes, procs, node_rank = node
             log.info("node %d of %d, ranks %s to %d of %s", node_rank, nodes, os.environ["RANK"],
                      node_rank * procs + procs - 1, os.environ.get("WORLD_SIZE"))
+            if nodes > 1 and os.environ.get(ENV_GROUP_PORT):  # with retries: restart as a group
+                if node_rank == 0 and not _rendezvous(annotations, cancel, node_rank):
+                    reporters.outcome(Outcome(status=TrainingStatus.CANCELED, time=utcnow()))
+                    return EXIT_TERMINATED
+                return _GroupLauncher(argv[0], nodes, procs, node_rank, reporters, cancel, annotations).run()
             if nodes > 1 and not _rendezvous(annotations, cancel, node_rank):
                 reporters.outcome(Outcome(status=TrainingStatus.CANCELED, time=utcnow()))
                 return EXIT_TERMINATED

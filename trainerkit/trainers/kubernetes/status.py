@@ -26,7 +26,11 @@ all its pods, one per node (the completion index):
   with a detail that says how many of the pods run and why the first missing
   one does not; a node waiting for rank 0 (the ``trainerkit.io/rendezvous``
   annotation its pod entry point sets) shows in the detail;
-* progress comes from node 0 (rank 0) only.
+* progress comes from node 0 (rank 0) only;
+* with retries, every pod that failed (a crash, or an eviction) made the group
+  restart: ``attempt`` counts them, the training stays ``RUNNING`` between
+  attempts (``detail``: ``attempt 2 of 3: ...``), and a final failure names the
+  node that failed last.
 """
 
 from __future__ import annotations
@@ -129,8 +133,9 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         submission_time=submission,
         progress=progress,
         # Each pod of a one-node Job is an attempt (max_retries/backoff_limit replace
-        # crashed ones); a multi-node training is never retried (its backoffLimit is 0).
-        attempt=1 if nodes > 1 else max(1, sum(1 for _, state in containers if state and _ever_started(state))),
+        # crashed ones); each failed pod of a multi-node training restarted the group.
+        attempt=_group_attempt(job, containers, conditions) if nodes > 1
+        else max(1, sum(1 for _, state in containers if state and _ever_started(state))),
         ranks=nodes * procs_per_node(job),
         **_recorded(annotations),
     )
@@ -233,6 +238,9 @@ def _multi_node_progressing(
         if index is not None and not (pod.get("metadata") or {}).get("deletionTimestamp"):
             latest[index] = (pod, state)
     started = {index for index, (_, state) in latest.items() if state and _ever_started(state)}
+    attempt = record.get("attempt") or 1
+    limit = (job.get("spec") or {}).get("backoffLimit")
+    prefix = f"attempt {attempt} of {limit + 1 if isinstance(limit, int) else '?'}: " if attempt > 1 else ""
     if len(started) == nodes:
         waiting = []
         for index in sorted(latest):
@@ -246,7 +254,9 @@ def _multi_node_progressing(
                 since = parse_time(data.get("since"))
                 waited = f" (for {(_now() - since).total_seconds():.0f} s)" if since else ""
                 waiting.append(f"node {index} {data['waiting']}{waited}")
-        return TrainingInfo(**record, status=TrainingStatus.RUNNING, start_time=start, detail="; ".join(waiting))
+        detail = "; ".join(waiting)
+        return TrainingInfo(**record, status=TrainingStatus.RUNNING, start_time=start,
+                            detail=prefix + detail if detail or not prefix else prefix.rstrip(": "))
     running = sum(1 for index in started)
     detail = f"{running} of {nodes} pods running"
     if (job.get("spec") or {}).get("suspend"):
@@ -258,7 +268,36 @@ def _multi_node_progressing(
             detail += f"; node {missing}: " + _queued_detail(job, [pod], [(pod, state)])
         elif missing is not None:
             detail += f"; node {missing}: waiting for the Job controller to create its pod"
+    if attempt > 1:  # between attempts: the group waits for a replaced pod
+        return TrainingInfo(**record, status=TrainingStatus.RUNNING, start_time=start, detail=prefix + detail)
     return TrainingInfo(**record, status=TrainingStatus.QUEUED, detail=detail)
+
+
+def _group_failures(containers: Sequence[tuple[Mapping[str, Any], Any]]) -> int:
+    """The pods of a multi-node training that failed on their own (a crash, an
+    exception, an eviction), not the ones stopped because the Job ended."""
+    count = 0
+    for pod, state in containers:
+        terminated = _terminated(state)
+        if terminated is None or terminated.get("exitCode") == 0:
+            continue
+        disrupted = any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+                        for c in (pod.get("status") or {}).get("conditions") or ())
+        if terminated.get("exitCode") != 143 or disrupted:
+            count += 1
+    return count
+
+
+def _group_attempt(
+    job: Mapping[str, Any], containers: Sequence[tuple[Mapping[str, Any], Any]], conditions: Mapping[str, Any]
+) -> int:
+    """Which attempt a multi-node training is at: each failed pod restarted the
+    group, except the one that failed the Job."""
+    failures = _group_failures(containers)
+    if any(t in conditions for t in _FAILED):
+        return max(1, failures)
+    limit = (job.get("spec") or {}).get("backoffLimit")
+    return failures + 1 if not isinstance(limit, int) else min(failures, limit) + 1
 
 
 def _node_errors(
@@ -283,8 +322,12 @@ def _node_errors(
         finished = parse_time(terminated.get("finishedAt")) or _now()
         candidates.append((rank, finished, pod_index(pod) if pod_index(pod) is not None else 1 << 30, pod, state, outcome))
     errors: list[ErrorDetail] = []
+    limit = (job.get("spec") or {}).get("backoffLimit")
+    retried = isinstance(limit, int) and limit > 0
     if candidates:
-        _, _, index, pod, state, outcome = min(candidates, key=lambda c: c[:3])
+        # Without retries the node that failed first; with them, the last attempt's.
+        order = (lambda c: (c[0], -c[1].timestamp(), c[2])) if retried else (lambda c: c[:3])
+        _, _, index, pod, state, outcome = min(candidates, key=order)
         name = (pod.get("metadata") or {}).get("name")
         where = f"node {index} (pod {name})"
         if outcome is not None and outcome.status is TrainingStatus.ERRORED and outcome.errors:
@@ -294,7 +337,13 @@ def _node_errors(
         else:
             errors.append(ErrorDetail(JOB_ERROR_TYPE, f"{where}: " + _describe_exit(job, pod, _terminated(state) or {})))
     job_error = _errors(job, condition, ())[-1]
-    if condition.get("reason") == "BackoffLimitExceeded":
+    if condition.get("reason") == "BackoffLimitExceeded" and retried:
+        job_error = ErrorDetail(
+            JOB_ERROR_TYPE,
+            f"Job {(job.get('metadata') or {}).get('name')} failed (BackoffLimitExceeded): nodes failed "
+            f"{_group_failures(containers)} times, and max_retries ({limit}) allows {limit} restarts of the group",
+        )
+    elif condition.get("reason") == "BackoffLimitExceeded":
         job_error = ErrorDetail(
             JOB_ERROR_TYPE,
             f"Job {(job.get('metadata') or {}).get('name')} failed (BackoffLimitExceeded): a node failed, "

@@ -32,7 +32,7 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Optional, Sequence
 
 from ... import ids
-from ...capabilities import RequestLevel, SupportLevel
+from ...capabilities import SupportLevel
 from ...errors import ClusterError, ConfigError, TrainingExistsError, TrainingNotFoundError
 from ...resources import MAX_NODES
 from ...future import ModelTrainerFutureBase
@@ -209,8 +209,6 @@ class KubernetesModelTrainer(ModelTrainerBase):
             )
         check_importable_class(request.module_class)
         self._check_save_volume(request.save_path)
-        if request.resources.nodes > 1:
-            self._check_multi_node(request)
         # Builds (and so checks) the manifests: arguments that cannot travel and
         # names the API server would refuse fail here, before anything is sent.
         self._manifests(request, utcnow(), nonce="000000")
@@ -317,23 +315,6 @@ class KubernetesModelTrainer(ModelTrainerBase):
                 "resume_from": request.resume_from,
             },
         )
-
-    def _check_multi_node(self, request: TrainingRequest) -> None:
-        """What a multi-node training needs beyond what the manifests check."""
-        wanted = request.requested.get("retries")
-        if self.config.job_backoff_limit > 0 and wanted in (RequestLevel.NATIVE, RequestLevel.BEST_EFFORT):
-            raise ValueError(
-                f"training {request.training_id} asks for retries, but a multi-node KUBERNETES training is "
-                "not retried: backoff_limit would restart one node's pod alone, which cannot rejoin the "
-                "others' rendezvous, so the first failed node fails the whole training; leave retries out "
-                "(or optional), or run on one node"
-            )
-        if self.config.backoff_limit > 0:
-            log.warning(
-                "training %s spans %d nodes: backoff_limit %d of trainer %s does not apply to it (its first "
-                "failed node fails the training)", request.training_id, request.resources.nodes,
-                self.config.backoff_limit, self.instance_name,
-            )
 
     def _create_service(self, service: dict[str, Any]) -> None:
         """Create the training's headless Service; one left from a deleted Job of the same
