@@ -236,8 +236,10 @@ def latest_checkpoint() -> Any:
     This training's own checkpoints (an earlier attempt's included) come
     first; without any, those of the training named by
     ``train(..., resume_from=...)``. Outside a training, or without a
-    ``checkpoint_dir``, it returns None. Every rank of a multi-process
-    training gets the same checkpoint (to resume alike).
+    ``checkpoint_dir``, it returns None. Each rank of a multi-process
+    training reads the newest checkpoint when it calls this; only rank 0
+    saves, so every rank resumes alike when they call it before their first
+    collective operation (as rank 0 cannot save the next one before it).
     """
     context = _current.get()
     if context is None or context.store is None:

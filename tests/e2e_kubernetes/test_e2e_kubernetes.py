@@ -109,3 +109,18 @@ def test_two_nodes_of_two_processes_all_reduce(trainer, shared_dir):
     info = future.get_info()
     assert info.status is TrainingStatus.COMPLETED and info.ranks == 4
     assert "rank 3 total 30" in list(future.logs(rank=3))
+
+
+def test_two_nodes_with_retries_restart_together_after_a_rank_crashes(make_manager, shared_dir):
+    # Issue 16: rank 1 (node 1) kills itself once; node 1's pod is replaced, both nodes'
+    # ranks start again together, and rank 0 resumes from its checkpoint.
+    from tests import multinode_modules as mn
+
+    trainer = make_manager(max_retries=1, checkpoint_dir=os.path.join(shared_dir, "ckpt")).get_trainer(TRAINER)
+    future = trainer.train(mn.AllReduceSum, 1, checkpoint=True, crash_rank=1,
+                           crash_marker=os.path.join(shared_dir, "crashed"),
+                           save_path=os.path.join(shared_dir, "sum"), external_training_id=external_id(),
+                           resources={"nodes": 2})
+    model = future.result(timeout=TIMEOUT)
+    assert (model.total, model.starts) == (3, 2)
+    assert future.get_info().attempt == 2

@@ -244,6 +244,22 @@ def test_with_retries_a_killed_node_restarts_every_rank_and_they_resume_from_the
     wait_until(lambda: not any(mn.alive(pid) for pid in again), what="every rank process to end")
 
 
+def test_with_retries_a_rank_that_crashes_inside_a_pod_restarts_the_group(make_trainer, kube, models_dir):
+    trainer = make_trainer(max_retries=1, checkpoint_dir=str(models_dir / "ckpt"))
+    marker = models_dir / "crashed"
+    future = trainer.train(mn.AllReduceSum, 2, checkpoint=True, crash_rank=3, crash_marker=str(marker),
+                           save_path=models_dir / "sum", resources={"nodes": 2, "procs_per_node": 2})
+    model = future.result(timeout=TIMEOUT)
+    assert marker.exists() and (model.total, model.starts) == (20, 2)
+    assert future.get_info().attempt == 2
+    failed = [pod for pod in kube.pods(NAMESPACE).values()
+              if pod["metadata"]["labels"].get(LABEL_TRAINING_ID) == future.id and pod["status"]["phase"] == "Failed"]
+    assert len(failed) == 1  # node 1's pod, which the crash ended with exit code 5; node 0's was kept
+    (status,) = failed[0]["status"]["containerStatuses"]
+    assert status["state"]["terminated"]["exitCode"] == 5
+    assert failed[0]["metadata"]["annotations"][ANNOTATION_COMPLETION_INDEX] == "1"
+
+
 def test_with_retries_a_python_exception_still_fails_at_once(make_trainer, kube, models_dir):
     trainer = make_trainer(max_retries=2)
     future = trainer.train(mn.AllReduceSum, 1, fail_rank=3, save_path=models_dir / "bad",

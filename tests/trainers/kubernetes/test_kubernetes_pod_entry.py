@@ -240,3 +240,12 @@ def test_a_cancel_ends_the_wait():
     cancel = CancelSignal()
     cancel.requested = True
     assert wait_for_rank0("127.0.0.1", 1, node_rank=1, timeout=60, cancel=cancel) is False
+
+
+def test_the_pod_entry_point_starts_without_a_runpy_warning():
+    # Importing the package must not import pod_entry itself: `python -m` would then run a
+    # second copy and warn in every pod's log ("found in sys.modules after import of package").
+    done = subprocess.run([sys.executable, "-m", "trainerkit.trainers.kubernetes.pod_entry"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith("usage: ")
+    assert "RuntimeWarning" not in done.stderr

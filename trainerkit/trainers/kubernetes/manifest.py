@@ -126,6 +126,12 @@ class TrainingManifests:
     service: Optional[dict[str, Any]] = None
 
 
+def rank_prefix(rank: int) -> str:
+    """What starts each line of rank ``rank`` in the log of a pod that runs several
+    ranks (the pod entry point writes it, the trainer's logs(rank=k) strips it)."""
+    return f"[rank {rank}] "
+
+
 def master_addr(training_id: str) -> str:
     """Rank 0's stable hostname in a multi-node training: ``<id>-0.<id>`` (its pod's
     hostname under the training's headless Service, resolved in the pods' namespace)."""

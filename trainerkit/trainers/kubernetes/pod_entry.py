@@ -100,7 +100,7 @@ from .config import (
     TERMINATION_MESSAGE_PATH,
 )
 from .group import EXIT_NODE_CRASHED
-from .manifest import ANNOTATION_PROGRESS, ANNOTATION_RENDEZVOUS, EXIT_TRAINING_FAILED, POD_ENTRY_MODULE
+from .manifest import ANNOTATION_PROGRESS, ANNOTATION_RENDEZVOUS, EXIT_TRAINING_FAILED, POD_ENTRY_MODULE, rank_prefix
 
 if TYPE_CHECKING:
     from ...runner.ranks import LocalRanks, RankExit
@@ -380,11 +380,6 @@ def _rendezvous(annotations: Optional[PodAnnotationReporter], cancel: CancelSign
 RANK_OPTION = "--rank-outcome"
 #: How long the ranks of a stopped pod get between SIGTERM and SIGKILL.
 RANK_GRACE_SECONDS = 5.0
-
-
-def rank_prefix(rank: int) -> str:
-    """What starts each line of rank ``rank`` in the log of a pod that runs several ranks."""
-    return f"[rank {rank}] "
 
 
 def _start_local_ranks(

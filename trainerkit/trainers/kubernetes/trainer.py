@@ -52,10 +52,10 @@ from .manifest import (
     cancel_patch,
     owned_by,
     owner_patch,
+    rank_prefix,
     trainer_selector,
     training_selector,
 )
-from .pod_entry import rank_prefix
 from .status import node_count, owned_pods, parse_time, pod_index, pods_settled, procs_per_node, training_info
 from .store import KubernetesTrainingStore
 from .watch import ClusterCache
