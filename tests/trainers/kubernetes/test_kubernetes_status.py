@@ -285,3 +285,48 @@ def test_a_killed_node_is_named_with_how_it_died():
     assert info.errors[-1].message == (
         "Job cluster--abc failed (BackoffLimitExceeded): a node failed, so every node of the multi-node "
         "training was stopped (its pods are never restarted one by one)")
+    assert info.attempt == 1  # no retries: whatever failed, there was one attempt
+
+
+# -- multi-node trainings with retries: the group restarts ---------------------------------
+
+
+def retried_job(nodes=2, limit=2, conditions=()):
+    made = node_job(nodes, conditions)
+    made["spec"]["backoffLimit"] = limit
+    return made
+
+
+def test_between_attempts_the_training_stays_running_and_says_which_attempt():
+    crashed = node_pod(1, "terminated", code=5)
+    crashed["metadata"]["name"] = "cluster--abc-1-old"
+    pods = [node_pod(0, "running"), crashed, node_pod(1, "waiting")]
+    info = training_info(retried_job(), pods)
+    assert (info.status, info.attempt) == (TrainingStatus.RUNNING, 2)
+    assert info.detail == "attempt 2 of 3: 1 of 2 pods running; node 1: pod cluster--abc-1-xyz: ContainerCreating"
+    pods[-1] = node_pod(1, "running")
+    again = training_info(retried_job(), pods)
+    assert (again.status, again.detail) == (TrainingStatus.RUNNING, "attempt 2 of 3")
+
+
+def test_an_evicted_pod_restarted_the_group_but_pods_stopped_by_the_job_did_not():
+    evicted = node_pod(1, "terminated", code=143)
+    evicted["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "True"}]
+    stopped = node_pod(0, "terminated", code=143, message=outcome_text(TrainingStatus.CANCELED))
+    assert training_info(retried_job(), [node_pod(0, "running"), evicted]).attempt == 2
+    assert training_info(retried_job(), [stopped, node_pod(1, "running")]).attempt == 1
+
+
+def test_when_the_restarts_are_used_up_the_last_node_to_fail_is_named():
+    first = node_pod(1, "terminated", code=5, finished="2026-01-01T00:02:00Z",
+                     message=outcome_text(TrainingStatus.ERRORED, [ErrorDetail("x.TrainingError", "rank 3 crashed once")]))
+    first["metadata"]["name"] = "cluster--abc-1-first"
+    last = node_pod(1, "terminated", code=137, finished="2026-01-01T00:04:00Z")
+    stopped = node_pod(0, "terminated", code=143, finished="2026-01-01T00:04:01Z",
+                       message=outcome_text(TrainingStatus.CANCELED))
+    condition = [("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")]
+    info = training_info(retried_job(limit=1, conditions=condition), [first, stopped, last])
+    assert (info.status, info.attempt) == (TrainingStatus.ERRORED, 2)
+    assert info.errors[0].message.startswith("node 1 (pod cluster--abc-1-xyz): the training container")
+    assert info.errors[-1].message == ("Job cluster--abc failed (BackoffLimitExceeded): nodes failed 2 times, "
+                                       "and max_retries (1) allows 1 restarts of the group")

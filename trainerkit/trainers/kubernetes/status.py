@@ -294,10 +294,11 @@ def _group_attempt(
     """Which attempt a multi-node training is at: each failed pod restarted the
     group, except the one that failed the Job."""
     failures = _group_failures(containers)
-    if any(t in conditions for t in _FAILED):
-        return max(1, failures)
     limit = (job.get("spec") or {}).get("backoffLimit")
-    return failures + 1 if not isinstance(limit, int) else min(failures, limit) + 1
+    limit = limit if isinstance(limit, int) else failures
+    if any(t in conditions for t in _FAILED):  # the last failure started no attempt
+        return max(1, min(failures, limit + 1))
+    return min(failures, limit) + 1
 
 
 def _node_errors(
@@ -326,7 +327,7 @@ def _node_errors(
     retried = isinstance(limit, int) and limit > 0
     if candidates:
         # Without retries the node that failed first; with them, the last attempt's.
-        order = (lambda c: (c[0], -c[1].timestamp(), c[2])) if retried else (lambda c: c[:3])
+        order = (lambda c: (c[0] == 2, -c[1].timestamp(), c[2])) if retried else (lambda c: c[:3])
         _, _, index, pod, state, outcome = min(candidates, key=order)
         name = (pod.get("metadata") or {}).get("name")
         where = f"node {index} (pod {name})"
