@@ -246,8 +246,9 @@ class KubernetesTrainerConfig(TrainerConfig):
     max_retries: Optional[int] = option(
         None,
         minimum=0,
-        doc="as SUBPROCESS's max_retries: a pod that crashes (killed, OOM, evicted container "
-        "exit) is replaced at most this many times, with the same training id; it is the Job's "
+        doc="as SUBPROCESS's max_retries: a pod that crashes (killed, out of memory) is replaced "
+        "at most this many times, with the same training id (an evicted or preempted pod is "
+        "replaced without counting); it is the Job's "
         "backoffLimit (so set this or backoff_limit, not both), and a Python exception in train "
         "still fails the Job at once (its pod failure policy). Each new pod sees the earlier "
         "pods' checkpoints when checkpoint_dir is a URL or a volume. In a multi-node training "
