@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 import sqlite3
 import subprocess
@@ -225,6 +226,41 @@ def test_records_survive_closing_and_reopening(db_path):
     reopened = SQLiteTrainingStore(db_path)
     assert reopened.get(info.id) == info and reopened.get_owner(info.id) == "h|9|9"
     reopened.close()
+
+
+def test_every_field_of_an_updated_record_reads_back_from_the_file(db_path):
+    from trainerkit.capabilities import SupportLevel
+
+    info = make_info(
+        "every-field",
+        save_path="/models/x",
+        model_name="clf",
+        tags=("nightly",),
+        capabilities={"logs": SupportLevel.NATIVE, "progress": None},
+        parameters={"epochs": 3, "name": "ü"},
+        parameters_by_repr=("name",),
+        ranks=2,
+    )
+    store = SQLiteTrainingStore(db_path)
+    store.add(info, owner="h|1|1")
+    store.update(info.id, status=TrainingStatus.RUNNING, start_time=T0 + minutes(1), devices=("0", "1"), attempt=2)
+    final = store.update(
+        info.id,
+        status=TrainingStatus.ERRORED,
+        completion_time=T0 + minutes(2),
+        errors=(ErrorDetail("Boom", "bad", "tb"),),
+        progress=ProgressReport(step=1, total=2, metrics={"loss": 0.5}, time=T0),
+        detail="done",
+    )
+    store.close()
+    reopened = SQLiteTrainingStore(db_path)
+    assert reopened.get(info.id) == final
+    reopened.close()
+    body = sqlite3.connect(db_path).execute("SELECT body FROM trainings").fetchone()[0]
+    expected = final.to_dict()
+    for column in ("id", "trainer_name", "status", "submission_time", "completion_time"):
+        del expected[column]
+    assert json.loads(body) == expected
 
 
 def test_a_closed_store_reopens_its_connection_when_used_again(db_path):

@@ -63,6 +63,7 @@ import weakref
 from typing import Any, Iterator, Optional, Sequence
 
 from ..errors import StoreError, TrainingExistsError, TrainingNotFoundError
+from ..capabilities import levels_to_json
 from ..info import TrainingInfo, TrainingStatus
 from ..private_files import make_private_dir, open_private
 from .base import UPDATABLE_FIELDS, TrainingQuery, TrainingStore
@@ -155,7 +156,13 @@ class _WriteBehind:
     """Changes of one process to one database file, waiting for the writer."""
 
     def __init__(self) -> None:
-        self.queue_lock = threading.Condition(threading.Lock())
+        # One lock, two conditions: flush() waits on queue_lock (notified at
+        # every commit); the writer thread waits on writer_wake, notified only
+        # when it has something to do, so commits do not wake it for nothing.
+        lock = threading.Lock()
+        self.queue_lock = threading.Condition(lock)
+        self.writer_wake = threading.Condition(lock)
+        self.writer_idle = False  # the writer waits for a first change (set under queue_lock)
         self.queue: list[tuple[Any, ...]] = []
         self.enqueued = 0  # operations handed to the writer so far
         self.committed = 0  # of those, operations committed (or dropped as invalid)
@@ -235,8 +242,9 @@ class SQLiteTrainingStore(TrainingStore):
             if existing is not None and not TrainingStatus(existing[0]).is_terminal:
                 raise TrainingExistsError(_exists_message(info.id, TrainingStatus(existing[0]), True))
         waiter = _Waiter()
+        fixed = _fixed_body(info)
         with self._w.queue_lock:
-            self._enqueue_locked(("add", info, owner, replace_finished), info, owner, waiter, wake=False)
+            self._enqueue_locked(("add", info, owner, replace_finished, fixed), info, owner, fixed, waiter)
         # The submitter commits the queue itself, its record and every change
         # waiting with it, in one transaction: handing it to the writer thread
         # and waiting to be woken costs more than the commit when other threads
@@ -257,11 +265,11 @@ class SQLiteTrainingStore(TrainingStore):
         with self._w.queue_lock:
             live = self._w.live.get(training_id)
             if live is not None:
-                info, owner = live
+                info, owner, fixed = live
                 if info.status.is_terminal:  # the first final status wins
                     return info
                 info = info.evolve(**changes)
-                self._enqueue_locked(("update", info), info, owner)
+                self._enqueue_locked(("update", info, fixed), info, owner, fixed)
                 return info
         # A record this process did not add (another process runs it): read, change, write.
         with self._write(f"updating training {training_id}") as conn:
@@ -289,7 +297,8 @@ class SQLiteTrainingStore(TrainingStore):
             target = self._w.enqueued
             failed_attempts = self._w.failed_attempts
             self._w.retry_now = True  # a writer waiting to retry tries again at once
-            self._w.queue_lock.notify_all()
+            self._w.writer_idle = False
+            self._w.writer_wake.notify_all()
             done = self._w.queue_lock.wait_for(
                 lambda: self._w.committed >= target or self._w.failed_attempts > failed_attempts,
                 timeout,
@@ -310,12 +319,13 @@ class SQLiteTrainingStore(TrainingStore):
         operation: tuple[Any, ...],
         info: TrainingInfo,
         owner: str,
+        fixed: str,
         waiter: "Optional[_Waiter]" = None,
-        wake: bool = True,
     ) -> None:
-        self._w.live[info.id] = (info, owner)
+        """Queue ``operation``; a submission (``waiter``) commits it itself,
+        other changes are the writer's. Queue lock held."""
+        self._w.live[info.id] = (info, owner, fixed)
         self._w.pending[info.id] = self._w.pending.get(info.id, 0) + 1
-        was_empty = not self._w.queue
         self._w.queue.append((self, operation, waiter))
         self._w.enqueued += 1
         if self._w.writer is None or self._w.writer_pid != os.getpid():
@@ -324,20 +334,29 @@ class SQLiteTrainingStore(TrainingStore):
                 target=self._write_loop, name=f"trainerkit-records-{os.path.basename(self.path)}", daemon=True
             )
             self._w.writer.start()
-        if wake and was_empty:  # the writer waits for a first change, then for the window
-            self._w.queue_lock.notify_all()
+        if waiter is None and self._w.writer_idle:
+            # Only an idle writer is woken, once: one waiting out its window
+            # is left alone (each wake-up is a thread switch under the GIL).
+            self._w.writer_idle = False
+            self._w.writer_wake.notify()
 
     def _write_loop(self) -> None:
         delay = _RETRY_FIRST
+        w = self._w
         while True:
-            with self._w.queue_lock:
-                self._w.queue_lock.wait_for(lambda: bool(self._w.queue))
+            with w.queue_lock:
+                while not w.queue:
+                    w.writer_idle = True
+                    w.writer_wake.wait()
+                w.writer_idle = False
                 # Group commit: changes of the next moments join this batch (a
                 # submission arriving meanwhile takes them along in its own
                 # commit), and the writer does not contend for the GIL with the
-                # caller being woken by the change it is about to commit.
-                self._w.queue_lock.wait_for(lambda: self._w.retry_now, _GROUP_COMMIT_WINDOW)
-                self._w.retry_now = False
+                # caller being woken by the change it is about to commit. Only
+                # flush() (retry_now) cuts the window short.
+                if not w.retry_now:
+                    w.writer_wake.wait(_GROUP_COMMIT_WINDOW)
+                w.retry_now = False
             with self._w.commit_lock:
                 with self._w.queue_lock:
                     batch, self._w.queue = self._w.queue, []
@@ -347,7 +366,7 @@ class SQLiteTrainingStore(TrainingStore):
                 continue
             with self._w.queue_lock:
                 if self._w.queue:
-                    self._w.queue_lock.wait_for(lambda: self._w.retry_now, delay)
+                    self._w.writer_wake.wait_for(lambda: self._w.retry_now, delay)
             delay = min(delay * 2, _RETRY_MAX)
 
     def _commit_batch(self, batch: list[tuple[Any, ...]]) -> bool:
@@ -357,12 +376,16 @@ class SQLiteTrainingStore(TrainingStore):
         try:
             # Each change is written through the connection of the store
             # object that made it (they differ only in how they connect).
-            by_store: dict[int, tuple[SQLiteTrainingStore, list[tuple[Any, ...]]]] = {}
-            for entry in batch:
-                by_store.setdefault(id(entry[0]), (entry[0], []))[1].append(entry)
-            refused: dict[int, BaseException] = {}
-            for store, entries in by_store.values():
-                refused.update(store._commit(entries))
+            store = batch[0][0]
+            if all(entry[0] is store for entry in batch):
+                refused = store._commit(batch)
+            else:
+                by_store: dict[int, tuple[SQLiteTrainingStore, list[tuple[Any, ...]]]] = {}
+                for entry in batch:
+                    by_store.setdefault(id(entry[0]), (entry[0], []))[1].append(entry)
+                refused = {}
+                for store, entries in by_store.values():
+                    refused.update(store._commit(entries))
         except StoreError as exc:
             with self._w.queue_lock:
                 # A submission waiting for its commit is refused now (and
@@ -378,18 +401,23 @@ class SQLiteTrainingStore(TrainingStore):
                 self._w.failed_attempts += 1
                 self._w.retry_now = False
                 self._w.queue_lock.notify_all()
+                if kept and self._w.writer_idle:  # a submitter's failed commit: the writer retries the rest
+                    self._w.writer_idle = False
+                    self._w.writer_wake.notify()
                 if first:
                     log.error("training records are not being saved: %s", exc)
             return False
         with self._w.queue_lock:
             if self._w.failure is not None:
                 log.warning("training records are being saved again to %s", self.path)
+            if refused:
+                for entry in batch:
+                    if id(entry) in refused:
+                        self._drop(entry, refused[id(entry)])
+                batch = [entry for entry in batch if id(entry) not in refused]
+            self._settle(batch, dropped=len(refused))
             for entry in batch:
-                if id(entry) in refused:
-                    self._drop(entry, refused[id(entry)])
-            self._settle([entry for entry in batch if id(entry) not in refused], dropped=len(refused))
-            for entry in batch:
-                if entry[2] is not None and id(entry) not in refused:
+                if entry[2] is not None:
                     entry[2].done = True
         return True
 
@@ -427,19 +455,28 @@ class SQLiteTrainingStore(TrainingStore):
         """Write ``entries`` in one transaction; return the ones refused as
         invalid (by ``id(entry)``: an id taken meanwhile by another process)."""
         operations = _coalesce(entries)
-        try:
-            if len(operations) == 1 and _one_statement(operations[0]):
-                # One statement is its own transaction (autocommit): no BEGIN
-                # and COMMIT round trips, each of which gives up the GIL.
-                with self._read(f"saving a record change of training {operations[0][1].id}") as conn:
+        # The hot path of every training (no context managers: they cost more
+        # than the statements' Python side). Runs as _write does.
+        with self._lock:
+            conn = self._connection()
+            try:
+                if len(operations) == 1 and _one_statement(operations[0]):
+                    # One statement is its own transaction (autocommit): no BEGIN
+                    # and COMMIT round trips, each of which gives up the GIL.
                     _apply_operation(conn, operations[0])
-                return {}
-            with self._write(f"saving {len(entries)} record changes") as conn:
+                    return {}
+                conn.execute("BEGIN IMMEDIATE")
                 for operation in operations:
                     _apply_operation(conn, operation)
-            return {}
-        except StoreError as exc:
-            if not isinstance(exc.__cause__, sqlite3.IntegrityError):
+                conn.execute("COMMIT")
+                return {}
+            except sqlite3.IntegrityError:
+                _rollback(conn)
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                raise self._error(exc, f"saving {len(entries)} record changes") from exc
+            except BaseException:
+                _rollback(conn)
                 raise
         # One invalid change must not hold back the others: apply them one by one.
         refused: dict[int, BaseException] = {}
@@ -834,8 +871,7 @@ def _apply_operation(conn: sqlite3.Connection, operation: tuple[Any, ...]) -> No
             if existing is not None:
                 _delete_rows(conn, (info.id,))
         seq = conn.execute(
-            "INSERT INTO trainings (id, trainer_name, status, submitted_us, completed_us, owner, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            _INSERT,
             (
                 info.id,
                 info.trainer_name,
@@ -843,7 +879,7 @@ def _apply_operation(conn: sqlite3.Connection, operation: tuple[Any, ...]) -> No
                 _to_us(info.submission_time),
                 _to_us(info.completion_time),
                 owner,
-                _body(info),
+                _body(info, operation[4]),
             ),
         ).lastrowid
         if info.tags:
@@ -853,11 +889,20 @@ def _apply_operation(conn: sqlite3.Connection, operation: tuple[Any, ...]) -> No
             )
         return
     # An update; a final status already on disk (set by another process) wins.
-    conn.execute(
-        "UPDATE trainings SET status = ?, completed_us = ?, body = ? WHERE id = ? AND status NOT IN "
-        f"({', '.join('?' * len(_TERMINAL_VALUES))})",
-        (info.status.value, _to_us(info.completion_time), _body(info), info.id, *_TERMINAL_VALUES),
-    )
+    conn.execute(_UPDATE_LIVE, (info.status.value, _to_us(info.completion_time), _body(info, operation[2]), info.id))
+
+
+# The statements of the write path, made once (and prepared once per connection:
+# sqlite3 caches a statement by its text).
+_INSERT = (
+    "INSERT INTO trainings (id, trainer_name, status, submitted_us, completed_us, owner, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_LIVE = (
+    "UPDATE trainings SET status = ?, completed_us = ?, body = ? WHERE id = ? AND status NOT IN ("
+    + ", ".join(f"'{value}'" for value in _TERMINAL_VALUES)
+    + ")"
+)
 
 
 def _delete_rows(conn: sqlite3.Connection, training_ids: Sequence[str]) -> int:
@@ -900,11 +945,45 @@ def _primary_code(exc: sqlite3.Error) -> Optional[int]:
     return None
 
 
-def _body(info: TrainingInfo) -> str:
-    data = info.to_dict()
-    for key in _COLUMN_FIELDS:
-        del data[key]
-    return json.dumps(data, separators=(",", ":"))
+# One encoder for every body: json.dumps with separators builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+# The body's fields that never change after ``add`` (see UPDATABLE_FIELDS):
+# serialised once per training, see _fixed_body.
+_FIXED_FIELDS = ("module", "model_name", "tags", "capabilities", "parameters", "parameters_by_repr", "ranks")
+
+
+def _fixed_body(info: TrainingInfo) -> str:
+    """The JSON of the body fields that no update changes, as the start of an
+    object (``{"module":...,"ranks":1``): made once at ``add``, it saves
+    re-serialising the parameters and capabilities at every status change."""
+    return _encode(
+        {
+            "module": info.module,
+            "model_name": info.model_name,
+            "tags": list(info.tags),
+            "capabilities": levels_to_json(info.capabilities),
+            "parameters": dict(info.parameters),
+            "parameters_by_repr": list(info.parameters_by_repr),
+            "ranks": info.ranks,
+        }
+    )[:-1]
+
+
+def _body(info: TrainingInfo, fixed: Optional[str] = None) -> str:
+    """The ``body`` column: every field of ``info`` that has no column of its
+    own (as ``TrainingInfo.to_dict``), ``fixed`` being ``_fixed_body(info)``."""
+    changing = _encode(
+        {
+            "save_path": info.save_path,
+            "start_time": info.start_time.isoformat() if info.start_time is not None else None,
+            "errors": [error.to_dict() for error in info.errors],
+            "progress": info.progress.to_dict() if info.progress is not None else None,
+            "detail": info.detail,
+            "devices": list(info.devices),
+            "attempt": info.attempt,
+        }
+    )
+    return (fixed if fixed is not None else _fixed_body(info)) + "," + changing[1:]
 
 
 def _to_us(value: Optional[datetime.datetime]) -> Optional[int]:
