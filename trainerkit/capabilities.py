@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from .errors import TrainerkitError
 

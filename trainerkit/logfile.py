@@ -15,7 +15,6 @@ removes them, leaving alone any stream that other code has put in place since.
 from __future__ import annotations
 
 import collections
-import contextlib
 import io
 import logging
 import os
@@ -330,32 +329,43 @@ def _renew_locks() -> None:
         sink.scheduled = False
 
 
-@contextlib.contextmanager
-def capture_thread_output(path: str) -> Iterator[None]:
+class capture_thread_output:  # noqa: N801 - used as a function: with capture_thread_output(path)
     """Also append this thread's stdout, stderr and log records to ``path``
     while the block runs (the file is created at the first write).
 
     Captures may overlap across threads, and nest in one thread (the inner
     one wins until it ends). When the last active capture ends, ``sys.stdout``,
     ``sys.stderr`` and the root logger are as they were before the first.
+
+    A class rather than a generator context manager: every LOCAL training
+    enters one, and a generator's frame and wrapper cost more than the work.
     """
-    router = _router  # the one this capture starts on is the one it ends on
-    sink: Any = _LazyFile(path)
-    ident = threading.get_ident()
-    with router.lock:
-        router.install()
-        router.active += 1
-        outer = router.sinks.get(ident)
-        router.switch(ident, sink)
-    try:
-        yield
-    finally:
+
+    __slots__ = ("_router", "_sink", "_ident", "_outer")
+
+    def __init__(self, path: str) -> None:
+        self._router = _router  # the one this capture starts on is the one it ends on
+        self._sink: Any = _LazyFile(path)
+
+    def __enter__(self) -> None:
+        router = self._router
+        self._ident = ident = _get_ident()
         with router.lock:
-            router.switch(ident, outer)
-            router.active -= 1
-            if router.active == 0:
-                router.uninstall()
-        sink.close()
+            router.install()
+            router.active += 1
+            self._outer = router.sinks.get(ident)
+            router.switch(ident, self._sink)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        router = self._router
+        try:
+            with router.lock:
+                router.switch(self._ident, self._outer)
+                router.active -= 1
+                if router.active == 0:
+                    router.uninstall()
+        finally:
+            self._sink.close()
 
 
 def read_lines(

@@ -8,13 +8,12 @@ functions do nothing, so modules stay usable on their own.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import math
 import threading
 from time import monotonic as _monotonic
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 from .deferred import background
 from .errors import TrainingCanceledError
@@ -112,15 +111,26 @@ _current: contextvars.ContextVar[Optional[TrainingContext]] = contextvars.Contex
 )
 
 
-@contextlib.contextmanager
-def training_context(context: TrainingContext) -> Iterator[TrainingContext]:
-    """Install ``context`` as the current training while the block runs."""
-    token = _current.set(context)
-    try:
-        yield context
-    finally:
-        _current.reset(token)
-        context.flush()
+class training_context:  # noqa: N801 - used as a function: with training_context(context)
+    """Install ``context`` as the current training while the block runs.
+
+    A class rather than a generator context manager: every training enters
+    one, and a generator's frame and wrapper cost more than the work."""
+
+    __slots__ = ("_context", "_token")
+
+    def __init__(self, context: TrainingContext) -> None:
+        self._context = context
+
+    def __enter__(self) -> TrainingContext:
+        self._token = _current.set(self._context)
+        return self._context
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            _current.reset(self._token)
+        finally:
+            self._context.flush()
 
 
 def current_training_id() -> Optional[str]:

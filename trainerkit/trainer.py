@@ -407,7 +407,8 @@ class ModelTrainerBase(abc.ABC):
         requests = self._default_capability_requests()
         if requested is not None:
             requests = {**requests, **normalize_requests(requested)}
-        needs = normalize_requests(resources.needs())
+        needed = resources.needs()
+        needs = normalize_requests(needed) if needed else {}
         if needs:
             try:
                 serve(self.instance_name, needs, self.capabilities(), needed_by=f"resources {resources.describe()}")
@@ -527,8 +528,12 @@ class ModelTrainerBase(abc.ABC):
         package (s3fs, gcsfs...) is missing, fails at ``train()``, not at the
         training's first ``save_checkpoint`` (nothing is contacted: the
         training may never checkpoint)."""
+        if getattr(self, "_checkpoint_url_usable", False):
+            return
         store = self.checkpoint_store()
-        if store is None or not is_url(store.root) or getattr(self, "_checkpoint_url_usable", False):
+        if store is None or not is_url(store.root):
+            if getattr(self, "_checkpoint_store_cache", None) is not None:
+                self._checkpoint_url_usable = True  # resolved for good: nothing to check at each train()
             return
         try:
             storage.filesystem(store.root, self.storage_options)
