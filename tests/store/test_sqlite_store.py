@@ -263,6 +263,34 @@ def test_every_field_of_an_updated_record_reads_back_from_the_file(db_path):
     assert json.loads(body) == expected
 
 
+def test_a_replacement_is_written_after_the_queued_last_change_of_the_training_it_replaces(db_path):
+    store = SQLiteTrainingStore(db_path)
+    old = make_info("again")
+    store.add(old)
+    # Write-behind: this final change may still be queued when the replacement comes.
+    store.update(old.id, status=TrainingStatus.COMPLETED, completion_time=T0 + minutes(1))
+    fresh = make_info("again", submitted=T0 + minutes(5), tags=("new",))
+    store.add(fresh, replace_finished=True)
+    store.close()
+    reopened = SQLiteTrainingStore(db_path)
+    assert reopened.get(fresh.id) == fresh
+    reopened.close()
+
+
+def test_submissions_are_on_disk_when_add_returns_while_status_changes_wait(db_path):
+    store = SQLiteTrainingStore(db_path)
+    first, second = make_info("first"), make_info("second")
+    store.add(first)
+    store.update(first.id, status=TrainingStatus.RUNNING, start_time=T0)
+    store.add(second)
+    on_disk = {row[0] for row in sqlite3.connect(db_path).execute("SELECT id FROM trainings")}
+    assert {first.id, second.id} <= on_disk
+    store.flush()
+    status = sqlite3.connect(db_path).execute("SELECT status FROM trainings WHERE id = ?", (first.id,)).fetchone()
+    assert status == ("RUNNING",)
+    store.close()
+
+
 def test_a_closed_store_reopens_its_connection_when_used_again(db_path):
     store = SQLiteTrainingStore(db_path)
     store.add(make_info("late"))

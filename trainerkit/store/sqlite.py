@@ -31,11 +31,13 @@ connection.
 ``add`` commits before it returns: a submission that was accepted is on
 disk, and one that fails (a full disk, a taken id) leaves nothing. The
 submitting thread commits itself (no hand-off to another thread, which costs
-more than the commit when other threads hold the GIL), taking along every
-change queued by then. Updates of records this process added (status
-changes, progress) are write-behind: the change is visible to this process
-at once, and the next ``add`` or, 2 ms after the first change it sees, one
-writer thread commits everything queued in one transaction. Within a transaction only each
+more than the commit when other threads hold the GIL), with any other
+submission queued by then, as one autocommit ``INSERT`` when it is alone.
+Updates of records this process added (status changes, progress) are
+write-behind: the change is visible to this process at once, and 2 ms after
+the first change it sees, one writer thread commits everything queued in one
+transaction (a submission takes them along only when they belong to the
+finished training its record replaces, so that they are written first). Within a transaction only each
 training's latest state is written: a training that starts and ends between
 two commits costs one row write, not three. A commit costs
 75-120 us on a typical disk, more than a whole trivial training, so a commit
@@ -243,18 +245,29 @@ class SQLiteTrainingStore(TrainingStore):
                 raise TrainingExistsError(_exists_message(info.id, TrainingStatus(existing[0]), True))
         waiter = _Waiter()
         fixed = _fixed_body(info)
-        with self._w.queue_lock:
+        w = self._w
+        with w.queue_lock:
+            # Changes of a finished training with this id still queued must be
+            # written before this record replaces it: then take the whole queue.
+            after_changes = info.id in w.pending
             self._enqueue_locked(("add", info, owner, replace_finished, fixed), info, owner, fixed, waiter)
-        # The submitter commits the queue itself, its record and every change
-        # waiting with it, in one transaction: handing it to the writer thread
-        # and waiting to be woken costs more than the commit when other threads
-        # hold the GIL. If another thread is committing meanwhile, this one
-        # goes next (or finds its record taken along already).
-        with self._w.commit_lock:
+        # The submitter commits its record itself (with any other submissions
+        # queued meanwhile: group commit): handing it to the writer thread and
+        # waiting to be woken costs more than the commit when other threads
+        # hold the GIL. Status changes stay queued for the writer, which
+        # commits all of them together every few milliseconds: taking them
+        # along here would cost this submission a BEGIN, an UPDATE and a
+        # COMMIT (each gives up the GIL) instead of one autocommit INSERT. If
+        # another thread is committing meanwhile, this one goes next (or finds
+        # its record taken along already).
+        with w.commit_lock:
             if not waiter.done:
-                with self._w.queue_lock:
-                    batch, self._w.queue = self._w.queue, []
-                self._commit_batch(batch)  # holds this submission: only commit-lock holders take the queue
+                with w.queue_lock:
+                    if after_changes:
+                        batch, w.queue = w.queue, []
+                    else:
+                        batch = _take_submissions(w.queue, w.pending)
+                self._commit_batch(batch)  # holds this submission: only commit-lock holders take from the queue
         if waiter.error is not None:
             raise waiter.error
 
@@ -835,6 +848,18 @@ def _exists_message(training_id: str, status: TrainingStatus, replace_finished: 
             "choose another external_training_id"
         )
     return f"a training with id {training_id!r} already exists"
+
+
+def _take_submissions(queue: list[tuple[Any, ...]], pending: dict[str, int]) -> list[tuple[Any, ...]]:
+    """Remove from ``queue`` and return its submissions (``add`` entries, which
+    a submitter waits for) that can be written ahead of the rest: those of a
+    training with no other queued change. Queue lock held."""
+    taken = [entry for entry in queue if entry[2] is not None and pending[entry[1][1].id] == 1]
+    if len(taken) == len(queue):
+        queue.clear()
+    elif taken:
+        queue[:] = [entry for entry in queue if entry[2] is None or pending[entry[1][1].id] != 1]
+    return taken
 
 
 def _coalesce(entries: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
