@@ -272,7 +272,7 @@ class SQLiteTrainingStore(TrainingStore):
             raise waiter.error
 
     def update(self, training_id: str, **changes: Any) -> TrainingInfo:
-        unknown = set(changes) - UPDATABLE_FIELDS
+        unknown = changes.keys() - UPDATABLE_FIELDS
         if unknown:
             raise ValueError(f"cannot update record fields {sorted(unknown)}")
         with self._w.queue_lock:
@@ -337,21 +337,25 @@ class SQLiteTrainingStore(TrainingStore):
     ) -> None:
         """Queue ``operation``; a submission (``waiter``) commits it itself,
         other changes are the writer's. Queue lock held."""
-        self._w.live[info.id] = (info, owner, fixed)
-        self._w.pending[info.id] = self._w.pending.get(info.id, 0) + 1
-        self._w.queue.append((self, operation, waiter))
-        self._w.enqueued += 1
-        if self._w.writer is None or self._w.writer_pid != os.getpid():
-            self._w.writer_pid = os.getpid()
-            self._w.writer = threading.Thread(
+        w = self._w
+        training_id = info.id
+        w.live[training_id] = (info, owner, fixed)
+        w.pending[training_id] = w.pending.get(training_id, 0) + 1
+        w.queue.append((self, operation, waiter))
+        w.enqueued += 1
+        # A forked child gets a fresh _WriteBehind (see _after_fork_in_child),
+        # so a writer, once started, is this process's.
+        if w.writer is None:
+            w.writer_pid = os.getpid()
+            w.writer = threading.Thread(
                 target=self._write_loop, name=f"trainerkit-records-{os.path.basename(self.path)}", daemon=True
             )
-            self._w.writer.start()
-        if waiter is None and self._w.writer_idle:
+            w.writer.start()
+        if waiter is None and w.writer_idle:
             # Only an idle writer is woken, once: one waiting out its window
             # is left alone (each wake-up is a thread switch under the GIL).
-            self._w.writer_idle = False
-            self._w.writer_wake.notify()
+            w.writer_idle = False
+            w.writer_wake.notify()
 
     def _write_loop(self) -> None:
         delay = _RETRY_FIRST

@@ -13,6 +13,7 @@ use SUBPROCESS for trainings that must die at once.
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import ctypes
 import dataclasses
@@ -119,14 +120,21 @@ class _ThreadPool:
         self._queue: "queue.SimpleQueue[Optional[tuple[Callable[..., None], tuple[Any, ...]]]]" = (
             queue.SimpleQueue()
         )
-        self._idle = threading.Semaphore(0)
+        # One token per idle thread: deque appends and pops are atomic, so
+        # handing a job to an idle thread takes no Python-level lock (a
+        # threading.Semaphore is a Condition and a lock per job).
+        self._idle: "collections.deque[None]" = collections.deque()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     def submit(self, function: Callable[..., None], *args: Any) -> None:
         self._queue.put((function, args))
-        if self._idle.acquire(blocking=False):
-            return
+        if self._idle:
+            try:
+                self._idle.pop()  # an idle thread takes the job
+                return
+            except IndexError:  # another submitter took the last one meanwhile
+                pass
         with self._lock:
             if len(self._threads) < self._max_workers:
                 thread = threading.Thread(
@@ -146,7 +154,7 @@ class _ThreadPool:
             except BaseException:  # a job reports its own failures; keep the thread alive
                 log.exception("a %s job failed", self._name)
             del job, function, args
-            self._idle.release()
+            self._idle.append(None)
 
     def shutdown(self, wait: bool) -> None:
         with self._lock:
