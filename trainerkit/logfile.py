@@ -250,6 +250,7 @@ class _LazyFile:
         self._lock = threading.Lock()  # one writer of the file at a time (flusher, flush(), close())
         self.queue: "collections.deque[str]" = collections.deque()
         self.scheduled = False
+        self.used = False  # something was written (every first write schedules a flush)
 
     def write(self, text: str) -> None:
         self.queue.append(text)
@@ -258,6 +259,7 @@ class _LazyFile:
 
     def schedule(self) -> None:
         self.scheduled = True
+        self.used = True
         _flush_before_fork()
         _open_files.add(self)
         background.schedule(self.flush, _monotonic() + FLUSH_INTERVAL)
@@ -295,6 +297,8 @@ class _LazyFile:
                 pass  # a full disk or closed log must never break the training's prints
 
     def close(self) -> None:
+        if not self.used:  # a training that printed nothing: no file, no flush, nothing to close
+            return
         self.flush()
         with self._lock:
             if self._handle is not None:
