@@ -408,6 +408,21 @@ def _start_local_ranks(
     return pumps
 
 
+def _watch_ranks(ranks: "LocalRanks", pumps: Sequence[threading.Thread], should_stop: Any) -> None:
+    """Poll ``ranks`` until every one has exited, stopping them (SIGTERM, SIGKILL
+    after the grace period) once ``should_stop()`` says so; then let their output drain."""
+    while True:
+        ranks.poll()
+        if should_stop() and not ranks.stopping:
+            ranks.stop()
+        if ranks.all_exited:
+            break
+        ranks.escalate()
+        time.sleep(0.05)
+    for pump in pumps:
+        pump.join(timeout=5)
+
+
 def _failure_outcome(failure: "RankExit", outcome_file: str) -> tuple[Outcome, bool]:
     """The outcome of a node whose rank ``failure`` failed first, and whether it
     crashed (killed, or ended without an outcome) rather than raised."""
@@ -440,16 +455,7 @@ def _launch_ranks(
     pumps: list[threading.Thread] = []
     try:
         pumps = _start_local_ranks(ranks, spec_file, outcome_files, threading.Lock(), prefixed=True)
-        while True:
-            ranks.poll()
-            if (ranks.failure is not None or cancel.requested) and not ranks.stopping:
-                ranks.stop()
-            if ranks.all_exited:
-                break
-            ranks.escalate()
-            time.sleep(0.05)
-        for pump in pumps:
-            pump.join(timeout=5)
+        _watch_ranks(ranks, pumps, lambda: ranks.failure is not None or cancel.requested)
         if cancel.requested:
             reporters.outcome(Outcome(status=TrainingStatus.CANCELED, time=utcnow()))
             return EXIT_TERMINATED
@@ -545,21 +551,17 @@ class _GroupLauncher:
         try:
             pumps = _start_local_ranks(ranks, self.spec_file, files, self.write_lock,
                                        prefixed=self.layout.procs_per_node > 1)
-            while True:
-                ranks.poll()
+
+            def should_stop() -> bool:
+                nonlocal own, stopped
                 if ranks.failure is not None and own is None and not stopped:
                     own = _failure_outcome(ranks.failure, files[ranks.failure.local_rank])
                     failed(own[1], own[0].errors[0].message)
                 for event in events():
                     stopped = stopped or event == "stop"
-                if (stopped or own is not None or self.cancel.requested) and not ranks.stopping:
-                    ranks.stop()
-                if ranks.all_exited:
-                    break
-                ranks.escalate()
-                time.sleep(0.05)
-            for pump in pumps:
-                pump.join(timeout=5)
+                return stopped or own is not None or self.cancel.requested
+
+            _watch_ranks(ranks, pumps, should_stop)
         finally:
             if not ranks.all_exited:
                 ranks.kill()
