@@ -592,70 +592,45 @@ class _GroupLauncher:
                 f"node 0 cannot listen for the group on {address}:{self.port} ({ENV_GROUP_PORT}, "
                 f"master_port + 1): {exc}; choose another master_port in the trainer's config"
             ) from None
+        # Of the running start: the failures heard, when node 0 names their cause, and the cause.
+        number = 0
         pending: list[_Failure] = []
-        settle: list[float] = []
-        state: dict[str, Any] = {"stop": False, "cause": None}
+        settle_at: Optional[float] = None
+        cause: Optional[_Failure] = None
 
-        def take(event: tuple[str, int, dict]) -> None:
-            kind, node, message = event
-            if kind == "failed":
-                pending.append(_Failure(node, bool(message.get("crash")), str(message.get("why") or "")))
-            elif kind == "left":
-                pod = coordinator.pods.get(node) or "?"
-                pending.append(_Failure(node, True, f"its pod {pod} left the group (it ended or was replaced)"))
-            else:
-                return
-            if not settle:
-                settle.append(time.monotonic() + SETTLE_SECONDS)
+        def note(failure: _Failure) -> None:
+            nonlocal settle_at
+            pending.append(failure)
+            if settle_at is None:
+                settle_at = time.monotonic() + SETTLE_SECONDS
+
+        def events() -> list[str]:
+            nonlocal cause
+            for kind, node, message in coordinator.poll():
+                if kind == "failed":
+                    note(_Failure(node, bool(message.get("crash")), str(message.get("why") or "")))
+                elif kind == "left":
+                    pod = coordinator.pods.get(node) or "?"
+                    note(_Failure(node, True, f"its pod {pod} left the group (it ended or was replaced)"))
+            if cause is not None or settle_at is None or time.monotonic() < settle_at:
+                return []
+            cause = min(pending, key=lambda failure: not failure.crash)  # a crash first, then the earliest
+            log.info("node %d failed (%s): every rank stops and the group restarts", cause.node, cause.why)
+            coordinator.broadcast({"stop": number, "cause": cause.node, "why": cause.why})
+            if cause.node != 0:
+                coordinator.drop(cause.node)  # it leaves; its replacement joins anew
+            return ["stop"]
 
         try:
             while True:
-                deadline = time.monotonic() + self.timeout
+                if not self._gather(coordinator, address):
+                    return self._canceled()
                 pending.clear()
-                settle.clear()
-                while coordinator.missing:
-                    for event in coordinator.poll():
-                        pass  # a node leaving while the group gathers just has to come back
-                    if self.cancel.requested:
-                        return self._canceled()
-                    missing = coordinator.missing
-                    if not missing:
-                        break
-                    if time.monotonic() >= deadline:
-                        raise RendezvousError(
-                            f"node 0 waited {self.timeout:g} s for node{'s' if len(missing) > 1 else ''} "
-                            f"{', '.join(map(str, missing))} to join the group at {address}:{self.port} "
-                            f"({ENV_GROUP_PORT}): check that their pods run and reach node 0's pod, or raise "
-                            "rendezvous_timeout in the trainer's config"
-                        )
-                    self._show(f"waiting for node{'s' if len(missing) > 1 else ''} "
-                               f"{', '.join(map(str, missing))} to join the group")
-                    time.sleep(0.05)
-                self._show(None)
+                settle_at, cause = None, None
                 number = coordinator.start()
                 log.info("group start %d: every node has joined; ranks start", number)
-                state.update(stop=False, cause=None)
-
-                def events() -> list[str]:
-                    for event in coordinator.poll():
-                        take(event)
-                    if settle and not state["stop"] and time.monotonic() >= settle[0]:
-                        cause = min(pending, key=lambda failure: not failure.crash)  # a crash first, then the earliest
-                        state.update(stop=True, cause=cause)
-                        log.info("node %d failed (%s): every rank stops and the group restarts",
-                                 cause.node, cause.why)
-                        coordinator.broadcast({"stop": number, "cause": cause.node, "why": cause.why})
-                        if cause.node != 0:
-                            coordinator.drop(cause.node)  # it leaves; its replacement joins anew
-                        return ["stop"]
-                    return []
-
-                def failed(crash: bool, why: str) -> None:
-                    pending.append(_Failure(0, crash, why))
-                    if not settle:
-                        settle.append(time.monotonic() + SETTLE_SECONDS)
-
-                result, outcome, crashed = self._run_ranks(number, events, failed)
+                result, outcome, crashed = self._run_ranks(
+                    number, events, lambda crash, why: note(_Failure(0, crash, why)))
                 if result == "canceled":
                     return self._canceled()
                 if result == "completed":
@@ -663,11 +638,9 @@ class _GroupLauncher:
                     assert outcome is not None
                     self.reporters.outcome(outcome)
                     return EXIT_COMPLETED
-                while not state["stop"]:  # this node failed: name the cause once the others have spoken
+                while cause is None:  # this node failed: name the cause once the others have spoken
                     events()
                     time.sleep(0.02)
-                cause = state["cause"]
-                assert isinstance(cause, _Failure)
                 if coordinator.done:  # a node finished: its pod does not come back, so no restart
                     finished = ", ".join(map(str, sorted(coordinator.done)))
                     if cause.node == 0 and outcome is not None:
@@ -681,13 +654,57 @@ class _GroupLauncher:
         finally:
             coordinator.close()
 
+    def _gather(self, coordinator: Any, address: str) -> bool:
+        """Node 0: wait until every node has joined and stopped its last ranks; False when canceled.
+
+        Raises:
+            RendezvousError: ``rendezvous_timeout`` passed first; names the nodes missing.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            coordinator.poll()  # a node leaving while the group gathers just has to come back
+            if self.cancel.requested:
+                return False
+            missing = coordinator.missing
+            if not missing:
+                self._show(None)
+                return True
+            nodes = f"node{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}"
+            if time.monotonic() >= deadline:
+                raise RendezvousError(
+                    f"node 0 waited {self.timeout:g} s for {nodes} to join the group at {address}:{self.port} "
+                    f"({ENV_GROUP_PORT}): check that their pods run and reach node 0's pod, or raise "
+                    "rendezvous_timeout in the trainer's config"
+                )
+            self._show(f"waiting for {nodes} to join the group")
+            time.sleep(0.05)
+
     # -- every other node
 
     def _member(self) -> int:
         from .group import SETTLE_SECONDS, GroupMember
 
         member = GroupMember(self.master_addr, self.port, self.node, self.pod)
-        finished = False
+        finished = False  # node 0's ranks completed: nothing restarts any more
+        cause: Optional[int] = None  # of the running start: the node node 0 named when it stopped the group
+
+        def events() -> list[str]:
+            nonlocal finished, cause
+            happened = []
+            for kind, message in member.poll():
+                if kind == "finished":
+                    finished = True
+                elif kind == "stop" and cause is None:
+                    cause = int(message.get("cause", -1))
+                    happened.append("stop")
+                elif kind == "lost" and not finished and cause is None:
+                    cause = 0
+                    happened.append("stop")
+            return happened
+
+        def failed(crash: bool, why: str) -> None:
+            member.send({"failed": self.node, "crash": crash, "why": why})
+
         try:
             while True:
                 # Join (again) and wait for the group to start.
@@ -715,25 +732,7 @@ class _GroupLauncher:
                         time.sleep(0.05)
                 self._show(None)
                 log.info("group start %d: ranks start", number)
-                verdict: dict[str, Any] = {}
-
-                def events() -> list[str]:
-                    nonlocal finished
-                    happened = []
-                    for kind, message in member.poll():
-                        if kind == "finished":
-                            finished = True
-                        elif kind == "stop" and "cause" not in verdict:
-                            verdict["cause"] = message.get("cause")
-                            happened.append("stop")
-                        elif kind == "lost" and not finished and "cause" not in verdict:
-                            verdict["cause"] = 0
-                            happened.append("stop")
-                    return happened
-
-                def failed(crash: bool, why: str) -> None:
-                    member.send({"failed": self.node, "crash": crash, "why": why})
-
+                cause = None
                 result, outcome, crashed = self._run_ranks(number, events, failed)
                 if result == "canceled":
                     return self._canceled()
@@ -747,15 +746,14 @@ class _GroupLauncher:
                     # Node 0 names the cause once the failures of a moment are in; without an
                     # answer (node 0 gone, or the training finished) this node is the cause.
                     answer_by = time.monotonic() + SETTLE_SECONDS + 10
-                    while "cause" not in verdict and not finished and time.monotonic() < answer_by:
+                    while cause is None and not finished and time.monotonic() < answer_by:
                         events()
                         time.sleep(0.02)
                     if finished:  # node 0 is done and gone: a replaced pod could not rejoin
                         return self._leave(outcome, False)
-                    if verdict.get("cause", self.node) == self.node:
+                    if cause is None or cause == self.node:
                         return self._leave(outcome, crashed)
-                log.info("node %s failed: this node's ranks stopped; waiting for the group to restart",
-                         verdict.get("cause"))
+                log.info("node %s failed: this node's ranks stopped; waiting for the group to restart", cause)
                 member.send({"ready": self.node})
         finally:
             member.close()
@@ -800,6 +798,15 @@ def _read_outcome(path: str) -> Optional[Outcome]:
         return None
 
 
+def _exit_status(outcome: Outcome) -> int:
+    """The process's exit status for the training's ``outcome`` (see the module docstring)."""
+    if outcome.status is TrainingStatus.COMPLETED:
+        return EXIT_COMPLETED
+    if outcome.status is TrainingStatus.CANCELED:
+        return EXIT_TERMINATED
+    return EXIT_TRAINING_FAILED
+
+
 def _run_rank(spec: Any, outcome_file: str) -> int:
     """One rank process of a pod that runs several: train, write the outcome for the
     launcher; global rank 0 also publishes progress on the pod. A rank whose launcher
@@ -819,12 +826,7 @@ def _run_rank(spec: Any, outcome_file: str) -> int:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=orphaned, name="trainerkit-orphan-watch", daemon=True).start()
-    outcome = run_training(spec, reporters, cancel, apply_settings=False)
-    if outcome.status is TrainingStatus.COMPLETED:
-        return EXIT_COMPLETED
-    if outcome.status is TrainingStatus.CANCELED:
-        return EXIT_TERMINATED
-    return EXIT_TRAINING_FAILED
+    return _exit_status(run_training(spec, reporters, cancel, apply_settings=False))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -880,12 +882,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, RendezvousError) as exc:
         reporters.outcome(Outcome(status=TrainingStatus.ERRORED, time=utcnow(), errors=(ErrorDetail.from_exception(exc),)))
         return EXIT_TRAINING_FAILED
-    outcome = run_training(spec, reporters, cancel, apply_settings=False)
-    if outcome.status is TrainingStatus.COMPLETED:
-        return EXIT_COMPLETED
-    if outcome.status is TrainingStatus.CANCELED:
-        return EXIT_TERMINATED
-    return EXIT_TRAINING_FAILED
+    return _exit_status(run_training(spec, reporters, cancel, apply_settings=False))
 
 
 if __name__ == "__main__":

@@ -82,17 +82,10 @@ def _training_process(
     except OSError:
         pass
     _die_with(supervisor_pid)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
+    _stdin_from_devnull()
     news = os.fdopen(news_fd, "w", buffering=1, encoding="utf-8")
     reporter = JsonLinesReporter(news)
-    sys.path[:0] = [entry for entry in sys_path if entry not in sys.path]
-    for name in preload:
-        try:
-            importlib.import_module(name)
-        except (Exception, SystemExit) as exc:  # the training itself will report it if it matters
-            sys.stderr.write(f"[trainerkit] preloading {name!r} failed: {type(exc).__name__}: {exc}\n")
+    _preload(sys_path, preload)
     reporter.send("ready")
     line = _read_line(spec_fd)
     os.close(spec_fd)
@@ -130,18 +123,11 @@ def _fork_rank(
             signal.signal(signum, signal.SIG_DFL)
         os.setpgid(0, 0)
         _die_with(supervisor_pid)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
+        _stdin_from_devnull()
         os.closerange(3, 1 << 16)  # the supervisor's pipes and selector are not the rank's
         if spec.log_path:
             redirect_output(spec.log_path, buffered=True)
-        sys.path[:0] = [entry for entry in sys_path if entry not in sys.path]
-        for name in preload:
-            try:
-                importlib.import_module(name)
-            except (Exception, SystemExit) as exc:  # the training itself will report it if it matters
-                sys.stderr.write(f"[trainerkit] preloading {name!r} failed: {type(exc).__name__}: {exc}\n")
+        _preload(sys_path, preload)
         faulthandler.enable()
         cancel = CancelSignal().install()
         outcome = run_training(spec, FileReporter(outcome_path), cancel)
@@ -155,6 +141,23 @@ def _fork_rank(
             except (OSError, ValueError):
                 pass
         os._exit(code)
+
+
+def _stdin_from_devnull() -> None:
+    """A training reads nothing from the pool's stdin."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+
+
+def _preload(sys_path: list[str], preload: list[str]) -> None:
+    """Put the caller's sys.path entries first and import the preload modules."""
+    sys.path[:0] = [entry for entry in sys_path if entry not in sys.path]
+    for name in preload:
+        try:
+            importlib.import_module(name)
+        except (Exception, SystemExit) as exc:  # the training itself will report it if it matters
+            sys.stderr.write(f"[trainerkit] preloading {name!r} failed: {type(exc).__name__}: {exc}\n")
 
 
 def _die_with(supervisor_pid: int) -> None:
