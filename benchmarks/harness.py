@@ -142,13 +142,18 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
 # -- repeating ----------------------------------------------------------------------
 
 
-def alternate(repeats: int, runners: Mapping[str, Callable[[], T]]) -> dict[str, list[T]]:
+def alternate(repeats: int, runners: Mapping[str, Callable[[], T]], warm_up: bool = False) -> dict[str, list[T]]:
     """Run every runner ``repeats`` times, interleaved, rotating which goes first.
 
     Each runner measures one round and returns what it measured (it must check
     its own results before returning). Returns the measurements per runner
-    name, index ``i`` of each list coming from the same round.
+    name, index ``i`` of each list coming from the same round. With
+    ``warm_up``, each runner runs once first, not measured (first runs compile
+    and fill caches).
     """
+    if warm_up:
+        for runner in runners.values():
+            runner()
     names = list(runners)
     values: dict[str, list[T]] = {name: [] for name in names}
     for round_index in range(repeats):

@@ -97,10 +97,7 @@ def _rows(settings: Settings) -> list[Row]:
             return _bare_start(listener)
 
         runners: dict[str, Callable[[], float]] = {"trainerkit": ours, "bare": bare}
-        if not settings.quick:  # first runs compile and cache: not measured
-            for runner in runners.values():
-                runner()
-        times = alternate(repeats, runners)
+        times = alternate(repeats, runners, warm_up=not settings.quick)
         notes = [
             f"{counted(repeats, 'interleaved round')}, {RANKS} ranks on {os.cpu_count()} CPUs; each round "
             f"starts {settle} s after the previous one ended",

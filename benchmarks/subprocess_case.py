@@ -91,10 +91,7 @@ def _round_trip_rows(settings: Settings) -> list[Row]:
         if caikit_missing is None:
             caikit = subjects.caikit_trainer(use_subprocess=True, subprocess_start_method="spawn")
             runners["caikit"] = lambda: _caikit_round_trip(caikit, models, next(counter))
-        if not settings.quick:  # first runs compile and cache: not measured
-            for runner in runners.values():
-                runner()
-        times = alternate(repeats, runners)
+        times = alternate(repeats, runners, warm_up=not settings.quick)
         notes = [
             f"{counted(repeats, 'interleaved round')}, max_workers=1; each prestarted round starts "
             f"{settle} s after the previous training ended",

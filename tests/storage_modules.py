@@ -9,6 +9,7 @@ import time
 
 import trainerkit
 from trainerkit import storage
+from tests.training_modules import first_time
 
 
 class Epochs(trainerkit.ModuleBase):
@@ -34,9 +35,7 @@ class Epochs(trainerkit.ModuleBase):
             model.epoch = epoch
             trainerkit.save_checkpoint(model)
             trainerkit.report_progress(epoch, epochs)
-            if kill_after == epoch and marker and not os.path.exists(marker):
-                with open(marker, "w") as handle:
-                    handle.write(str(os.getpid()))
+            if kill_after == epoch and marker and first_time(marker):
                 os.kill(os.getpid(), signal.SIGKILL)
             if hold and hold_after == epoch:
                 with open(hold + ".entered", "w"):
@@ -97,10 +96,8 @@ class DiesMidUploadOnce(trainerkit.ModuleBase):
 
     @classmethod
     def train(cls, marker, value=5):
-        if os.path.exists(marker):
+        if not first_time(marker):
             return cls(value + 1)
-        with open(marker, "w"):
-            pass
         return DiesMidUpload.train.__func__(cls, value)
 
 
@@ -114,10 +111,8 @@ class DiesAfterSaveOnce(trainerkit.ModuleBase):
 
     @classmethod
     def train(cls, marker, value=5):
-        if os.path.exists(marker):
+        if not first_time(marker):
             return cls(value + 1)
-        with open(marker, "w"):
-            pass
         from trainerkit import module
 
         module._fsync_dir = lambda path: os._exit(19)

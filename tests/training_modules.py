@@ -12,6 +12,16 @@ import time
 import trainerkit
 
 
+def first_time(marker: str) -> bool:
+    """True the first time a training reaches this point, across attempts and
+    processes: creates the file ``marker`` (holding this pid) when it does not exist."""
+    if os.path.exists(marker):
+        return False
+    with open(marker, "w") as handle:
+        handle.write(str(os.getpid()))
+    return True
+
+
 class Adder(trainerkit.ModuleBase):
     """Trains instantly: remembers a + b."""
 
