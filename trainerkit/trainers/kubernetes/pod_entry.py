@@ -359,20 +359,31 @@ def wait_for_rank0(
         time.sleep(min(interval, max(0.0, timeout - waited)))
 
 
-def _rendezvous(annotations: Optional[PodAnnotationReporter], cancel: CancelSignal, node_rank: int) -> bool:
-    address = os.environ.get("MASTER_ADDR") or ""
+def _rendezvous_settings() -> tuple[str, int, float]:
+    """``MASTER_ADDR``, ``MASTER_PORT`` and the rendezvous timeout, as the manifest set them.
+
+    Raises:
+        ValueError: one is malformed.
+    """
     try:
         port = int(os.environ.get("MASTER_PORT") or "")
         timeout = float(os.environ.get(ENV_RENDEZVOUS_TIMEOUT) or "600")
     except ValueError:
         raise ValueError("the pod's MASTER_PORT or rendezvous timeout is malformed (they are set by trainerkit's manifest)") from None
+    return os.environ.get("MASTER_ADDR") or "", port, timeout
 
-    def report(text: Optional[str]) -> None:
-        if annotations is not None:
-            value = None if text is None else json.dumps({"waiting": text, "since": utcnow().isoformat()})
-            annotations.annotate(ANNOTATION_RENDEZVOUS, value)
 
-    return wait_for_rank0(address, port, node_rank=node_rank, timeout=timeout, report=report, cancel=cancel)
+def _annotate_wait(annotations: Optional[PodAnnotationReporter], text: Optional[str]) -> None:
+    """Say in this pod's rendezvous annotation what it waits for (None: nothing)."""
+    if annotations is not None:
+        value = None if text is None else json.dumps({"waiting": text, "since": utcnow().isoformat()})
+        annotations.annotate(ANNOTATION_RENDEZVOUS, value)
+
+
+def _rendezvous(annotations: Optional[PodAnnotationReporter], cancel: CancelSignal, node_rank: int) -> bool:
+    address, port, timeout = _rendezvous_settings()
+    return wait_for_rank0(address, port, node_rank=node_rank, timeout=timeout,
+                          report=lambda text: _annotate_wait(annotations, text), cancel=cancel)
 
 
 #: ``pod_entry --rank-outcome FILE SPEC``: a rank process that a pod's launcher started,
@@ -491,16 +502,11 @@ class _GroupLauncher:
                  cancel: CancelSignal, annotations: Optional[PodAnnotationReporter]) -> None:
         from ...runner.ranks import RankLayout
 
+        self.master_addr, master_port, self.timeout = _rendezvous_settings()
         try:
-            master_port = int(os.environ.get("MASTER_PORT") or "")
             self.port = int(os.environ.get(ENV_GROUP_PORT) or "")
-            self.timeout = float(os.environ.get(ENV_RENDEZVOUS_TIMEOUT) or "600")
         except ValueError:
-            raise ValueError(
-                f"the pod's MASTER_PORT, {ENV_GROUP_PORT} or rendezvous timeout is malformed "
-                "(they are set by trainerkit's manifest)"
-            ) from None
-        self.master_addr = os.environ.get("MASTER_ADDR") or ""
+            raise ValueError(f"the pod's {ENV_GROUP_PORT} is malformed (it is set by trainerkit's manifest)") from None
         self.layout = RankLayout(procs_per_node=procs, nodes=nodes, node_rank=node_rank,
                                  master_addr=self.master_addr or "127.0.0.1", master_port=master_port)
         self.spec_file, self.reporters, self.cancel, self.annotations = spec_file, reporters, cancel, annotations
@@ -528,9 +534,7 @@ class _GroupLauncher:
         self.shown = text
         if text is not None:
             log.info("node %d: %s", self.node, text)
-        if self.annotations is not None:
-            value = None if text is None else json.dumps({"waiting": text, "since": utcnow().isoformat()})
-            self.annotations.annotate(ANNOTATION_RENDEZVOUS, value)
+        _annotate_wait(self.annotations, text)
 
     def _canceled(self) -> int:
         self.reporters.outcome(Outcome(status=TrainingStatus.CANCELED, time=utcnow()))
