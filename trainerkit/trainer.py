@@ -410,16 +410,7 @@ class ModelTrainerBase(abc.ABC):
         needed = resources.needs()
         needs = normalize_requests(needed) if needed else {}
         if needs:
-            try:
-                serve(self.instance_name, needs, self.capabilities(), needed_by=f"resources {resources.describe()}")
-            except UnsupportedCapabilityError as exc:
-                if not any(item.name == "multi_node" for item in exc.unsupported):
-                    raise
-                raise UnsupportedCapabilityError(
-                    self.instance_name, exc.unsupported, exc.needed_by,
-                    "of the built-in trainer types only KUBERNETES runs a training on several nodes "
-                    "(docs/distributed.md)",
-                ) from None
+            self._serve(needs, needed_by=f"resources {resources.describe()}")
             for name in needs:
                 if requests.get(name) is RequestLevel.DISABLE:
                     raise ValueError(
@@ -429,7 +420,25 @@ class ModelTrainerBase(abc.ABC):
             requests = {**requests, **needs}
         if not requests:
             return _NOTHING_REQUESTED
-        return serve(self.instance_name, requests, self.capabilities())
+        return self._serve(requests)
+
+    def _serve(self, requests: dict[str, RequestLevel], needed_by: str = "") -> Served:
+        """:func:`~trainerkit.capabilities.serve` against this trainer's
+        capabilities; a refusal carries :meth:`_capability_hint`."""
+        try:
+            return serve(self.instance_name, requests, self.capabilities(), needed_by=needed_by)
+        except UnsupportedCapabilityError as exc:
+            hint = self._capability_hint([item.name for item in exc.unsupported])
+            if not hint:
+                raise
+            raise UnsupportedCapabilityError(self.instance_name, exc.unsupported, exc.needed_by, hint) from None
+
+    def _capability_hint(self, unsupported: Sequence[str]) -> str:
+        """How this trainer, or another one, could serve the capabilities named in
+        ``unsupported`` (added to the refusal's message), or ""."""
+        if "multi_node" in unsupported:
+            return "of the built-in trainer types only KUBERNETES runs a training on several nodes (docs/distributed.md)"
+        return ""
 
     def _resources(self, requested: Any) -> Resources:
         """The call's ``resources`` (a mapping fills in its missing keys from the

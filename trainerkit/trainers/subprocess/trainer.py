@@ -49,9 +49,9 @@ import logging
 import os
 import signal
 import weakref
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
-from ...capabilities import RequestLevel, Served, SupportLevel, UnsupportedCapabilityError
+from ...capabilities import RequestLevel, SupportLevel
 from ...durations import parse_duration
 from ...errors import ConfigError, TrainingCanceledError, TrainingCrashedError, TrainingStateError
 from ...future import ModelTrainerFutureBase
@@ -60,7 +60,6 @@ from ...logfile import read_lines
 from ...module import class_path
 from ...owner import owner_is_alive, signal_owner
 from ...private_files import make_private_dir, open_private
-from ...resources import ONE_PROCESS, Resources
 from ...runner import Outcome, TrainingSpec, check_importable_class, inline_arguments, pickle_arguments
 from ...store import TrainingStore
 from ...store.state_dir import MEMORY_STATE_DIR, STATE_DIR_ENV, open_record_store, resolve_state_dir
@@ -108,19 +107,16 @@ class SubprocessModelTrainer(ModelTrainerBase):
             levels["retries"] = SupportLevel.NATIVE
         return levels
 
-    def _serve_capabilities(self, requested: Any, resources: Resources = ONE_PROCESS) -> Served:
+    def _capability_hint(self, unsupported: Sequence[str]) -> str:
         """As the base; a refusal for lack of ``gpus`` also says how to give this trainer some."""
-        try:
-            return super()._serve_capabilities(requested, resources)
-        except UnsupportedCapabilityError as exc:
-            if self._gpus or not any(item.name == "gpus" for item in exc.unsupported):
-                raise
-            found = "its gpus: auto found none (nvidia-smi -L lists none and CUDA_VISIBLE_DEVICES names none)" \
-                if self.config.gpus == "auto" else "it has no gpus config"
-            hint = (f"trainer {self.instance_name!r} hands out GPUs only from its gpus config, and {found}: "
-                    "set gpus (auto, or a list of device ids such as [0, 1]) in its config (docs/subprocess.md)")
-            hint = f"{exc.hint}; {hint}" if exc.hint else hint
-            raise UnsupportedCapabilityError(self.instance_name, exc.unsupported, exc.needed_by, hint) from None
+        hint = super()._capability_hint(unsupported)
+        if self._gpus or "gpus" not in unsupported:
+            return hint
+        found = "its gpus: auto found none (nvidia-smi -L lists none and CUDA_VISIBLE_DEVICES names none)" \
+            if self.config.gpus == "auto" else "it has no gpus config"
+        mine = (f"trainer {self.instance_name!r} hands out GPUs only from its gpus config, and {found}: "
+                "set gpus (auto, or a list of device ids such as [0, 1]) in its config (docs/subprocess.md)")
+        return f"{hint}; {mine}" if hint else mine
 
     def __init__(self, config: SubprocessTrainerConfig, instance_name: str) -> None:
         super().__init__(config, instance_name)
