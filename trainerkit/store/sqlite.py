@@ -62,7 +62,7 @@ import sqlite3
 import stat
 import threading
 import weakref
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from ..errors import StoreError, TrainingExistsError, TrainingNotFoundError
 from ..capabilities import levels_to_json
@@ -161,10 +161,13 @@ class _WriteBehind:
         # One lock, two conditions: flush() waits on queue_lock (notified at
         # every commit); the writer thread waits on writer_wake, notified only
         # when it has something to do, so commits do not wake it for nothing.
-        lock = threading.Lock()
+        # ``lock`` is taken directly where nobody waits or is notified: a
+        # Condition's __enter__ and __exit__ are Python calls, on every change.
+        self.lock = lock = threading.Lock()
         self.queue_lock = threading.Condition(lock)
         self.writer_wake = threading.Condition(lock)
         self.writer_idle = False  # the writer waits for a first change (set under queue_lock)
+        self.flush_waiters = 0  # threads in flush(), waiting on queue_lock for commits
         self.queue: list[tuple[Any, ...]] = []
         self.enqueued = 0  # operations handed to the writer so far
         self.committed = 0  # of those, operations committed (or dropped as invalid)
@@ -233,7 +236,7 @@ class SQLiteTrainingStore(TrainingStore):
         # Synchronous: an accepted submission is on disk when this returns, and
         # a refused one (a full disk, a taken id) leaves nothing. The writer
         # commits it together with whatever else is queued (group commit).
-        with self._w.queue_lock:
+        with self._w.lock:
             live = self._w.live.get(info.id)
             if live is not None and (not live[0].status.is_terminal or not replace_finished):
                 raise TrainingExistsError(_exists_message(info.id, live[0].status, replace_finished))
@@ -246,7 +249,7 @@ class SQLiteTrainingStore(TrainingStore):
         waiter = _Waiter()
         fixed = _fixed_body(info)
         w = self._w
-        with w.queue_lock:
+        with w.lock:
             # Changes of a finished training with this id still queued must be
             # written before this record replaces it: then take the whole queue.
             after_changes = info.id in w.pending
@@ -262,7 +265,7 @@ class SQLiteTrainingStore(TrainingStore):
         # its record taken along already).
         with w.commit_lock:
             if not waiter.done:
-                with w.queue_lock:
+                with w.lock:
                     if after_changes:
                         batch, w.queue = w.queue, []
                     else:
@@ -272,10 +275,9 @@ class SQLiteTrainingStore(TrainingStore):
             raise waiter.error
 
     def update(self, training_id: str, **changes: Any) -> TrainingInfo:
-        unknown = changes.keys() - UPDATABLE_FIELDS
-        if unknown:
-            raise ValueError(f"cannot update record fields {sorted(unknown)}")
-        with self._w.queue_lock:
+        if not UPDATABLE_FIELDS.issuperset(changes):
+            raise ValueError(f"cannot update record fields {sorted(changes.keys() - UPDATABLE_FIELDS)}")
+        with self._w.lock:
             live = self._w.live.get(training_id)
             if live is not None:
                 info, owner, fixed = live
@@ -306,16 +308,20 @@ class SQLiteTrainingStore(TrainingStore):
             StoreError: the writer cannot commit (the error names the file and
                 what to do), or ``timeout`` seconds passed first.
         """
-        with self._w.queue_lock:
+        with self._w.lock:
             target = self._w.enqueued
             failed_attempts = self._w.failed_attempts
             self._w.retry_now = True  # a writer waiting to retry tries again at once
             self._w.writer_idle = False
             self._w.writer_wake.notify_all()
-            done = self._w.queue_lock.wait_for(
-                lambda: self._w.committed >= target or self._w.failed_attempts > failed_attempts,
-                timeout,
-            )
+            self._w.flush_waiters += 1
+            try:
+                done = self._w.queue_lock.wait_for(
+                    lambda: self._w.committed >= target or self._w.failed_attempts > failed_attempts,
+                    timeout,
+                )
+            finally:
+                self._w.flush_waiters -= 1
             if self._w.committed >= target:
                 return
             self._raise_failure()
@@ -361,7 +367,7 @@ class SQLiteTrainingStore(TrainingStore):
         delay = _RETRY_FIRST
         w = self._w
         while True:
-            with w.queue_lock:
+            with w.lock:
                 while not w.queue:
                     w.writer_idle = True
                     w.writer_wake.wait()
@@ -375,13 +381,13 @@ class SQLiteTrainingStore(TrainingStore):
                     w.writer_wake.wait(_GROUP_COMMIT_WINDOW)
                 w.retry_now = False
             with self._w.commit_lock:
-                with self._w.queue_lock:
+                with self._w.lock:
                     batch, self._w.queue = self._w.queue, []
                 failed = bool(batch) and not self._commit_batch(batch)
             if not failed:
                 delay = _RETRY_FIRST
                 continue
-            with self._w.queue_lock:
+            with self._w.lock:
                 if self._w.queue:
                     self._w.writer_wake.wait_for(lambda: self._w.retry_now, delay)
             delay = min(delay * 2, _RETRY_MAX)
@@ -404,7 +410,7 @@ class SQLiteTrainingStore(TrainingStore):
                 for store, entries in by_store.values():
                     refused.update(store._commit(entries))
         except StoreError as exc:
-            with self._w.queue_lock:
+            with self._w.lock:
                 # A submission waiting for its commit is refused now (and
                 # leaves nothing); later changes are kept, in order, for the retry.
                 kept = [entry for entry in batch if entry[2] is None]
@@ -424,7 +430,7 @@ class SQLiteTrainingStore(TrainingStore):
                 if first:
                     log.error("training records are not being saved: %s", exc)
             return False
-        with self._w.queue_lock:
+        with self._w.lock:
             if self._w.failure is not None:
                 log.warning("training records are being saved again to %s", self.path)
             if refused:
@@ -466,7 +472,8 @@ class SQLiteTrainingStore(TrainingStore):
             del self._w.pending[training_id]
             if self._w.live[training_id][0].status.is_terminal:
                 del self._w.live[training_id]  # on disk for good; read it there
-        self._w.queue_lock.notify_all()
+        if self._w.flush_waiters:  # notify_all is Python code: skip it when nobody waits
+            self._w.queue_lock.notify_all()
 
     def _commit(self, entries: Sequence[tuple[Any, ...]]) -> dict[int, BaseException]:
         """Write ``entries`` in one transaction; return the ones refused as
@@ -517,7 +524,7 @@ class SQLiteTrainingStore(TrainingStore):
             ) from self._w.failure
 
     def get(self, training_id: str) -> Optional[TrainingInfo]:
-        with self._w.queue_lock:
+        with self._w.lock:
             # Changes not yet on disk are read here; otherwise the file is the
             # truth (another process may have changed the record since).
             live = self._w.live.get(training_id) if self._w.pending.get(training_id) else None
@@ -528,7 +535,7 @@ class SQLiteTrainingStore(TrainingStore):
         return self._row_to_info(row) if row is not None else None
 
     def get_owner(self, training_id: str) -> Optional[str]:
-        with self._w.queue_lock:
+        with self._w.lock:
             live = self._w.live.get(training_id)
         if live is not None:
             return live[1]
@@ -556,7 +563,7 @@ class SQLiteTrainingStore(TrainingStore):
         self.flush()
         with self._write(f"deleting training {training_id}") as conn:
             deleted = _delete_rows(conn, (training_id,)) > 0
-        with self._w.queue_lock:
+        with self._w.lock:
             if not self._w.pending.get(training_id):
                 self._w.live.pop(training_id, None)
         return deleted
@@ -580,7 +587,7 @@ class SQLiteTrainingStore(TrainingStore):
                 rows = conn.execute(sql, params).fetchall()
                 infos = [self._row_to_info(row) for row in rows]
                 _delete_rows(conn, [info.id for info in infos])
-            with self._w.queue_lock:
+            with self._w.lock:
                 for info in infos:
                     if not self._w.pending.get(info.id):
                         self._w.live.pop(info.id, None)
@@ -974,8 +981,28 @@ def _primary_code(exc: sqlite3.Error) -> Optional[int]:
     return None
 
 
-# One encoder for every body: json.dumps with separators builds a new one per call.
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+def _make_encode() -> Callable[[Any], str]:
+    """One compact JSON encoder for every body, made once.
+
+    ``json.dumps`` builds a new ``JSONEncoder`` per call, and even a kept
+    encoder's ``encode`` makes a new C encoder per call (in ``iterencode``):
+    three bodies per training make that the store's largest Python cost. The
+    C encoder ``json`` itself uses is made once here, with the settings
+    ``JSONEncoder(separators=(",", ":"))`` gives it; without the C
+    accelerator (another Python implementation) the kept encoder is used.
+    """
+    encoder = json.JSONEncoder(separators=(",", ":"))
+    make_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if make_c_encoder is None:
+        return encoder.encode
+    c_encoder = make_c_encoder(
+        None, encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    )  # no markers: a body is never circular, and one shared dict would not be thread-safe
+    join = "".join
+    return lambda value: join(c_encoder(value, 0))
+
+
+_encode = _make_encode()
 # The body's fields that never change after ``add`` (see UPDATABLE_FIELDS):
 # serialised once per training, see _fixed_body.
 _FIXED_FIELDS = ("module", "model_name", "tags", "capabilities", "parameters", "parameters_by_repr", "ranks")
