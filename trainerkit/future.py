@@ -115,6 +115,8 @@ class ModelTrainerFutureBase(concurrent.futures.Future):
 
         Returns True when it ended, False on timeout (like ``threading.Event.wait``).
         """
+        if self._info.status.is_terminal:  # the common case of result() after the end
+            return True
         self._trainer._ensure_observed(self)
         with self._condition:
             return self._condition.wait_for(lambda: self._info.status.is_terminal, timeout)
@@ -267,27 +269,30 @@ class ModelTrainerFutureBase(concurrent.futures.Future):
                 self._model = model
             if exception is not None:
                 self._exception_obj = exception
-            self._condition.notify_all()
-        if info.status.is_terminal:
-            self._settle_cf(info.status)
+            if not info.status.is_terminal:
+                return  # nobody waits for a change short of the end (wait()'s predicate)
+        # Ending the concurrent.futures side wakes every waiter (on the same
+        # Condition), outside the lock as its done callbacks must run.
+        self._settle_cf(info.status)
 
     def _settle_cf(self, status: TrainingStatus) -> None:
         # The concurrent.futures side stays PENDING until the training ends, then
         # ends the same way, so that its wait() and as_completed() see the end;
-        # results themselves stay ours (result() loads the model).
+        # results themselves stay ours (result() loads the model). Both
+        # set_result and set_exception take a PENDING future (no
+        # set_running_or_notify_cancel first: one Condition round less).
         if status is TrainingStatus.CANCELED:
             concurrent.futures.Future.cancel(self)
             concurrent.futures.Future.set_running_or_notify_cancel(self)
             return
-        if not concurrent.futures.Future.set_running_or_notify_cancel(self):
-            return  # already ended (a canceled future never completes)
         try:
             if status is TrainingStatus.COMPLETED:
                 concurrent.futures.Future.set_result(self, None)
             else:
                 concurrent.futures.Future.set_exception(self, self._training_exception())
-        except concurrent.futures.InvalidStateError:
-            pass  # another thread settled it first
+        except concurrent.futures.InvalidStateError:  # settled already: still wake every waiter
+            with self._condition:
+                self._condition.notify_all()
 
     def set_result(self, result: Any) -> None:  # pragma: no cover - guard
         raise RuntimeError("a training future's result is set by its trainer")

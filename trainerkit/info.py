@@ -26,10 +26,12 @@ class TrainingStatus(str, enum.Enum):
     ERRORED = "ERRORED"
     CANCELED = "CANCELED"
 
-    @property
-    def is_terminal(self) -> bool:
-        """True for COMPLETED, ERRORED and CANCELED."""
-        return self in _TERMINAL
+    #: True for COMPLETED, ERRORED and CANCELED.
+    is_terminal: bool
+
+    def __init__(self, value: str) -> None:
+        # A plain attribute, not a property: it is read a dozen times per training.
+        self.is_terminal = value in ("COMPLETED", "ERRORED", "CANCELED")
 
     @classmethod
     def parse(cls, value: "str | TrainingStatus") -> "TrainingStatus":
@@ -185,9 +187,8 @@ class TrainingInfo:
     def evolve(self, **changes: Any) -> "TrainingInfo":
         """A copy with ``changes`` applied (``dataclasses.replace`` without its
         per-call introspection: records change several times per training)."""
-        unknown = changes.keys() - _INFO_FIELDS
-        if unknown:
-            raise TypeError(f"TrainingInfo has no fields {sorted(unknown)}")
+        if not _INFO_FIELDS.issuperset(changes):
+            raise TypeError(f"TrainingInfo has no fields {sorted(changes.keys() - _INFO_FIELDS)}")
         new = object.__new__(TrainingInfo)
         new.__dict__.update(self.__dict__)
         new.__dict__.update(changes)
