@@ -71,11 +71,14 @@ THROUGHPUT_MEMORY_RECORDS = RowSpec(
     "the same with state_dir ':memory:' (no durable records): what the durable commit costs",
     "ThreadPoolExecutor",
 )
+# Reported, no goal: issue 13 sets the durable start's goal against a submit
+# preceded by the commit (LATENCY_START_VS_BARE_DURABLE) and the bare submit's
+# only for ':memory:' records (LATENCY_START_MEMORY_RECORDS). Against a bare
+# submit a durable start pays one commit, which alone costs more than 1x.
 LATENCY_START = RowSpec(
     "local.latency.start",
     "idle trainer: train() called -> module's train entered",
     "executor submit",
-    Goal("ratio", "<", 2.0, "< 2x"),
 )
 LATENCY_FINISH = RowSpec(
     "local.latency.finish",
