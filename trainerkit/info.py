@@ -52,9 +52,6 @@ class TrainingStatus(str, enum.Enum):
         return self.value
 
 
-_TERMINAL = frozenset({TrainingStatus.COMPLETED, TrainingStatus.ERRORED, TrainingStatus.CANCELED})
-
-
 def qualified_name(exc_type: type) -> str:
     """``module.QualName`` of a class (bare for builtins): how error types are recorded."""
     module = exc_type.__module__
