@@ -119,7 +119,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 _COLUMNS = "id, trainer_name, status, submitted_us, completed_us, body"
-_COLUMN_FIELDS = ("id", "trainer_name", "status", "submission_time", "completion_time")
 _TERMINAL_VALUES = tuple(sorted(s.value for s in TrainingStatus if s.is_terminal))
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 _MICROSECOND = datetime.timedelta(microseconds=1)
@@ -166,7 +165,7 @@ class _WriteBehind:
         self.lock = lock = threading.Lock()
         self.queue_lock = threading.Condition(lock)
         self.writer_wake = threading.Condition(lock)
-        self.writer_idle = False  # the writer waits for a first change (set under queue_lock)
+        self.writer_idle = False  # the writer waits for a first change (set under lock)
         self.flush_waiters = 0  # threads in flush(), waiting on queue_lock for commits
         self.queue: list[tuple[Any, ...]] = []
         self.enqueued = 0  # operations handed to the writer so far
@@ -380,16 +379,16 @@ class SQLiteTrainingStore(TrainingStore):
                 if not w.retry_now:
                     w.writer_wake.wait(_GROUP_COMMIT_WINDOW)
                 w.retry_now = False
-            with self._w.commit_lock:
-                with self._w.lock:
-                    batch, self._w.queue = self._w.queue, []
+            with w.commit_lock:
+                with w.lock:
+                    batch, w.queue = w.queue, []
                 failed = bool(batch) and not self._commit_batch(batch)
             if not failed:
                 delay = _RETRY_FIRST
                 continue
-            with self._w.lock:
-                if self._w.queue:
-                    self._w.writer_wake.wait_for(lambda: self._w.retry_now, delay)
+            with w.lock:
+                if w.queue:
+                    w.writer_wake.wait_for(lambda: w.retry_now, delay)
             delay = min(delay * 2, _RETRY_MAX)
 
     def _commit_batch(self, batch: list[tuple[Any, ...]]) -> bool:
@@ -1003,9 +1002,6 @@ def _make_encode() -> Callable[[Any], str]:
 
 
 _encode = _make_encode()
-# The body's fields that never change after ``add`` (see UPDATABLE_FIELDS):
-# serialised once per training, see _fixed_body.
-_FIXED_FIELDS = ("module", "model_name", "tags", "capabilities", "parameters", "parameters_by_repr", "ranks")
 
 
 def _fixed_body(info: TrainingInfo) -> str:
