@@ -468,8 +468,7 @@ def _launch_ranks(
         pumps = _start_local_ranks(ranks, spec_file, outcome_files, threading.Lock(), prefixed=True)
         _watch_ranks(ranks, pumps, lambda: ranks.failure is not None or cancel.requested)
         if cancel.requested:
-            reporters.outcome(Outcome(status=TrainingStatus.CANCELED, time=utcnow()))
-            return EXIT_TERMINATED
+            return _report_canceled(reporters)
         failure = ranks.failure
         if failure is None:
             first = _read_outcome(outcome_files[0]) or Outcome(status=TrainingStatus.COMPLETED, time=utcnow())
@@ -535,10 +534,6 @@ class _GroupLauncher:
         if text is not None:
             log.info("node %d: %s", self.node, text)
         _annotate_wait(self.annotations, text)
-
-    def _canceled(self) -> int:
-        self.reporters.outcome(Outcome(status=TrainingStatus.CANCELED, time=utcnow()))
-        return EXIT_TERMINATED
 
     def _run_ranks(self, number: int, events: Any, failed: Any) -> tuple[str, Optional[Outcome], bool]:
         """Run this node's ranks once (start ``number``). ``events()`` returns a
@@ -628,7 +623,7 @@ class _GroupLauncher:
         try:
             while True:
                 if not self._gather(coordinator, address):
-                    return self._canceled()
+                    return _report_canceled(self.reporters)
                 pending.clear()
                 settle_at, cause = None, None
                 number = coordinator.start()
@@ -636,7 +631,7 @@ class _GroupLauncher:
                 result, outcome, crashed = self._run_ranks(
                     number, events, lambda crash, why: note(_Failure(0, crash, why)))
                 if result == "canceled":
-                    return self._canceled()
+                    return _report_canceled(self.reporters)
                 if result == "completed":
                     coordinator.broadcast({"finished": True})
                     assert outcome is not None
@@ -716,10 +711,10 @@ class _GroupLauncher:
                 number = None
                 while number is None:
                     if self.cancel.requested:
-                        return self._canceled()
+                        return _report_canceled(self.reporters)
                     if not member.connected:
                         if not self._join(member, deadline):
-                            return self._canceled()
+                            return _report_canceled(self.reporters)
                     for kind, message in member.poll():
                         if kind == "start":
                             number = int(message.get("start") or 0)
@@ -739,7 +734,7 @@ class _GroupLauncher:
                 cause = None
                 result, outcome, crashed = self._run_ranks(number, events, failed)
                 if result == "canceled":
-                    return self._canceled()
+                    return _report_canceled(self.reporters)
                 if result == "completed":
                     member.send({"done": self.node})
                     assert outcome is not None
@@ -765,13 +760,10 @@ class _GroupLauncher:
     def _join(self, member: Any, deadline: float) -> bool:
         """Connect to node 0 (waiting until it resolves and listens); False when canceled."""
         while True:
-            try:
-                reachable = wait_for_rank0(
-                    self.master_addr, self.port, node_rank=self.node, timeout=max(0.0, deadline - time.monotonic()),
-                    report=self._show, cancel=self.cancel, whom="node 0's launcher", port_name=ENV_GROUP_PORT,
-                )
-            except RendezvousError:
-                raise
+            reachable = wait_for_rank0(
+                self.master_addr, self.port, node_rank=self.node, timeout=max(0.0, deadline - time.monotonic()),
+                report=self._show, cancel=self.cancel, whom="node 0's launcher", port_name=ENV_GROUP_PORT,
+            )
             if not reachable:
                 return False
             try:
@@ -800,6 +792,12 @@ def _read_outcome(path: str) -> Optional[Outcome]:
             return Outcome.from_dict(json.load(handle))
     except (OSError, ValueError, TypeError, KeyError):
         return None
+
+
+def _report_canceled(reporters: ReporterGroup) -> int:
+    """Report the training CANCELED (a SIGTERM: cancel, deadline, eviction); the exit status."""
+    reporters.outcome(Outcome(status=TrainingStatus.CANCELED, time=utcnow()))
+    return EXIT_TERMINATED
 
 
 def _exit_status(outcome: Outcome) -> int:
@@ -873,14 +871,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             nodes, procs, node_rank = node
             log.info("node %d of %d, ranks %s to %d of %s", node_rank, nodes, os.environ["RANK"],
                      node_rank * procs + procs - 1, os.environ.get("WORLD_SIZE"))
-            if nodes > 1 and os.environ.get(ENV_GROUP_PORT):  # with retries: restart as a group
-                if node_rank == 0 and not _rendezvous(annotations, cancel, node_rank):
-                    reporters.outcome(Outcome(status=TrainingStatus.CANCELED, time=utcnow()))
-                    return EXIT_TERMINATED
+            grouped = nodes > 1 and bool(os.environ.get(ENV_GROUP_PORT))  # with retries: restart as a group
+            # Node 0 waits for its own hostname either way; in a group the other
+            # nodes wait for node 0's launcher (_GroupLauncher) instead of rank 0.
+            if nodes > 1 and (node_rank == 0 or not grouped) and not _rendezvous(annotations, cancel, node_rank):
+                return _report_canceled(reporters)
+            if grouped:
                 return _GroupLauncher(argv[0], nodes, procs, node_rank, reporters, cancel, annotations).run()
-            if nodes > 1 and not _rendezvous(annotations, cancel, node_rank):
-                reporters.outcome(Outcome(status=TrainingStatus.CANCELED, time=utcnow()))
-                return EXIT_TERMINATED
             if procs > 1:
                 return _launch_ranks(argv[0], nodes, procs, node_rank, reporters, cancel)
     except (ValueError, RendezvousError) as exc:
