@@ -180,12 +180,21 @@ def training_info(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         attempts = sum(1 for _, state in containers if state and _ever_started(state))
         detail = "" if running else "between attempts: the last pod failed and the Job is starting another"
         if attempts > 1:
-            limit = (job.get("spec") or {}).get("backoffLimit")
-            detail = f"attempt {attempts} of {limit + 1 if isinstance(limit, int) else '?'}" + (
-                f"; {detail}" if detail else ""
-            )
+            detail = _attempt_text(job, attempts) + (f"; {detail}" if detail else "")
         return TrainingInfo(**record, status=TrainingStatus.RUNNING, start_time=start, detail=detail)
     return TrainingInfo(**record, status=TrainingStatus.QUEUED, detail=_queued_detail(job, pods, containers))
+
+
+def _backoff_limit(job: Mapping[str, Any]) -> Optional[int]:
+    """The Job's ``backoffLimit``, or None when it has none."""
+    limit = (job.get("spec") or {}).get("backoffLimit")
+    return limit if isinstance(limit, int) else None
+
+
+def _attempt_text(job: Mapping[str, Any], attempt: int) -> str:
+    """``attempt k of n``: n the attempts the Job's backoffLimit allows (? without one)."""
+    limit = _backoff_limit(job)
+    return f"attempt {attempt} of {limit + 1 if limit is not None else '?'}"
 
 
 # -- multi-node ---------------------------------------------------------------------------
@@ -239,8 +248,7 @@ def _multi_node_progressing(
             latest[index] = (pod, state)
     started = {index for index, (_, state) in latest.items() if state and _ever_started(state)}
     attempt = record.get("attempt") or 1
-    limit = (job.get("spec") or {}).get("backoffLimit")
-    prefix = f"attempt {attempt} of {limit + 1 if isinstance(limit, int) else '?'}: " if attempt > 1 else ""
+    prefix = f"{_attempt_text(job, attempt)}: " if attempt > 1 else ""
     if len(started) == nodes:
         waiting = []
         for index in sorted(latest):
@@ -294,8 +302,9 @@ def _group_attempt(
     """Which attempt a multi-node training is at: each failed pod restarted the
     group, except the one that failed the Job."""
     failures = _group_failures(containers)
-    limit = (job.get("spec") or {}).get("backoffLimit")
-    limit = limit if isinstance(limit, int) else failures
+    limit = _backoff_limit(job)
+    if limit is None:
+        limit = failures
     if any(t in conditions for t in _FAILED):  # the last failure started no attempt
         return max(1, min(failures, limit + 1))
     return min(failures, limit) + 1
@@ -323,8 +332,8 @@ def _node_errors(
         finished = parse_time(terminated.get("finishedAt")) or _now()
         candidates.append((rank, finished, pod_index(pod) if pod_index(pod) is not None else 1 << 30, pod, state, outcome))
     errors: list[ErrorDetail] = []
-    limit = (job.get("spec") or {}).get("backoffLimit")
-    retried = isinstance(limit, int) and limit > 0
+    limit = _backoff_limit(job)
+    retried = limit is not None and limit > 0
     if candidates:
         # Without retries the node that failed first; with them, the last attempt's.
         order = (lambda c: (c[0] == 2, -c[1].timestamp(), c[2])) if retried else (lambda c: c[:3])
